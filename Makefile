@@ -1,0 +1,45 @@
+# apkimage — `make test` and `make perf` set themselves up (venv, Python deps, Debian tools).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap
+BASE ?=
+PYTEST_ARGS ?=
+
+.PHONY: test perf lint tools venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Debian tools the tests drive (registry, skopeo, umoci, bwrap). Installed only when missing.
+tools:
+	@missing=""; \
+	for t in docker-registry skopeo umoci bwrap; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "not root: cannot install$$missing; tests needing them will be skipped"; exit 0; fi; \
+	echo "installing Debian tools:$$missing"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_TOOLS) >/dev/null
+
+test: venv tools
+	$(BIN)/ruff check builder perf tests
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+perf: venv tools
+ifeq ($(BASE),)
+	$(BIN)/apkperf run --workload small --impl reference,fast --scenario cold,hot,offline
+	$(BIN)/apkperf report
+else
+	$(BIN)/apkperf compare $(BASE)
+endif
+
+lint: venv
+	$(BIN)/ruff check builder perf tests
+
+clean:
+	rm -rf $(VENV) .perf .pytest_cache .hypothesis
