@@ -1,0 +1,170 @@
+"""DEFLATE block boundaries of a gzip stream (the zran.c technique, via ctypes and libz).
+
+`scan_blocks` inflates a (possibly multi-member) gzip stream with `inflate(Z_BLOCK)`, which
+stops at every block boundary, and records for each block start its bit offset in the
+compressed input, its offset in the uncompressed output and the CRC-32 of the output prefix of
+its member. The stitched layer format (DESIGN.md §4) reuses whole original blocks between such
+boundaries and re-compresses only around cuts.
+
+Offsets are absolute: `bit` counts from the first byte of `data`, `out` from the start of the
+concatenated uncompressed output of all members. Each member's own data start (just after its
+gzip header) is recorded as a boundary with `member_start=True`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import zlib
+from dataclasses import dataclass
+
+from builder.errors import FormatError
+
+_Z_BLOCK = 5
+_Z_OK = 0
+_Z_STREAM_END = 1
+_Z_BUF_ERROR = -5
+_OUT_CHUNK = 1 << 18
+
+
+class _ZStream(ctypes.Structure):
+    _fields_ = [
+        ("next_in", ctypes.c_void_p),
+        ("avail_in", ctypes.c_uint),
+        ("total_in", ctypes.c_ulong),
+        ("next_out", ctypes.c_void_p),
+        ("avail_out", ctypes.c_uint),
+        ("total_out", ctypes.c_ulong),
+        ("msg", ctypes.c_char_p),
+        ("state", ctypes.c_void_p),
+        ("zalloc", ctypes.c_void_p),
+        ("zfree", ctypes.c_void_p),
+        ("opaque", ctypes.c_void_p),
+        ("data_type", ctypes.c_int),
+        ("adler", ctypes.c_ulong),
+        ("reserved", ctypes.c_ulong),
+    ]
+
+
+def _load_libz() -> ctypes.CDLL:
+    name = ctypes.util.find_library("z") or "libz.so.1"
+    lib = ctypes.CDLL(name)
+    lib.zlibVersion.restype = ctypes.c_char_p
+    lib.inflateInit2_.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int, ctypes.c_char_p,
+                                  ctypes.c_int]
+    lib.inflate.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int]
+    lib.inflateEnd.argtypes = [ctypes.POINTER(_ZStream)]
+    return lib
+
+
+_libz: ctypes.CDLL | None = None
+
+
+def _lib() -> ctypes.CDLL:
+    global _libz
+    if _libz is None:
+        _libz = _load_libz()
+    return _libz
+
+
+@dataclass(frozen=True)
+class BlockStart:
+    """A point where a DEFLATE block starts (or a member's data starts)."""
+
+    bit: int  # absolute bit offset in the compressed input
+    out: int  # absolute offset in the concatenated uncompressed output
+    crc: int  # CRC-32 of this member's output before `out`
+    member: int  # index of the gzip member
+    member_start: bool = False
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    start: int  # byte offset of the gzip header
+    data_bit: int  # bit offset of the first DEFLATE block
+    end_bit: int  # bit offset just after the final block's last bit
+    end: int  # byte offset just after the trailer
+    out_start: int
+    out_end: int
+    crc: int
+
+
+@dataclass(frozen=True)
+class BlockIndex:
+    blocks: list[BlockStart]
+    members: list[MemberInfo]
+
+    @property
+    def size(self) -> int:
+        return self.members[-1].out_end if self.members else 0
+
+
+def scan_blocks(data: bytes, source: str = "gzip stream") -> BlockIndex:
+    """Find every DEFLATE block start in the gzip members of `data`."""
+    lib = _lib()
+    version = lib.zlibVersion()
+    inbuf = ctypes.create_string_buffer(bytes(data), len(data)) if data else None
+    if inbuf is None:
+        raise FormatError(f"{source}: empty gzip stream")
+    base = ctypes.addressof(inbuf)
+    outbuf = ctypes.create_string_buffer(_OUT_CHUNK)
+    out_addr = ctypes.addressof(outbuf)
+    blocks: list[BlockStart] = []
+    members: list[MemberInfo] = []
+    pos = 0
+    out_base = 0
+    member_no = 0
+    while pos < len(data):
+        stream = _ZStream()
+        rc = lib.inflateInit2_(ctypes.byref(stream), 31, version, ctypes.sizeof(_ZStream))
+        if rc != _Z_OK:
+            raise FormatError(f"{source}: inflateInit2 failed ({rc})")
+        stream.next_in = base + pos
+        stream.avail_in = len(data) - pos
+        crc = 0
+        data_bit = -1
+        end_bit = -1
+        try:
+            while True:
+                stream.next_out = out_addr
+                stream.avail_out = _OUT_CHUNK
+                before_out = stream.total_out
+                rc = lib.inflate(ctypes.byref(stream), _Z_BLOCK)
+                produced = stream.total_out - before_out
+                if produced:
+                    crc = zlib.crc32(memoryview(outbuf)[:produced], crc)
+                if rc not in (_Z_OK, _Z_STREAM_END):
+                    msg = stream.msg.decode() if stream.msg else f"zlib error {rc}"
+                    raise FormatError(
+                        f"{source}: corrupt gzip data in member {member_no} "
+                        f"at byte {pos + stream.total_in}: {msg}"
+                    )
+                dt = stream.data_type
+                bit = (pos + stream.total_in) * 8 - (dt & 7)
+                if rc == _Z_STREAM_END:
+                    break
+                if dt & 128 and not dt & 64:
+                    # At a block boundary. The end-of-last-block point (dt & 64) is not a start.
+                    if data_bit < 0:
+                        data_bit = bit
+                    blocks.append(BlockStart(bit=bit, out=out_base + stream.total_out, crc=crc,
+                                             member=member_no,
+                                             member_start=(data_bit == bit)))
+                elif dt & 64 and end_bit < 0:
+                    end_bit = bit
+                if rc == _Z_OK and produced == 0 and stream.avail_in == 0:
+                    raise FormatError(f"{source}: truncated gzip member {member_no}")
+            consumed = stream.total_in
+            total_out = stream.total_out
+        finally:
+            lib.inflateEnd(ctypes.byref(stream))
+        if end_bit < 0:
+            # The final block ended exactly when the stream ended; the trailer is 8 bytes.
+            end_bit = (pos + consumed - 8) * 8
+        members.append(MemberInfo(start=pos, data_bit=data_bit, end_bit=end_bit,
+                                  end=pos + consumed, out_start=out_base,
+                                  out_end=out_base + total_out, crc=crc))
+        pos += consumed
+        out_base += total_out
+        member_no += 1
+    return BlockIndex(blocks=blocks, members=members)
