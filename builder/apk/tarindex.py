@@ -1,0 +1,184 @@
+"""An index of the headers of an uncompressed tar (an APK's data section, decompressed).
+
+The optimised stages keep each package's data tar uncompressed in the cache together with this
+index, so a hot build reads headers without parsing the tar again and copies file bytes straight
+from `data_offset`. Parsing is a single pass over the 512-byte header blocks; PAX extended
+headers (`x`, global `g`) and GNU long names (`L`, `K`) are applied to the entry they precede.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from builder.errors import FormatError
+
+BLOCK = 512
+_CHECKSUM_KEY = "APK-TOOLS.checksum.SHA1"
+
+
+@dataclass
+class TarEntry:
+    path: str  # as in the archive, without a leading "./" or trailing "/"
+    type: str  # tar typeflag: "0" file, "1" hardlink, "2" symlink, "3"/"4" devices, "5" dir
+    mode: int
+    uid: int
+    gid: int
+    mtime: int
+    size: int
+    linkname: str
+    header_offset: int  # first byte of the entry's first header (PAX/GNU headers included)
+    data_offset: int  # first byte of the entry's contents
+    uname: str = ""
+    gname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    checksum: str = ""  # APK-TOOLS.checksum.SHA1 as found (hex or Q1 form), "" if none
+    xattrs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def end_offset(self) -> int:
+        """First byte after the entry's padded contents."""
+        return self.data_offset + -(-self.size // BLOCK) * BLOCK
+
+
+@dataclass
+class TarIndex:
+    entries: list[TarEntry]
+    end_offset: int  # where the end-of-archive marker starts (or the data ends)
+
+    def to_json(self) -> bytes:
+        return json.dumps({"end": self.end_offset, "entries": [asdict(e) for e in self.entries]},
+                          separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> TarIndex:
+        doc = json.loads(raw)
+        return cls(entries=[TarEntry(**e) for e in doc["entries"]], end_offset=doc["end"])
+
+
+def _num(field_: bytes, source: str, offset: int) -> int:
+    if field_ and field_[0] & 0x80:  # base-256 (GNU/star) for large values
+        value = int.from_bytes(field_[1:], "big")
+        return value - (1 << (8 * len(field_) - 1)) if field_[0] & 0x40 else value
+    text = field_.split(b"\0", 1)[0].strip(b" ")
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise FormatError(f"{source}: bad numeric field {field_!r} in tar header at {offset}") \
+            from None
+
+
+def _str(field_: bytes) -> str:
+    return field_.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def _pax_records(body: bytes, source: str, offset: int) -> dict[str, str]:
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(body):
+        if body[pos] == 0:
+            break
+        space = body.find(b" ", pos)
+        if space < 0:
+            raise FormatError(f"{source}: malformed PAX record at {offset}")
+        length = int(body[pos:space])
+        record = body[space + 1: pos + length]
+        if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
+            raise FormatError(f"{source}: malformed PAX record at {offset}")
+        key, value = record[:-1].split(b"=", 1)
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
+
+
+def _clean(path: str) -> str:
+    while path.startswith("./"):
+        path = path[2:]
+    return path.rstrip("/") if path != "/" else path
+
+
+def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
+    """Parse every header of the tar in `buf` (no data is copied)."""
+    view = memoryview(buf)
+    size = len(view)
+    entries: list[TarEntry] = []
+    global_pax: dict[str, str] = {}
+    pending_pax: dict[str, str] = {}
+    long_name: str | None = None
+    long_link: str | None = None
+    pos = 0
+    first_header = 0
+    while pos + BLOCK <= size:
+        header = bytes(view[pos: pos + BLOCK])
+        if header == b"\0" * BLOCK:
+            break
+        stored = _num(header[148:156], source, pos)
+        computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
+        if stored != computed:
+            raise FormatError(f"{source}: tar header checksum mismatch at offset {pos}")
+        typeflag = chr(header[156]) if header[156] else "0"
+        entry_size = _num(header[124:136], source, pos)
+        data_start = pos + BLOCK
+        data_end = data_start + entry_size
+        if data_end > size:
+            raise FormatError(f"{source}: tar entry at {pos} runs past the end of the archive")
+        next_pos = data_start + -(-entry_size // BLOCK) * BLOCK
+        if typeflag in ("x", "g"):
+            records = _pax_records(bytes(view[data_start:data_end]), source, pos)
+            (pending_pax if typeflag == "x" else global_pax).update(records)
+            pos = next_pos
+            continue
+        if typeflag in ("L", "K"):
+            value = bytes(view[data_start:data_end]).split(b"\0", 1)[0].decode(
+                "utf-8", "surrogateescape")
+            if typeflag == "L":
+                long_name = value
+            else:
+                long_link = value
+            pos = next_pos
+            continue
+        pax = {**global_pax, **pending_pax}
+        if "size" in pax:
+            entry_size = int(pax["size"])
+            data_end = data_start + entry_size
+            next_pos = data_start + -(-entry_size // BLOCK) * BLOCK
+            if data_end > size:
+                raise FormatError(f"{source}: tar entry at {pos} runs past the end of the archive")
+        name = _str(header[0:100])
+        magic = header[257:263]
+        if magic.startswith(b"ustar") and header[345]:
+            name = _str(header[345:500]) + "/" + name
+        name = pax.get("path", long_name or name)
+        linkname = pax.get("linkpath", long_link or _str(header[157:257]))
+        if typeflag == "0" and name.endswith("/"):
+            typeflag = "5"
+        entries.append(TarEntry(
+            path=_clean(name),
+            type=typeflag,
+            mode=_num(header[100:108], source, pos) & 0o7777,
+            uid=int(pax["uid"]) if "uid" in pax else _num(header[108:116], source, pos),
+            gid=int(pax["gid"]) if "gid" in pax else _num(header[116:124], source, pos),
+            mtime=int(float(pax["mtime"])) if "mtime" in pax
+            else _num(header[136:148], source, pos),
+            size=entry_size,
+            linkname=linkname,
+            header_offset=first_header,
+            data_offset=data_start,
+            uname=pax.get("uname", _str(header[265:297])),
+            gname=pax.get("gname", _str(header[297:329])),
+            devmajor=_num(header[329:337], source, pos) if typeflag in "34" else 0,
+            devminor=_num(header[337:345], source, pos) if typeflag in "34" else 0,
+            checksum=pax.get(_CHECKSUM_KEY, ""),
+            xattrs={k[len("SCHILY.xattr."):]: v for k, v in pax.items()
+                    if k.startswith("SCHILY.xattr.")},
+        ))
+        pending_pax = {}
+        long_name = long_link = None
+        pos = next_pos
+        first_header = pos
+    if pending_pax or long_name or long_link:
+        raise FormatError(f"{source}: tar ends inside an extended header")
+    return TarIndex(entries=entries, end_offset=pos)
