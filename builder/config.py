@@ -1,0 +1,526 @@
+"""apko-style image configuration: load, validate (errors name file:line and key), merge.
+
+The YAML is read with the node API so every error can point at its line. The schema below is
+the single source of truth for accepted keys and their types; anything else is a ConfigError.
+
+`locked_json(...)` renders the per-arch locked configuration in the field order and omitempty
+rules of apko's Go structs, which is what ends up (Go-JSON encoded) in `/etc/apko.json`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from builder.errors import ConfigError
+
+# --------------------------------------------------------------------------- architectures
+
+# canonical OCI name -> (APK name, OCI architecture, OCI variant)
+ARCHS: dict[str, tuple[str, str, str]] = {
+    "386": ("x86", "386", ""),
+    "amd64": ("x86_64", "amd64", ""),
+    "arm64": ("aarch64", "arm64", ""),
+    "arm/v6": ("armhf", "arm", "v6"),
+    "arm/v7": ("armv7", "arm", "v7"),
+    "loong64": ("loongarch64", "loong64", ""),
+    "ppc64le": ("ppc64le", "ppc64le", ""),
+    "riscv64": ("riscv64", "riscv64", ""),
+    "s390x": ("s390x", "s390x", ""),
+}
+_ARCH_ALIASES = {
+    "x86": "386", "i386": "386", "x86_64": "amd64", "aarch64": "arm64", "armhf": "arm/v6",
+    "armv7": "arm/v7", "loongarch64": "loong64",
+}
+
+
+def parse_arch(name: str, where: str = "arch") -> str:
+    """Canonical OCI architecture name for an OCI or APK name (`x86_64` -> `amd64`)."""
+    name = name.strip()
+    canon = _ARCH_ALIASES.get(name, name)
+    if canon not in ARCHS:
+        raise ConfigError(f"{where}: unknown architecture {name!r} "
+                          f"(known: {', '.join(sorted(ARCHS))})")
+    return canon
+
+
+def apk_arch(arch: str) -> str:
+    return ARCHS[parse_arch(arch)][0]
+
+
+def oci_platform(arch: str) -> tuple[str, str]:
+    """(architecture, variant) of the OCI platform for `arch`."""
+    _, a, v = ARCHS[parse_arch(arch)]
+    return a, v
+
+
+def parse_archs(names: list[str], where: str = "archs") -> list[str]:
+    """Dedupe + sort, as apko does; `all` means every known architecture."""
+    if names == ["all"]:
+        return sorted(ARCHS)
+    return sorted({parse_arch(n, where) for n in names})
+
+
+# --------------------------------------------------------------------------- model
+
+@dataclass
+class Contents:
+    build_repositories: list[str] = field(default_factory=list)
+    runtime_repositories: list[str] = field(default_factory=list)
+    repositories: list[str] = field(default_factory=list)
+    keyring: list[str] = field(default_factory=list)
+    packages: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Entrypoint:
+    type: str = ""
+    command: str = ""
+    shell_fragment: str = ""
+    services: dict[str, str] = field(default_factory=dict)
+
+    def is_zero(self) -> bool:
+        return not (self.type or self.command or self.shell_fragment or self.services)
+
+
+@dataclass
+class User:
+    username: str = ""
+    uid: int = 0
+    gid: int | None = None
+    shell: str = ""
+    homedir: str = ""
+
+
+@dataclass
+class Group:
+    groupname: str = ""
+    gid: int = 0
+    members: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Accounts:
+    run_as: str = ""
+    users: list[User] = field(default_factory=list)
+    groups: list[Group] = field(default_factory=list)
+
+
+@dataclass
+class PathMutation:
+    path: str = ""
+    type: str = ""
+    uid: int = 0
+    gid: int = 0
+    permissions: int = 0
+    source: str = ""
+    recursive: bool = False
+
+
+@dataclass
+class ImageConfig:
+    contents: Contents = field(default_factory=Contents)
+    entrypoint: Entrypoint = field(default_factory=Entrypoint)
+    cmd: str = ""
+    stop_signal: str = ""
+    work_dir: str = ""
+    accounts: Accounts = field(default_factory=Accounts)
+    archs: list[str] = field(default_factory=list)
+    environment: dict[str, str] = field(default_factory=dict)
+    paths: list[PathMutation] = field(default_factory=list)
+    vcs_url: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)
+    include: str = ""
+    volumes: list[str] = field(default_factory=list)
+    # Not part of the schema: where the file was, to resolve relative local paths.
+    source_file: str = ""
+    base_dir: str = ""
+
+    def resolve_local(self, ref: str) -> str:
+        """A repository/keyring reference as a local path or URL usable by the builder.
+
+        URLs pass through; relative paths are resolved against `base_dir` (the config file's
+        directory unless overridden with --workdir). The config keeps the string as written.
+        """
+        if "://" in ref:
+            if ref.startswith("file://"):
+                return ref[len("file://"):]
+            return ref
+        p = Path(ref)
+        if not p.is_absolute() and self.base_dir:
+            p = Path(self.base_dir) / p
+        return str(p)
+
+
+# --------------------------------------------------------------------------- schema
+
+# kind: "str" | "int" | "bool" | ("list", kind) | ("map", kind) | dict (object schema) |
+#       ("list", dict)
+_USER = {"username": "str", "uid": "int", "gid": "int", "shell": "str", "homedir": "str"}
+_GROUP = {"groupname": "str", "gid": "int", "members": ("list", "str")}
+_PATH = {"path": "str", "type": "str", "uid": "int", "gid": "int", "permissions": "int",
+         "source": "str", "recursive": "bool"}
+SCHEMA: dict[str, Any] = {
+    "contents": {
+        "repositories": ("list", "str"), "keyring": ("list", "str"),
+        "packages": ("list", "str"), "build_repositories": ("list", "str"),
+        "runtime_repositories": ("list", "str"),
+    },
+    "entrypoint": {"type": "str", "command": "str", "shell-fragment": "str",
+                   "services": ("map", "str")},
+    "cmd": "str",
+    "work-dir": "str",
+    "stop-signal": "str",
+    "accounts": {"groups": ("list", _GROUP), "users": ("list", _USER), "run-as": "str"},
+    "environment": ("map", "str"),
+    "paths": ("list", _PATH),
+    "archs": ("list", "str"),
+    "annotations": ("map", "str"),
+    "volumes": ("list", "str"),
+    "include": "str",
+    "vcs-url": "str",
+}
+PATH_TYPES = ("directory", "empty-file", "hardlink", "symlink", "permissions")
+
+_INT_TAG = "tag:yaml.org,2002:int"
+_STR_TAG = "tag:yaml.org,2002:str"
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def _parse_int(text: str) -> int:
+    """YAML int text, Go yaml.v3 style: 0o/0x/0b prefixes and a leading 0 meaning octal."""
+    t = text.replace("_", "").strip()
+    sign = -1 if t.startswith("-") else 1
+    t = t.lstrip("+-")
+    if t[:2].lower() == "0o":
+        return sign * int(t[2:], 8)
+    if len(t) > 1 and t[0] == "0" and t[1].isdigit():
+        return sign * int(t, 8)
+    return sign * int(t, 0)
+
+
+class _Decoder:
+    def __init__(self, filename: str) -> None:
+        self.filename = filename
+
+    def err(self, node: yaml.Node, key: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.filename}:{node.start_mark.line + 1}: {key}: {msg}")
+
+    def decode(self, node: yaml.Node, kind: Any, key: str) -> Any:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG:
+            return None
+        if isinstance(kind, dict):
+            return self.obj(node, kind, key)
+        if isinstance(kind, tuple):
+            container, inner = kind
+            if container == "list":
+                if not isinstance(node, yaml.SequenceNode):
+                    raise self.err(node, key, "expected a list")
+                return [self.decode(n, inner, f"{key}[{i}]") for i, n in enumerate(node.value)]
+            if not isinstance(node, yaml.MappingNode):
+                raise self.err(node, key, "expected a mapping")
+            out: dict[str, Any] = {}
+            for knode, vnode in node.value:
+                k = self.scalar_str(knode, key)
+                if k in out:
+                    raise self.err(knode, f"{key}.{k}", "duplicate key")
+                v = self.decode(vnode, inner, f"{key}.{k}")
+                out[k] = "" if v is None else v
+            return out
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.err(node, key, f"expected a {'string' if kind == 'str' else kind}")
+        if kind == "str":
+            return node.value
+        if kind == "int":
+            if node.tag not in (_INT_TAG, _STR_TAG):
+                raise self.err(node, key, f"expected an integer, got {node.value!r}")
+            try:
+                value = _parse_int(node.value)
+            except ValueError:
+                raise self.err(node, key, f"expected an integer, got {node.value!r}") from None
+            if value < 0 or value > 0xFFFFFFFF:
+                raise self.err(node, key, f"out of range: {value}")
+            return value
+        if kind == "bool":
+            low = node.value.lower()
+            if node.tag == _BOOL_TAG or low in ("true", "false"):
+                return low in ("true", "yes", "on", "y")
+            raise self.err(node, key, f"expected true or false, got {node.value!r}")
+        raise AssertionError(kind)
+
+    def scalar_str(self, node: yaml.Node, key: str) -> str:
+        if not isinstance(node, yaml.ScalarNode):
+            raise self.err(node, key, "mapping keys must be strings")
+        return node.value
+
+    def obj(self, node: yaml.Node, schema: dict[str, Any], key: str) -> dict[str, Any]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.err(node, key or "config", "expected a mapping")
+        out: dict[str, Any] = {}
+        for knode, vnode in node.value:
+            k = self.scalar_str(knode, key)
+            full = f"{key}.{k}" if key else k
+            if k not in schema:
+                raise self.err(knode, full, "unknown key")
+            if k in out:
+                raise self.err(knode, full, "duplicate key")
+            out[k] = self.decode(vnode, schema[k], full)
+        return out
+
+
+def _build(raw: dict[str, Any], filename: str, lines: dict[str, int]) -> ImageConfig:
+    def where(key: str) -> str:
+        return f"{filename}:{lines.get(key, 1)}: {key}"
+
+    cfg = ImageConfig()
+    c = raw.get("contents") or {}
+    cfg.contents = Contents(
+        build_repositories=[r.rstrip("/") for r in c.get("build_repositories") or []],
+        runtime_repositories=[r.rstrip("/") for r in c.get("runtime_repositories") or []],
+        repositories=[r.rstrip("/") for r in c.get("repositories") or []],
+        keyring=list(c.get("keyring") or []),
+        packages=list(c.get("packages") or []),
+    )
+    e = raw.get("entrypoint") or {}
+    cfg.entrypoint = Entrypoint(type=e.get("type") or "", command=e.get("command") or "",
+                                shell_fragment=e.get("shell-fragment") or "",
+                                services=dict(e.get("services") or {}))
+    if cfg.entrypoint.type not in ("", "service-bundle"):
+        raise ConfigError(f"{where('entrypoint')}.type: unsupported entrypoint type "
+                          f"{cfg.entrypoint.type!r} (only 'service-bundle')")
+    cfg.cmd = raw.get("cmd") or ""
+    cfg.work_dir = raw.get("work-dir") or ""
+    cfg.stop_signal = raw.get("stop-signal") or ""
+    a = raw.get("accounts") or {}
+    cfg.accounts = Accounts(
+        run_as=a.get("run-as") or "",
+        users=[User(username=u.get("username") or "", uid=u.get("uid") or 0, gid=u.get("gid"),
+                    shell=u.get("shell") or "", homedir=u.get("homedir") or "")
+               for u in a.get("users") or []],
+        groups=[Group(groupname=g.get("groupname") or "", gid=g.get("gid") or 0,
+                      members=list(g.get("members") or [])) for g in a.get("groups") or []],
+    )
+    cfg.archs = [parse_arch(x, where("archs")) for x in raw.get("archs") or []]
+    cfg.environment = dict(raw.get("environment") or {})
+    cfg.paths = []
+    for i, p in enumerate(raw.get("paths") or []):
+        pm = PathMutation(path=p.get("path") or "", type=p.get("type") or "",
+                          uid=p.get("uid") or 0, gid=p.get("gid") or 0,
+                          permissions=p.get("permissions") or 0, source=p.get("source") or "",
+                          recursive=bool(p.get("recursive")))
+        if pm.type not in PATH_TYPES:
+            raise ConfigError(f"{where('paths')}[{i}].type: unknown path mutation type "
+                              f"{pm.type!r} (one of {', '.join(PATH_TYPES)})")
+        if not pm.path:
+            raise ConfigError(f"{where('paths')}[{i}].path: missing")
+        if pm.type in ("hardlink", "symlink") and not pm.source:
+            raise ConfigError(f"{where('paths')}[{i}].source: required for {pm.type}")
+        cfg.paths.append(pm)
+    cfg.vcs_url = raw.get("vcs-url") or ""
+    cfg.annotations = dict(raw.get("annotations") or {})
+    cfg.include = raw.get("include") or ""
+    cfg.volumes = list(raw.get("volumes") or [])
+    return cfg
+
+
+def merge_into(base: ImageConfig, target: ImageConfig) -> None:
+    """apko's include merge: `target` (the including file) wins for scalars and map keys;
+    lists are concatenated with the included (`base`) entries first."""
+    if target.entrypoint.is_zero():
+        target.entrypoint = copy.deepcopy(base.entrypoint)
+    target.cmd = target.cmd or base.cmd
+    target.stop_signal = target.stop_signal or base.stop_signal
+    target.work_dir = target.work_dir or base.work_dir
+    target.vcs_url = target.vcs_url or base.vcs_url
+    if not target.archs:
+        target.archs = list(base.archs)
+    target.accounts.run_as = target.accounts.run_as or base.accounts.run_as
+    target.accounts.users = copy.deepcopy(base.accounts.users) + target.accounts.users
+    target.accounts.groups = copy.deepcopy(base.accounts.groups) + target.accounts.groups
+    target.environment = {**base.environment, **target.environment}
+    target.annotations = {**base.annotations, **target.annotations}
+    target.paths = copy.deepcopy(base.paths) + target.paths
+    target.volumes = base.volumes + target.volumes
+    bc, tc = base.contents, target.contents
+    tc.keyring = bc.keyring + tc.keyring
+    tc.repositories = bc.repositories + tc.repositories
+    tc.build_repositories = bc.build_repositories + tc.build_repositories
+    tc.runtime_repositories = bc.runtime_repositories + tc.runtime_repositories
+    tc.packages = bc.packages + tc.packages
+
+
+def _validate(cfg: ImageConfig, filename: str) -> None:
+    for i, u in enumerate(cfg.accounts.users):
+        if not u.username:
+            raise ConfigError(f"{filename}: accounts.users[{i}].username: missing")
+        if u.uid == 0:
+            raise ConfigError(f"{filename}: accounts.users[{i}].uid: user {u.username!r} has "
+                              "UID 0 (to run as root, use `run-as: 0`)")
+        if not u.homedir:
+            u.homedir = "/home/" + u.username
+    for i, g in enumerate(cfg.accounts.groups):
+        if not g.groupname:
+            raise ConfigError(f"{filename}: accounts.groups[{i}].groupname: missing")
+    if cfg.entrypoint.type == "service-bundle":
+        cfg.entrypoint.command = "/bin/s6-svscan /sv"
+        cfg.contents.packages.append("s6")
+
+
+def _load_file(path: Path, seen: tuple[Path, ...]) -> ImageConfig:
+    path = path.resolve() if path.exists() else path
+    if path in seen:
+        raise ConfigError(f"{seen[-1]}: include: include cycle through {path}")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    if node is None:
+        raw: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+    else:
+        raw = _Decoder(str(path)).obj(node, SCHEMA, "")
+        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
+    cfg = _build(raw, str(path), lines)
+    cfg.source_file = str(path)
+    cfg.base_dir = str(path.parent)
+    if cfg.include:
+        inc = Path(cfg.include)
+        if not inc.is_absolute():
+            inc = path.parent / inc
+        if not inc.exists():
+            raise ConfigError(f"{path}:{lines.get('include', 1)}: include: "
+                              f"file not found: {cfg.include}")
+        merge_into(_load_file(inc, seen + (path,)), cfg)
+    return cfg
+
+
+def load_config(path: str | Path, workdir: str | Path | None = None) -> ImageConfig:
+    """Load and validate a config file (following `include`).
+
+    `workdir` changes the directory relative repository/keyring paths are resolved against
+    (default: the config file's directory). apko resolves them against its working directory,
+    so its test configs say `./testdata/...`; `--workdir` reproduces that without a chdir.
+    """
+    cfg = _load_file(Path(path), ())
+    _validate(cfg, cfg.source_file)
+    if workdir is not None:
+        cfg.base_dir = str(Path(workdir).resolve())
+    return cfg
+
+
+# --------------------------------------------------------------------------- overrides
+
+def apply_overrides(
+    cfg: ImageConfig,
+    *,
+    archs: list[str] | None = None,
+    keyring_append: list[str] | None = None,
+    repository_append: list[str] | None = None,
+    build_repository_append: list[str] | None = None,
+    package_append: list[str] | None = None,
+    annotations: list[str] | None = None,
+) -> ImageConfig:
+    """CLI overrides (apko semantics): appends to lists; `--annotations k:v` wins per key."""
+    if archs:
+        cfg.archs = parse_archs([a for x in archs for a in x.split(",") if a], "--arch")
+    elif cfg.archs:
+        cfg.archs = parse_archs(cfg.archs)
+    else:
+        cfg.archs = sorted(ARCHS)
+    cfg.contents.keyring += list(keyring_append or [])
+    cfg.contents.repositories += [r.rstrip("/") for r in repository_append or []]
+    cfg.contents.build_repositories += [r.rstrip("/") for r in build_repository_append or []]
+    cfg.contents.packages += list(package_append or [])
+    for item in annotations or []:
+        key, sep, value = item.partition(":")
+        if not sep or not key:
+            raise ConfigError(f"--annotations: expected key:value, got {item!r}")
+        cfg.annotations[key] = value
+    return cfg
+
+
+def build_repositories(cfg: ImageConfig) -> list[str]:
+    """Repositories used for resolution: sorted set of build_repositories ∪ repositories."""
+    return sorted(set(cfg.contents.build_repositories) | set(cfg.contents.repositories))
+
+
+def runtime_repositories(cfg: ImageConfig) -> list[str]:
+    """What ends in /etc/apk/repositories: sorted set of repositories ∪ runtime_repositories."""
+    return sorted(set(cfg.contents.repositories) | set(cfg.contents.runtime_repositories))
+
+
+# --------------------------------------------------------------------------- apko.json
+
+def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> dict[str, Any]:
+    """The locked per-arch config as apko serialises it (struct field order, omitempty).
+
+    `pinned` is the sorted `name=version` list that replaces `contents.packages`.
+    Structs (`contents`, `entrypoint`, `accounts`) are never omitted by Go's omitempty.
+    """
+    def put(d: dict[str, Any], key: str, value: Any) -> None:
+        if value:  # omitempty: "", 0, false, empty list/map
+            d[key] = value
+
+    contents: dict[str, Any] = {}
+    put(contents, "build_repositories", list(cfg.contents.build_repositories))
+    put(contents, "runtime_repositories", list(cfg.contents.runtime_repositories))
+    put(contents, "repositories", list(cfg.contents.repositories))
+    put(contents, "keyring", list(cfg.contents.keyring))
+    put(contents, "packages", list(pinned))
+    entry: dict[str, Any] = {}
+    put(entry, "type", cfg.entrypoint.type)
+    put(entry, "command", cfg.entrypoint.command)
+    put(entry, "shell-fragment", cfg.entrypoint.shell_fragment)
+    put(entry, "services", dict(sorted(cfg.entrypoint.services.items())))
+    users = []
+    for u in cfg.accounts.users:
+        ud: dict[str, Any] = {}
+        put(ud, "username", u.username)
+        put(ud, "uid", u.uid)
+        if u.gid is not None:  # pointer: present (even 0) when set
+            ud["gid"] = u.gid
+        put(ud, "shell", u.shell)
+        put(ud, "homedir", u.homedir)
+        users.append(ud)
+    groups = []
+    for g in cfg.accounts.groups:
+        gd: dict[str, Any] = {}
+        put(gd, "groupname", g.groupname)
+        put(gd, "gid", g.gid)
+        put(gd, "members", list(g.members))
+        groups.append(gd)
+    accounts: dict[str, Any] = {}
+    put(accounts, "run-as", cfg.accounts.run_as)
+    put(accounts, "users", users)
+    put(accounts, "groups", groups)
+    paths = []
+    for p in cfg.paths:
+        pd: dict[str, Any] = {}
+        for key in ("path", "type", "uid", "gid", "permissions", "source", "recursive"):
+            put(pd, key, getattr(p, key))
+        paths.append(pd)
+    out: dict[str, Any] = {"contents": contents, "entrypoint": entry}
+    put(out, "cmd", cfg.cmd)
+    put(out, "stop-signal", cfg.stop_signal)
+    put(out, "work-dir", cfg.work_dir)
+    out["accounts"] = accounts
+    out["archs"] = [parse_arch(arch)]
+    put(out, "environment", dict(sorted(cfg.environment.items())))
+    put(out, "paths", paths)
+    put(out, "vcs-url", cfg.vcs_url)
+    put(out, "annotations", dict(sorted(cfg.annotations.items())))
+    put(out, "include", cfg.include)
+    put(out, "volumes", list(cfg.volumes))
+    return out
