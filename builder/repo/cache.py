@@ -1,0 +1,224 @@
+"""The on-disk cache: content-addressed, written atomically, shared safely by concurrent builds.
+
+Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apkimage`):
+
+    v1/
+      apk/<cc>/<chex>/              one directory per package, keyed by its index `C:`:
+                                    <chex> = hex SHA-1 of the package's control gzip member
+                                    (the `Q1` base64 of `C:` decoded), <cc> its first 2 digits
+        package.apk                 the .apk exactly as fetched
+        ...                         (room for derived sections next to it: the decompressed
+                                    data tar, its tar-header index, the DEFLATE block index —
+                                    all named by the stage that writes them)
+      index/<uu>/<uhash>.json       one record per remote APKINDEX URL, <uhash> = hex SHA-256
+                                    of the URL: {"url", "sha256", "size", "etag",
+                                    "last_modified"} (validators for conditional GETs)
+      blobs/sha256/<hex>            content-addressed bodies (index files), verified by name
+                                    on every read
+
+Rules that make two builds at once safe:
+- Every file is written to a temp file in the directory of its final name, flushed,
+  fsync'd and `os.replace`d into place, so a reader sees either no file or a whole one.
+- Entries are never deleted or truncated in place, only replaced by a verified copy; a
+  reader holding an open file keeps its (identical) bytes.
+- A record that points at content (index JSON -> blob) is written after the content, so a
+  record never names a missing blob except through outside damage, which reads detect.
+- Nothing read from the cache is trusted: blobs are re-hashed against their name, packages
+  are re-verified against the index (`C:`, `datahash`, size) by the fetch stage.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from builder.errors import FetchError, VerificationError
+
+LAYOUT_VERSION = "v1"
+PACKAGE_FILE = "package.apk"
+
+
+def default_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/apkimage`, falling back to `~/.cache/apkimage`."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "apkimage"
+
+
+def checksum_hex(checksum: str, source: str = "") -> str:
+    """The hex SHA-1 inside an index `C:` value (`Q1` + base64 of the 20-byte digest)."""
+    where = f"{source}: " if source else ""
+    if not checksum.startswith("Q1"):
+        raise VerificationError(f"{where}checksum {checksum!r} is not a Q1 (SHA-1) checksum")
+    try:
+        raw = base64.b64decode(checksum[2:], validate=True)
+    except (binascii.Error, ValueError):
+        raise VerificationError(f"{where}checksum {checksum!r} is not valid base64") from None
+    if len(raw) != 20:
+        raise VerificationError(f"{where}checksum {checksum!r} is not a 20-byte SHA-1")
+    return raw.hex()
+
+
+class AtomicFile:
+    """A temp file in `directory` that becomes `dest` on `commit()`, or vanishes.
+
+    Use as a context manager; leaving the block without `commit()` removes the temp file.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+        self.path = Path(name)
+        self.file: BinaryIO = os.fdopen(fd, "w+b")
+        self._done = False
+
+    def commit(self, dest: Path) -> None:
+        """Flush, fsync and atomically rename onto `dest` (replacing any existing file)."""
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.chmod(self.path, 0o644)
+        os.replace(self.path, dest)
+        self._done = True
+        _fsync_dir(dest.parent)
+
+    def abort(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        self.file.close()
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class IndexRecord:
+    """What the cache knows about one remote index URL."""
+
+    url: str
+    sha256: str
+    size: int
+    etag: str = ""
+    last_modified: str = ""
+
+
+class CorruptEntry(Exception):
+    """A cache entry failed its check; `path` names it. Callers refetch or report."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: {why}")
+        self.path = path
+        self.why = why
+
+
+class Cache:
+    """The cache rooted at `root` (see the module docstring for the layout)."""
+
+    def __init__(self, root: Path | str | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.base = self.root / LAYOUT_VERSION
+
+    # -- generic -------------------------------------------------------------------------
+
+    def atomic(self, directory: Path) -> AtomicFile:
+        """A temp file in `directory` (created if needed), to `commit()` to a final name."""
+        try:
+            return AtomicFile(directory)
+        except OSError as exc:
+            raise FetchError(f"cache {self.root}: cannot write in {directory}: {exc}") from exc
+
+    def write_bytes(self, dest: Path, data: bytes) -> None:
+        """Atomically (temp + fsync + rename) write `data` to `dest`."""
+        with self.atomic(dest.parent) as tmp:
+            tmp.file.write(data)
+            tmp.commit(dest)
+
+    # -- packages ------------------------------------------------------------------------
+
+    def package_dir(self, checksum: str) -> Path:
+        """The directory of the package whose index `C:` is `checksum`."""
+        chex = checksum_hex(checksum)
+        return self.base / "apk" / chex[:2] / chex
+
+    def package_path(self, checksum: str) -> Path:
+        return self.package_dir(checksum) / PACKAGE_FILE
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.base / "blobs" / "sha256"
+
+    def blob_path(self, sha256_hex: str) -> Path:
+        return self.blob_dir / sha256_hex
+
+    def read_blob(self, sha256_hex: str) -> bytes:
+        """The blob's bytes, re-hashed; raises CorruptEntry if missing or not matching."""
+        path = self.blob_path(sha256_hex)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptEntry(path, "missing") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256_hex:
+            raise CorruptEntry(path, f"content hashes to sha256:{actual}")
+        return data
+
+    # -- index records -------------------------------------------------------------------
+
+    def index_record_path(self, url: str) -> Path:
+        uhash = hashlib.sha256(url.encode()).hexdigest()
+        return self.base / "index" / uhash[:2] / f"{uhash}.json"
+
+    def load_index_record(self, url: str) -> IndexRecord | None:
+        """The record for `url`, None when absent; raises CorruptEntry when unreadable."""
+        path = self.index_record_path(url)
+        try:
+            raw = path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            obj = json.loads(raw)
+            record = IndexRecord(**obj)
+        except (ValueError, TypeError) as exc:
+            raise CorruptEntry(path, f"unreadable index record ({exc})") from None
+        if record.url != url:
+            raise CorruptEntry(path, f"record is for {record.url}, not {url}")
+        return record
+
+    def store_index_record(self, record: IndexRecord) -> None:
+        data = json.dumps(asdict(record), sort_keys=True).encode() + b"\n"
+        self.write_bytes(self.index_record_path(record.url), data)

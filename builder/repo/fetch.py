@@ -1,0 +1,274 @@
+"""Getting bytes from repositories: the `Fetcher` (cache + HTTP + offline guard + counters)
+and the reference `fetch` stage, `fetch_packages()`.
+
+The Fetcher is the only place that talks to the network. In offline mode it never creates
+an HTTP session: every path that would need one goes through `_session_for()`, which raises
+`FetchError("offline: would fetch <url>")` instead — so "offline opens no socket" holds by
+construction, not by each caller remembering to check.
+
+Fetched content is handed to a caller-supplied check (`parse` for indexes, `verify` for
+packages) *before* the cache advertises it, so an entry in the cache has passed that check
+at least once; reads re-run the check and refetch (or, offline, fail naming the entry).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import requests
+
+from builder.apk.model import Package
+from builder.errors import FetchError, FormatError, VerificationError
+from builder.repo.cache import Cache, CorruptEntry, IndexRecord
+from builder.repo.http import HttpOptions, download, make_session
+from builder.repo.repository import INDEX_FILENAME, Repository
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class FetchStats:
+    """Counters for spans. `bytes_fetched` is network bytes only; local reads are separate."""
+
+    requests: int = 0  # HTTP GETs issued (retries inside one GET not counted)
+    bytes_fetched: int = 0
+    bytes_read: int = 0  # bytes read from local repositories
+    cache_hits: int = 0  # packages and indexes served from the cache (incl. 304s)
+    cache_misses: int = 0
+    not_modified: int = 0  # conditional index GETs answered 304
+    corrupt_entries: int = 0  # cache entries that failed their check
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Fetcher:
+    """Holds the HTTP session (created on first use, never when offline), the cache and
+    counters for one build. Thread-safe for concurrent `fetch_package` calls."""
+
+    def __init__(
+        self,
+        cache_dir: Path | str | None = None,
+        *,
+        offline: bool = False,
+        ca_file: str | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        pool_size: int = 8,
+        cache: Cache | None = None,
+    ) -> None:
+        self.cache = cache if cache is not None else Cache(cache_dir)
+        self.offline = offline
+        self.http = HttpOptions(
+            timeout=timeout, retries=retries, backoff=backoff, pool_size=pool_size,
+            ca_file=ca_file,
+        )
+        self.stats = FetchStats()
+        self._session: requests.Session | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> Fetcher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _session_for(self, url: str) -> requests.Session:
+        """The build's session; the single gate between this process and the network."""
+        if self.offline:
+            raise FetchError(f"offline: would fetch {url}")
+        with self._lock:
+            if self._session is None:
+                self._session = make_session(self.http)
+            return self._session
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+
+    # -- indexes -------------------------------------------------------------------------
+
+    def fetch_index(
+        self, repo: Repository, arch: str, parse: Callable[[bytes, str], T]
+    ) -> T | None:
+        """`parse(data, source)` of the repository's APKINDEX for `arch`.
+
+        Local repositories are read in place (None when the index file does not exist).
+        Remote ones are revalidated with a conditional GET against the cached copy (ETag /
+        Last-Modified); offline, the cached copy is used or FetchError names what is missing.
+        `parse` runs before a new download is cached, so a bad index is never stored.
+        """
+        url = repo.index_url(arch)
+        if not repo.is_remote:
+            path = repo.local_path / arch / INDEX_FILENAME
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as exc:
+                raise FetchError(f"{path}: cannot read index: {exc.strerror}") from exc
+            self._count(bytes_read=len(data))
+            return parse(data, str(path))
+
+        record, cached = self._cached_index(url)
+        if self.offline:
+            if cached is None:
+                raise FetchError(
+                    f"offline: index {url} is not in the cache {self.cache.root} "
+                    "(run once online to fill it)"
+                )
+            self._count(cache_hits=1)
+            return parse(cached, url)
+
+        session = self._session_for(url)
+        conditional: dict[str, str] = {}
+        if record is not None and cached is not None:
+            if record.etag:
+                conditional["If-None-Match"] = record.etag
+            if record.last_modified:
+                conditional["If-Modified-Since"] = record.last_modified
+        with self.cache.atomic(self.cache.blob_dir) as tmp:
+            self._count(requests=1)
+            got = download(session, url, tmp.file, self.http, conditional=conditional or None)
+            if got.not_modified and cached is not None:
+                self._count(cache_hits=1, not_modified=1)
+                return parse(cached, url)
+            self._count(bytes_fetched=got.size, cache_misses=1)
+            tmp.file.flush()
+            tmp.file.seek(0)
+            data = tmp.file.read()
+            result = parse(data, url)
+            tmp.commit(self.cache.blob_path(got.digest))
+        self.cache.store_index_record(
+            IndexRecord(url=url, sha256=got.digest, size=got.size, etag=got.etag,
+                        last_modified=got.last_modified)
+        )
+        return result
+
+    def _cached_index(self, url: str) -> tuple[IndexRecord | None, bytes | None]:
+        """The cached record and bytes for `url`; a damaged entry counts as absent online
+        and is an error offline (naming the entry)."""
+        try:
+            record = self.cache.load_index_record(url)
+            if record is None:
+                return None, None
+            return record, self.cache.read_blob(record.sha256)
+        except CorruptEntry as exc:
+            self._count(corrupt_entries=1)
+            if self.offline:
+                raise FetchError(
+                    f"offline: cached index for {url} is corrupt ({exc}) and cannot be refetched"
+                ) from None
+            log.warning("cache: index for %s is corrupt (%s); fetching again", url, exc)
+            return None, None
+
+    # -- packages ------------------------------------------------------------------------
+
+    def fetch_package(
+        self,
+        repo: Repository,
+        pkg: Package,
+        arch: str,
+        verify: Callable[[Path], None],
+    ) -> Path:
+        """A path to `pkg`'s verified `.apk`. `verify(path)` raises VerificationError or
+        FormatError when the file does not match the index record.
+
+        Local repositories: the file in place. Remote: the cache entry keyed by `C:` if it
+        verifies, else a download (streamed to a temp file, verified, then atomically put in
+        place). Offline, a missing or corrupt entry is a FetchError naming it.
+        """
+        url = repo.package_url(pkg, arch)
+        if not repo.is_remote:
+            path = repo.local_path / arch / pkg.filename
+            if not path.is_file():
+                raise FetchError(f"{pkg}: {path} does not exist (repository {repo.url})")
+            verify(path)
+            self._count(bytes_read=path.stat().st_size)
+            return path
+
+        if not pkg.checksum:
+            raise VerificationError(f"{pkg}: index record from {repo.url} has no C: checksum")
+        dest = self.cache.package_path(pkg.checksum)
+        if dest.is_file():
+            try:
+                verify(dest)
+            except (VerificationError, FormatError) as exc:
+                self._count(corrupt_entries=1)
+                if self.offline:
+                    raise FetchError(
+                        f"offline: cached {pkg} at {dest} is corrupt ({exc}) and cannot be "
+                        f"fetched again from {url}"
+                    ) from None
+                log.warning("cache: %s at %s is corrupt (%s); fetching again", pkg, dest, exc)
+            else:
+                self._count(cache_hits=1)
+                return dest
+        elif self.offline:
+            raise FetchError(f"offline: {pkg} is not in the cache ({dest}); would fetch {url}")
+
+        session = self._session_for(url)
+        with self.cache.atomic(dest.parent) as tmp:
+            self._count(requests=1)
+            got = download(session, url, tmp.file, self.http)
+            self._count(bytes_fetched=got.size, cache_misses=1)
+            tmp.file.flush()
+            verify(tmp.path)
+            tmp.commit(dest)
+        return dest
+
+
+def verify_package_file(path: Path, pkg: Package, keyring: object | None = None) -> None:
+    """Check the `.apk` at `path` against its index record: size (`S:`), `C:` (SHA-1 of the
+    control member) and `datahash` (SHA-256 of the data member, from `.PKGINFO`)."""
+    from builder.apk.package import read_apk, verify_apk
+
+    size = path.stat().st_size
+    if pkg.size and size != pkg.size:
+        raise VerificationError(
+            f"{pkg}: {path} is {size} bytes, the index says S:{pkg.size}"
+        )
+    apk = read_apk(path.read_bytes(), str(path))
+    verify_apk(apk, keyring, expected=pkg, require_signature=False)
+
+
+def fetch_packages(
+    packages: Iterable[Package], arch: str, fetcher: Fetcher, keyring: object | None = None
+) -> dict[str, Path]:
+    """The reference `fetch` stage: serially get each package's `.apk` (cache first) and
+    verify it against its index record. Returns {package name: path of the verified .apk}.
+
+    Each Package must carry `.repository`/`.repository_tag` (set by `load_indexes`).
+    """
+    out: dict[str, Path] = {}
+    for pkg in packages:
+        if not pkg.repository:
+            raise FetchError(f"{pkg}: no repository recorded for this package")
+        repo = Repository(url=pkg.repository, tag=pkg.repository_tag)
+
+        def verify(path: Path, pkg: Package = pkg) -> None:
+            verify_package_file(path, pkg, keyring)
+
+        out[pkg.name] = fetcher.fetch_package(repo, pkg, arch, verify)
+    return out

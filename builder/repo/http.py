@@ -1,0 +1,182 @@
+"""HTTP for repositories: one pooled `requests.Session` per build, retries, streamed downloads.
+
+- Connection reuse: one Session, an `HTTPAdapter` whose pool holds `pool_size` connections
+  per host (size it for the fetch concurrency, or connections get thrown away).
+- Retries: urllib3 `Retry` on connection errors and 5xx/429 with exponential backoff
+  (`backoff * 2**(n-1)`); a response body that breaks mid-stream is retried by
+  `download()` itself, since urllib3 only retries up to the response headers.
+- TLS: `ca_file` names a PEM bundle to trust instead of the system store (self-signed
+  test servers, private mirrors).
+- Downloads stream into a file object while hashing (SHA-256 by default), so a package is
+  never held in memory whole and its hash is known when the last byte lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from builder.errors import FetchError
+
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+CHUNK = 256 * 1024
+USER_AGENT = "apkimage/0.1"
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """Knobs for the session; the defaults suit a real build, tests shrink them."""
+
+    timeout: float = 30.0  # seconds, per connect and per read
+    retries: int = 3  # extra attempts after the first
+    backoff: float = 0.5  # first retry waits this long, then doubles
+    pool_size: int = 8
+    ca_file: str | None = None
+
+
+def make_session(options: HttpOptions) -> requests.Session:
+    """A Session with a retrying, pooled adapter for http:// and https://."""
+    retry = Retry(
+        total=options.retries,
+        connect=options.retries,
+        read=options.retries,
+        status=options.retries,
+        other=0,
+        backoff_factor=options.backoff,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,  # hand back the last 5xx so the error names its status
+        respect_retry_after_header=False,
+    )
+    adapter = HTTPAdapter(
+        max_retries=retry, pool_connections=options.pool_size, pool_maxsize=options.pool_size
+    )
+    session = requests.Session()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    session.verify = options.ca_file if options.ca_file else True
+    session.trust_env = False  # no proxies from the environment: builds are reproducible
+    return session
+
+
+@dataclass
+class Download:
+    """What `download()` got: status, validators, size and the hex digest of the body."""
+
+    url: str
+    status: int
+    size: int = 0
+    digest: str = ""  # hex, of the algorithm requested
+    etag: str = ""
+    last_modified: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def not_modified(self) -> bool:
+        return self.status == 304
+
+
+def download(
+    session: requests.Session,
+    url: str,
+    out: BinaryIO,
+    options: HttpOptions,
+    *,
+    algorithm: str = "sha256",
+    conditional: dict[str, str] | None = None,
+    max_size: int | None = None,
+) -> Download:
+    """GET `url`, streaming the body into `out` while hashing it with `algorithm`.
+
+    `conditional` carries `If-None-Match`/`If-Modified-Since`; a 304 returns with nothing
+    written. Any other non-200 status, a connection failure after the retries, or a body
+    larger than `max_size` raises FetchError naming the URL. A body cut short is retried
+    from the start (`out` is truncated first) up to `options.retries` times.
+    """
+    attempts = options.retries + 1
+    for attempt in range(1, attempts + 1):
+        out.seek(0)
+        out.truncate()
+        try:
+            return _download_once(session, url, out, options, algorithm, conditional, max_size)
+        except _BodyBroken as exc:
+            if attempt == attempts:
+                raise FetchError(
+                    f"{url}: download failed after {attempts} attempts: {exc.__cause__}"
+                ) from exc
+            time.sleep(options.backoff * (2 ** (attempt - 1)))
+    raise AssertionError("unreachable")
+
+
+class _BodyBroken(Exception):
+    """The connection broke while the body was streaming (retryable)."""
+
+
+def _download_once(
+    session: requests.Session,
+    url: str,
+    out: BinaryIO,
+    options: HttpOptions,
+    algorithm: str,
+    conditional: dict[str, str] | None,
+    max_size: int | None,
+) -> Download:
+    try:
+        resp = session.get(
+            url, stream=True, timeout=options.timeout, headers=conditional or {}
+        )
+    except requests.exceptions.SSLError as exc:
+        raise FetchError(f"{url}: TLS error: {_reason(exc)}") from exc
+    except requests.exceptions.RequestException as exc:
+        raise FetchError(f"{url}: cannot connect: {_reason(exc)}") from exc
+    with resp:
+        result = Download(
+            url=url,
+            status=resp.status_code,
+            etag=resp.headers.get("ETag", ""),
+            last_modified=resp.headers.get("Last-Modified", ""),
+            headers=dict(resp.headers),
+        )
+        if resp.status_code == 304 and conditional:
+            return result
+        if resp.status_code != 200:
+            raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+        hasher = hashlib.new(algorithm)
+        size = 0
+        try:
+            for chunk in resp.iter_content(CHUNK):
+                size += len(chunk)
+                if max_size is not None and size > max_size:
+                    raise FetchError(f"{url}: response larger than {max_size} bytes")
+                hasher.update(chunk)
+                out.write(chunk)
+        except (requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ConnectionError) as exc:
+            raise _BodyBroken(str(exc)) from exc
+        expected = resp.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and int(expected) != size:
+            try:
+                raise OSError(f"got {size} of {expected} bytes")
+            except OSError as exc:
+                raise _BodyBroken(str(exc)) from exc
+        result.size = size
+        result.digest = hasher.hexdigest()
+        return result
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost useful message of a requests/urllib3 exception chain, on one line."""
+    inner: BaseException = exc
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, BaseException):
+            inner = arg
+    reason = getattr(inner, "reason", None)
+    text = str(reason if reason is not None else inner)
+    return " ".join(text.split())
