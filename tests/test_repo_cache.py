@@ -1,0 +1,122 @@
+"""The on-disk cache: layout, atomic writes, corruption detection, concurrent writers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+
+from builder.errors import VerificationError
+from builder.repo.cache import (
+    Cache,
+    CorruptEntry,
+    IndexRecord,
+    checksum_hex,
+    default_cache_dir,
+)
+
+REPLAYOUT_C = "Q11/HhSewwwOXgl0r0ffb0O0BRtYc="  # golden x86_64 replayout C:
+
+
+def test_checksum_hex() -> None:
+    assert checksum_hex(REPLAYOUT_C) == "d7f1e149ec30c0e5e0974af47df6f43b4051b587"
+    for bad in ("X1abc", "Q1!!!!", "Q1" + "AAAA"):
+        with pytest.raises(VerificationError, match="checksum"):
+            checksum_hex(bad, "pkg")
+
+
+def test_default_dir_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "apkimage"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "apkimage"
+
+
+def test_package_layout(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    path = cache.package_path(REPLAYOUT_C)
+    assert path == tmp_path / "v1/apk/d7/d7f1e149ec30c0e5e0974af47df6f43b4051b587/package.apk"
+
+
+def test_atomic_write_and_abort(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    dest = tmp_path / "d" / "f"
+    cache.write_bytes(dest, b"one")
+    cache.write_bytes(dest, b"two")
+    assert dest.read_bytes() == b"two"
+    with cache.atomic(dest.parent) as tmp:
+        tmp.file.write(b"partial")
+        temp_path = tmp.path
+        assert temp_path.exists()
+    assert not temp_path.exists()  # left without commit: gone
+    with pytest.raises(RuntimeError), cache.atomic(dest.parent) as tmp:
+        tmp.file.write(b"x")
+        raise RuntimeError("boom")
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["f"]
+    assert dest.read_bytes() == b"two"
+
+
+def test_blob_corruption_detected(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    data = b"index bytes"
+    digest = hashlib.sha256(data).hexdigest()
+    cache.write_bytes(cache.blob_path(digest), data)
+    assert cache.read_blob(digest) == data
+    cache.blob_path(digest).write_bytes(b"index bytez")
+    with pytest.raises(CorruptEntry, match="hashes to sha256:") as info:
+        cache.read_blob(digest)
+    assert info.value.path == cache.blob_path(digest)
+    with pytest.raises(CorruptEntry, match="missing"):
+        cache.read_blob("0" * 64)
+
+
+def test_index_records(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    url = "http://127.0.0.1:1/repo/x86_64/APKINDEX.tar.gz"
+    assert cache.load_index_record(url) is None
+    rec = IndexRecord(url=url, sha256="ab" * 32, size=3, etag='"e"', last_modified="")
+    cache.store_index_record(rec)
+    assert cache.load_index_record(url) == rec
+    path = cache.index_record_path(url)
+    path.write_text("{not json")
+    with pytest.raises(CorruptEntry, match="unreadable index record"):
+        cache.load_index_record(url)
+    path.write_text(json.dumps({**rec.__dict__, "url": "http://other/"}))
+    with pytest.raises(CorruptEntry, match="record is for http://other/"):
+        cache.load_index_record(url)
+
+
+def _payload(writer: int, round_: int) -> bytes:
+    """Self-checking content: 32-byte SHA-256 of the body, then a body of ~200 KiB."""
+    body = (f"writer {writer} round {round_} ".encode()) * 8000
+    return hashlib.sha256(body).digest() + body
+
+
+def _hammer(root: str, writer: int, rounds: int) -> int:
+    cache = Cache(root)
+    dest = cache.package_path(REPLAYOUT_C)
+    bad = 0
+    for r in range(rounds):
+        cache.write_bytes(dest, _payload(writer, r))
+        data = dest.read_bytes()  # another writer may have replaced it: must still be whole
+        if hashlib.sha256(data[32:]).digest() != data[:32]:
+            bad += 1
+    return bad
+
+
+def test_concurrent_writers_leave_a_valid_entry(tmp_path: Path) -> None:
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(4) as pool:
+        bad = pool.starmap(_hammer, [(str(tmp_path), w, 40) for w in range(4)])
+    assert bad == [0, 0, 0, 0]
+    dest = Cache(tmp_path).package_path(REPLAYOUT_C)
+    data = dest.read_bytes()
+    assert hashlib.sha256(data[32:]).digest() == data[:32]
+    leftovers = [p.name for p in dest.parent.iterdir() if p.name != dest.name]
+    assert leftovers == []
+    assert oct(os.stat(dest).st_mode & 0o777) == "0o644"
