@@ -1,0 +1,456 @@
+"""The `index` and `fetch` stages against a real HTTP(S) server on 127.0.0.1.
+
+The server serves the apko golden repository (signed index + 4 packages per arch) straight
+from the fixtures, counts every request, and can be told to fail (5xx, cut bodies).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import http.server
+import ipaddress
+import logging
+import shutil
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from builder.apk.model import Package
+from builder.apk.signing import Keyring
+from builder.errors import FetchError, VerificationError
+from builder.repo.fetch import Fetcher, fetch_packages
+from builder.repo.indexes import load_indexes
+from builder.repo.repository import Repository, parse_repository
+from tests.conftest import GOLDEN, KEYS
+
+REPO_DIR = GOLDEN / "packages"
+ARCH = "x86_64"
+NAMES = ["custom-ca-certs-1", "custom-ca-certs-2", "pretend-baselayout", "replayout"]
+
+
+class RepoServer:
+    """A tiny static repository server that records requests and injects failures."""
+
+    def __init__(self, root: Path, tls_files: tuple[Path, Path] | None = None) -> None:
+        self.root = root
+        self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.fail: dict[str, list[int | str]] = {}  # path -> statuses / "cut" to serve first
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                with server.lock:
+                    server.requests.append(("GET", self.path))
+                    plan = server.fail.get(self.path)
+                    action = plan.pop(0) if plan else None
+                if isinstance(action, int):
+                    self.send_error(action)
+                    return
+                target = (server.root / self.path.lstrip("/")).resolve()
+                if server.root.resolve() not in target.parents or not target.is_file():
+                    self.send_error(404)
+                    return
+                body = target.read_bytes()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", formatdate(target.stat().st_mtime, usegmt=True))
+                self.end_headers()
+                if action == "cut":  # promise the whole body, send half, hang up
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        scheme = "http"
+        if tls_files is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls_files[0]), str(tls_files[1]))
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> RepoServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+    def gets(self, suffix: str = "") -> list[str]:
+        with self.lock:
+            return [p for m, p in self.requests if m == "GET" and p.endswith(suffix)]
+
+
+@pytest.fixture
+def server() -> Iterator[RepoServer]:
+    with RepoServer(REPO_DIR) as srv:
+        yield srv
+
+
+@pytest.fixture
+def keyring() -> Keyring:
+    return Keyring.from_paths([GOLDEN / "melange.rsa.pub"])
+
+
+def fast_fetcher(cache_dir: Path, **kw: object) -> Fetcher:
+    """Small timeouts and backoff: failure tests must stay quick."""
+    opts: dict[str, object] = {"timeout": 5.0, "retries": 2, "backoff": 0.01}
+    opts.update(kw)
+    return Fetcher(cache_dir, **opts)  # type: ignore[arg-type]
+
+
+def build_once(
+    repo: Repository, cache_dir: Path, keyring: Keyring, **kw: object
+) -> tuple[list[Package], dict[str, Path], Fetcher]:
+    with fast_fetcher(cache_dir, **kw) as fetcher:
+        pkgs = load_indexes([repo], ARCH, keyring, fetcher)
+        paths = fetch_packages(pkgs, ARCH, fetcher, keyring)
+    return pkgs, paths, fetcher
+
+
+def assert_fixture_bytes(paths: dict[str, Path]) -> None:
+    assert sorted(paths) == NAMES
+    for name, path in paths.items():
+        (fixture,) = (REPO_DIR / ARCH).glob(f"{name}-1.0.0-r0.apk")
+        assert path.read_bytes() == fixture.read_bytes(), name
+
+
+# -- happy paths ----------------------------------------------------------------------------
+
+
+def test_http_cold_then_hot(server: RepoServer, keyring: Keyring, tmp_path: Path) -> None:
+    repo = parse_repository(f"@golden {server.url}/")
+    pkgs, paths, fetcher = build_once(repo, tmp_path, keyring)
+    assert sorted(p.name for p in pkgs) == NAMES
+    assert {(p.repository, p.repository_tag) for p in pkgs} == {(server.url, "golden")}
+    assert_fixture_bytes(paths)
+    assert all(tmp_path in p.parents for p in paths.values())
+    assert len(server.gets(".apk")) == 4 and len(server.gets("APKINDEX.tar.gz")) == 1
+    total = sum(f.stat().st_size for f in (REPO_DIR / ARCH).iterdir())
+    assert fetcher.stats.bytes_fetched == total
+    assert (fetcher.stats.cache_misses, fetcher.stats.cache_hits) == (5, 0)
+
+    server.requests.clear()
+    _, hot_paths, hot = build_once(repo, tmp_path, keyring)
+    assert hot_paths == paths
+    assert server.gets(".apk") == []  # packages come from the cache
+    assert len(server.gets("APKINDEX.tar.gz")) == 1  # one conditional GET, answered 304
+    assert (hot.stats.cache_hits, hot.stats.not_modified, hot.stats.bytes_fetched) == (5, 1, 0)
+
+
+def test_file_url_and_plain_path(keyring: Keyring, tmp_path: Path) -> None:
+    for text in (str(REPO_DIR), REPO_DIR.as_uri() + "/"):
+        repo = parse_repository(text)
+        _, paths, fetcher = build_once(repo, tmp_path / "cache", keyring)
+        assert_fixture_bytes(paths)
+        assert all(p.parent == REPO_DIR / ARCH for p in paths.values())  # read in place
+        assert fetcher.stats.requests == 0 and fetcher._session is None
+    assert not (tmp_path / "cache").exists()
+
+
+def test_https_with_ca_file(keyring: Keyring, tmp_path: Path) -> None:
+    cert, key = make_self_signed(tmp_path)
+    with RepoServer(REPO_DIR, tls_files=(cert, key)) as tls:
+        repo = parse_repository(tls.url)
+        _, paths, _ = build_once(repo, tmp_path / "c1", keyring, ca_file=str(cert))
+        assert_fixture_bytes(paths)
+        with pytest.raises(FetchError, match=r"https://127\.0\.0\.1:\d+/x86_64/APKINDEX.*TLS"):
+            build_once(repo, tmp_path / "c2", keyring)
+
+
+def test_missing_local_index_is_a_warning(
+    keyring: Keyring, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    empty = tmp_path / "empty-repo"
+    empty.mkdir()
+    with fast_fetcher(tmp_path / "cache") as fetcher, caplog.at_level(logging.WARNING):
+        pkgs = load_indexes(
+            [Repository(str(empty)), Repository(str(REPO_DIR))], ARCH, keyring, fetcher
+        )
+    assert sorted(p.name for p in pkgs) == NAMES
+    assert f"{empty}/x86_64/APKINDEX.tar.gz" in caplog.text
+
+
+# -- cache damage and offline ---------------------------------------------------------------
+
+
+def test_corrupt_cache_entry_is_refetched(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    repo = Repository(server.url)
+    _, paths, _ = build_once(repo, tmp_path, keyring)
+    victim = paths["replayout"]
+    data = bytearray(victim.read_bytes())
+    data[-10] ^= 0xFF  # inside the data member: datahash no longer matches
+    victim.write_bytes(bytes(data))
+    server.requests.clear()
+    _, again, fetcher = build_once(repo, tmp_path, keyring)
+    assert server.gets(".apk") == ["/x86_64/replayout-1.0.0-r0.apk"]
+    assert_fixture_bytes(again)
+    assert fetcher.stats.corrupt_entries == 1
+
+
+def test_corrupt_cache_entry_offline_is_a_clear_error(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    repo = Repository(server.url)
+    _, paths, _ = build_once(repo, tmp_path, keyring)
+    paths["pretend-baselayout"].write_bytes(b"not an apk")
+    server.requests.clear()
+    with pytest.raises(FetchError) as info:
+        build_once(repo, tmp_path, keyring, offline=True)
+    msg = str(info.value)
+    assert msg.startswith("offline: cached pretend-baselayout-1.0.0-r0")
+    assert str(paths["pretend-baselayout"]) in msg and "corrupt" in msg
+    assert server.requests == []
+
+
+def test_corrupt_index_blob_offline_names_the_entry(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    repo = Repository(server.url)
+    build_once(repo, tmp_path, keyring)
+    (blob,) = (tmp_path / "v1" / "blobs" / "sha256").iterdir()
+    blob.write_bytes(blob.read_bytes()[:-1])
+    server.requests.clear()
+    with pytest.raises(FetchError, match=f"offline: cached index for {server.url}.*{blob}"):
+        build_once(repo, tmp_path, keyring, offline=True)
+    assert server.requests == []
+    # online, the damaged index is simply fetched again
+    _, paths, fetcher = build_once(repo, tmp_path, keyring)
+    assert_fixture_bytes(paths)
+    assert fetcher.stats.corrupt_entries == 1 and fetcher.stats.not_modified == 0
+
+
+def test_offline_sends_no_requests(server: RepoServer, keyring: Keyring, tmp_path: Path) -> None:
+    repo = Repository(server.url)
+    _, paths, _ = build_once(repo, tmp_path, keyring)
+    server.requests.clear()
+    _, offline_paths, fetcher = build_once(repo, tmp_path, keyring, offline=True)
+    assert offline_paths == paths
+    assert server.requests == []
+    assert fetcher._session is None and fetcher.stats.requests == 0
+    assert fetcher.stats.cache_hits == 5
+
+
+def test_offline_with_empty_cache_refuses(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    repo = Repository(server.url)
+    with pytest.raises(FetchError, match="offline: index .* is not in the cache"):
+        build_once(repo, tmp_path, keyring, offline=True)
+    pkg = Package(name="replayout", version="1.0.0-r0", checksum="Q11/HhSewwwOXgl0r0ffb0O0BRtYc=",
+                  repository=server.url)
+    with fast_fetcher(tmp_path, offline=True) as fetcher:
+        with pytest.raises(FetchError, match="offline: replayout-1.0.0-r0 is not in the cache"):
+            fetch_packages([pkg], ARCH, fetcher, keyring)
+        with pytest.raises(FetchError, match="offline: would fetch http://"):
+            fetcher._session_for(f"{server.url}/x")
+    assert server.requests == []
+
+
+# -- network trouble ------------------------------------------------------------------------
+
+
+def test_5xx_twice_then_200_is_retried(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    server.fail["/x86_64/APKINDEX.tar.gz"] = [503, 502]
+    server.fail["/x86_64/replayout-1.0.0-r0.apk"] = [500, 504]
+    _, paths, _ = build_once(Repository(server.url), tmp_path, keyring)
+    assert_fixture_bytes(paths)
+    assert len(server.gets("APKINDEX.tar.gz")) == 3
+    assert len(server.gets("replayout-1.0.0-r0.apk")) == 3
+
+
+def test_persistent_5xx_names_url_and_status(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    server.fail["/x86_64/APKINDEX.tar.gz"] = [503] * 10
+    with pytest.raises(FetchError, match=f"{server.url}/x86_64/APKINDEX.tar.gz: HTTP 503"):
+        build_once(Repository(server.url), tmp_path, keyring)
+    assert len(server.gets()) == 3  # first try + 2 retries
+    assert not (tmp_path / "v1" / "index").exists()
+
+
+def test_body_cut_short_is_retried(server: RepoServer, keyring: Keyring, tmp_path: Path) -> None:
+    server.fail["/x86_64/custom-ca-certs-1-1.0.0-r0.apk"] = ["cut"]
+    _, paths, _ = build_once(Repository(server.url), tmp_path, keyring)
+    assert_fixture_bytes(paths)
+    assert len(server.gets("custom-ca-certs-1-1.0.0-r0.apk")) == 2
+
+
+def test_unreachable_repository_fails_fast(keyring: Keyring, tmp_path: Path) -> None:
+    with socket.socket() as s:  # grab a free port, then close it: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/repo"
+    start = time.monotonic()
+    with pytest.raises(FetchError, match=f"{url}/x86_64/APKINDEX.tar.gz: cannot connect"):
+        build_once(Repository(url), tmp_path, keyring, timeout=1.0)
+    assert time.monotonic() - start < 5
+
+
+def test_missing_remote_package_is_404(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    pkg = Package(name="nothere", version="1-r0", checksum="Q11/HhSewwwOXgl0r0ffb0O0BRtYc=",
+                  repository=server.url)
+    with fast_fetcher(tmp_path) as fetcher, pytest.raises(FetchError, match="nothere.*HTTP 404"):
+        fetch_packages([pkg], ARCH, fetcher, keyring)
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+def test_bad_index_signature(server: RepoServer, tmp_path: Path) -> None:
+    wrong = Keyring.from_paths([KEYS / "wolfi-signing.rsa.pub"])
+    with pytest.raises(VerificationError, match=f"{server.url}/x86_64/APKINDEX.tar.gz"):
+        build_once(Repository(server.url), tmp_path, wrong)
+    assert not (tmp_path / "v1" / "index").exists()  # an unverified index is never cached
+
+
+def test_tampered_index_signature(keyring: Keyring, tmp_path: Path) -> None:
+    repo_dir = tmp_path / "repo"
+    shutil.copytree(REPO_DIR, repo_dir)
+    index = repo_dir / ARCH / "APKINDEX.tar.gz"
+    index.chmod(0o644)
+    index.write_bytes(retamper_signature(index.read_bytes()))
+    with RepoServer(repo_dir) as srv, pytest.raises(VerificationError):
+        build_once(Repository(srv.url), tmp_path / "cache", keyring)
+
+
+def test_package_not_matching_index_is_rejected_and_not_cached(
+    keyring: Keyring, tmp_path: Path
+) -> None:
+    repo_dir = tmp_path / "repo"
+    shutil.copytree(REPO_DIR, repo_dir)
+    arch_dir = repo_dir / ARCH
+    arch_dir.chmod(0o755)
+    swapped = arch_dir / "replayout-1.0.0-r0.apk"
+    swapped.chmod(0o644)
+    # same size class, different package: C: cannot match
+    swapped.write_bytes((arch_dir / "pretend-baselayout-1.0.0-r0.apk").read_bytes())
+    with RepoServer(repo_dir) as srv:
+        with fast_fetcher(tmp_path / "cache") as fetcher:
+            pkgs = load_indexes([Repository(srv.url)], ARCH, keyring, fetcher)
+            bad = [p for p in pkgs if p.name == "replayout"]
+            with pytest.raises(VerificationError, match="replayout"):
+                fetch_packages(bad, ARCH, fetcher, keyring)
+            dest = fetcher.cache.package_path(bad[0].checksum)
+        assert not dest.exists()
+        assert list(dest.parent.iterdir()) == []  # no temp file left behind
+
+
+def test_concurrent_fetchers_share_the_cache(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    results: list[dict[str, Path]] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            results.append(build_once(Repository(server.url), tmp_path, keyring)[1])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert len(results) == 4 and all(r == results[0] for r in results)
+    assert_fixture_bytes(results[0])
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def make_self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 (EC key: fast to make)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def retamper_signature(index: bytes) -> bytes:
+    """The same index with one bit of its RSA signature flipped (gzip and tar kept valid)."""
+    import gzip
+    import io
+    import tarfile
+    import zlib
+
+    d = zlib.decompressobj(31)
+    sig_tar = d.decompress(index)
+    rest = d.unused_data
+    with tarfile.open(fileobj=io.BytesIO(sig_tar + b"\0" * 1024)) as tf:
+        member = tf.getmembers()[0]
+        sig = bytearray(tf.extractfile(member).read())  # type: ignore[union-attr]
+    sig[len(sig) // 2] ^= 0x01
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tf:
+        info = tarfile.TarInfo(member.name)
+        info.size = len(sig)
+        tf.addfile(info, io.BytesIO(bytes(sig)))
+    return gzip.compress(out.getvalue()[: 512 + ((len(sig) + 511) // 512) * 512]) + rest
