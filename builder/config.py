@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from builder.errors import ConfigError
+from builder.gojson import Struct
 
 # --------------------------------------------------------------------------- architectures
 
@@ -463,11 +464,12 @@ def runtime_repositories(cfg: ImageConfig) -> list[str]:
 
 # --------------------------------------------------------------------------- apko.json
 
-def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> dict[str, Any]:
+def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> Struct:
     """The locked per-arch config as apko serialises it (struct field order, omitempty).
 
     `pinned` is the sorted `name=version` list that replaces `contents.packages`.
-    Structs (`contents`, `entrypoint`, `accounts`) are never omitted by Go's omitempty.
+    Structs (`contents`, `entrypoint`, `accounts`) are never omitted by Go's omitempty;
+    Go maps (`environment`, `annotations`, `services`) are dicts (keys sorted on output).
     """
     def put(d: dict[str, Any], key: str, value: Any) -> None:
         if value:  # omitempty: "", 0, false, empty list/map
@@ -493,14 +495,14 @@ def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> dict[str, Any
             ud["gid"] = u.gid
         put(ud, "shell", u.shell)
         put(ud, "homedir", u.homedir)
-        users.append(ud)
+        users.append(Struct(ud.items()))
     groups = []
     for g in cfg.accounts.groups:
         gd: dict[str, Any] = {}
         put(gd, "groupname", g.groupname)
         put(gd, "gid", g.gid)
         put(gd, "members", list(g.members))
-        groups.append(gd)
+        groups.append(Struct(gd.items()))
     accounts: dict[str, Any] = {}
     put(accounts, "run-as", cfg.accounts.run_as)
     put(accounts, "users", users)
@@ -510,12 +512,13 @@ def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> dict[str, Any
         pd: dict[str, Any] = {}
         for key in ("path", "type", "uid", "gid", "permissions", "source", "recursive"):
             put(pd, key, getattr(p, key))
-        paths.append(pd)
-    out: dict[str, Any] = {"contents": contents, "entrypoint": entry}
+        paths.append(Struct(pd.items()))
+    out: dict[str, Any] = {"contents": Struct(contents.items()),
+                           "entrypoint": Struct(entry.items())}
     put(out, "cmd", cfg.cmd)
     put(out, "stop-signal", cfg.stop_signal)
     put(out, "work-dir", cfg.work_dir)
-    out["accounts"] = accounts
+    out["accounts"] = Struct(accounts.items())
     out["archs"] = [parse_arch(arch)]
     put(out, "environment", dict(sorted(cfg.environment.items())))
     put(out, "paths", paths)
@@ -523,4 +526,4 @@ def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> dict[str, Any
     put(out, "annotations", dict(sorted(cfg.annotations.items())))
     put(out, "include", cfg.include)
     put(out, "volumes", list(cfg.volumes))
-    return out
+    return Struct(out.items())

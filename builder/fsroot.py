@@ -1,0 +1,302 @@
+"""The image filesystem of the reference build: a temporary root directory on disk plus a side
+table of the metadata the layer must carry.
+
+File contents always go through the disk (written on install, read back by the layer walk).
+What the disk cannot represent faithfully for an unprivileged builder — owners (package content
+is flattened to 0:0, apko-made homes keep theirs), exact mtimes of directories that are later
+written into, character devices, special bits — lives in `FsRoot.meta`, keyed by the image
+path (no leading `/`; the root itself is not tracked).
+
+Paths are resolved by this module, never by the OS: symlinks are followed through the side
+table with chroot semantics (an absolute target is relative to the image root), so no entry can
+be created outside the root; `..` that climbs above the root, absolute entry names and symlink
+loops are FormatErrors naming the owner and the path.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import FormatError
+
+DIR, FILE, SYMLINK, HARDLINK, CHAR, BLOCK, FIFO = (
+    "dir", "file", "symlink", "hardlink", "char", "block", "fifo")
+_MAX_LINKS = 40
+
+
+@dataclass
+class Meta:
+    """What the layer records for one path."""
+
+    kind: str
+    mode: int  # permission bits plus setuid/setgid/sticky, no file-type bits
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0
+    linkname: str = ""  # symlink target, or hardlink target (image path, no leading /)
+    devmajor: int = 0
+    devminor: int = 0
+    size: int = 0
+    xattrs: dict[str, str] = field(default_factory=dict)
+    package: str = ""  # owning package name; "" for entries the builder made itself
+    checksum: str = ""  # hex SHA-1 of the content (from the package), "" if unknown
+
+
+def _split(path: str) -> list[str]:
+    return [p for p in path.split("/") if p not in ("", ".")]
+
+
+class FsRoot:
+    """A temporary on-disk root with a metadata side table."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.meta: dict[str, Meta] = {}
+
+    # ------------------------------------------------------------------ resolution
+
+    def resolve(self, path: str, *, follow: bool = True, who: str = "builder") -> str:
+        """Canonical image path (no symlinks in it, except the last component when
+        `follow` is False). Raises FormatError if the path would leave the root."""
+        parts = _split(path)
+        done: list[str] = []
+        hops = 0
+        while parts:
+            name = parts.pop(0)
+            if name == "..":
+                if not done:
+                    raise FormatError(f"{who}: path {path!r} escapes the image root")
+                done.pop()
+                continue
+            cur = "/".join(done + [name])
+            m = self.meta.get(cur)
+            if m is not None and m.kind == SYMLINK and (parts or follow):
+                hops += 1
+                if hops > _MAX_LINKS:
+                    raise FormatError(f"{who}: too many levels of symlinks resolving {path!r}")
+                target = m.linkname
+                if target.startswith("/"):
+                    done = []
+                parts = _split(target) + parts
+                continue
+            done.append(name)
+        return "/".join(done)
+
+    def check_entry_name(self, name: str, who: str) -> str:
+        """Validate a name from a package: relative, no `..` components. Returns it cleaned."""
+        if name.startswith("/"):
+            raise FormatError(f"{who}: absolute path {name!r} in package data")
+        parts = _split(name)
+        if ".." in parts:
+            raise FormatError(f"{who}: path {name!r} contains '..' and would escape the root")
+        return "/".join(parts)
+
+    def disk(self, canonical: str) -> Path:
+        return self.root / canonical if canonical else self.root
+
+    def get(self, path: str, *, follow: bool = True) -> Meta | None:
+        try:
+            return self.meta.get(self.resolve(path, follow=follow))
+        except FormatError:
+            return None
+
+    def exists(self, path: str, *, follow: bool = True) -> bool:
+        return self.get(path, follow=follow) is not None
+
+    def is_dir(self, path: str) -> bool:
+        m = self.get(path)
+        return m is not None and m.kind == DIR
+
+    # ------------------------------------------------------------------ creation
+
+    def _parent_ok(self, canonical: str, who: str) -> None:
+        parent = posixpath.dirname(canonical)
+        if parent and (parent not in self.meta or self.meta[parent].kind != DIR):
+            raise FormatError(f"{who}: parent of {canonical!r} is not a directory")
+
+    def _clear(self, canonical: str) -> None:
+        """Remove whatever non-directory is at `canonical` (on disk and in the table)."""
+        p = self.disk(canonical)
+        if p.is_symlink() or p.exists():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+        self.meta.pop(canonical, None)
+
+    def mkdir(self, path: str, mode: int = 0o755, *, mtime: int = 0, uid: int = 0,
+              gid: int = 0, package: str = "", who: str = "builder",
+              xattrs: dict[str, str] | None = None) -> str:
+        """Create a directory; an existing one keeps its mode (apk rule) and gets `mtime`."""
+        c = self.resolve(path, who=who)
+        if not c:
+            return c
+        m = self.meta.get(c)
+        if m is not None and m.kind == DIR:
+            m.mtime = mtime
+            if xattrs:
+                m.xattrs.update(xattrs)
+            return c
+        self._parent_ok(c, who)
+        if m is not None:
+            self._clear(c)
+        self.disk(c).mkdir()
+        self.meta[c] = Meta(DIR, mode, uid, gid, mtime, package=package,
+                            xattrs=dict(xattrs or {}))
+        return c
+
+    def mkdir_all(self, path: str, mode: int = 0o755, *, mtime: int = 0, uid: int = 0,
+                  gid: int = 0, who: str = "builder") -> str:
+        """Create missing directories along `path` (existing ones untouched)."""
+        done = ""
+        for part in _split(path):
+            nxt = self.resolve(posixpath.join(done, part) if done else part, who=who)
+            if nxt not in self.meta:
+                self.mkdir(nxt, mode, mtime=mtime, uid=uid, gid=gid, who=who)
+            elif self.meta[nxt].kind != DIR:
+                raise FormatError(f"{who}: {nxt!r} exists and is not a directory")
+            done = nxt
+        return done
+
+    def write_file(self, path: str, data: bytes | BinaryIO, mode: int = 0o644, *,
+                   mtime: int = 0, uid: int = 0, gid: int = 0, package: str = "",
+                   checksum: str = "", size: int | None = None, who: str = "builder",
+                   xattrs: dict[str, str] | None = None) -> str:
+        """Write a regular file (replacing a non-directory at the path)."""
+        c = self.resolve(path, follow=False, who=who)
+        if not c:
+            raise FormatError(f"{who}: cannot write a file at the image root")
+        self._parent_ok(c, who)
+        old = self.meta.get(c)
+        if old is not None and old.kind == DIR:
+            raise FormatError(f"{who}: {c!r} is a directory, cannot replace it with a file")
+        self._clear(c)
+        with open(self.disk(c), "wb") as f:
+            if isinstance(data, (bytes, bytearray, memoryview)):
+                f.write(data)
+                written = len(data)
+            else:
+                written = 0
+                remaining = size if size is not None else -1
+                while remaining != 0:
+                    chunk = data.read(1 << 20 if remaining < 0 else min(remaining, 1 << 20))
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    written += len(chunk)
+                    if remaining > 0:
+                        remaining -= len(chunk)
+        self.meta[c] = Meta(FILE, mode, uid, gid, mtime, size=written, package=package,
+                            checksum=checksum, xattrs=dict(xattrs or {}))
+        return c
+
+    def symlink(self, path: str, target: str, *, mtime: int | None = None, uid: int = 0,
+                gid: int = 0, package: str = "", checksum: str = "",
+                who: str = "builder") -> str:
+        """Create a symlink; `mtime=None` copies the parent directory's mtime (apko rule for
+        links it creates itself)."""
+        c = self.resolve(path, follow=False, who=who)
+        if not c:
+            raise FormatError(f"{who}: cannot replace the image root with a symlink")
+        self._parent_ok(c, who)
+        old = self.meta.get(c)
+        if old is not None and old.kind == DIR:
+            raise FormatError(f"{who}: {c!r} is a directory, cannot replace it with a symlink")
+        self._clear(c)
+        os.symlink(target, self.disk(c))
+        if mtime is None:
+            mtime = self._parent_mtime(c)
+        self.meta[c] = Meta(SYMLINK, 0o777, uid, gid, mtime, linkname=target,
+                            package=package, checksum=checksum)
+        return c
+
+    def hardlink(self, path: str, target: str, *, mtime: int = 0, package: str = "",
+                 who: str = "builder") -> str:
+        """A hardlink to an existing regular file `target` (image path)."""
+        tc = self.resolve(target, who=who)
+        tm = self.meta.get(tc)
+        if tm is None or tm.kind not in (FILE, HARDLINK):
+            raise FormatError(f"{who}: hardlink {path!r} -> {target!r}: target is not a file")
+        if tm.kind == HARDLINK:
+            tc = tm.linkname
+            tm = self.meta[tc]
+        c = self.resolve(path, follow=False, who=who)
+        self._parent_ok(c, who)
+        self._clear(c)
+        os.link(self.disk(tc), self.disk(c))
+        self.meta[c] = Meta(HARDLINK, tm.mode, tm.uid, tm.gid, mtime, linkname=tc,
+                            package=package, checksum=tm.checksum)
+        return c
+
+    def mknod(self, path: str, kind: str, major: int, minor: int, mode: int, *,
+              mtime: int | None = None, who: str = "builder") -> str:
+        """A device or fifo: an empty placeholder on disk, the truth in the side table."""
+        c = self.resolve(path, follow=False, who=who)
+        self._parent_ok(c, who)
+        self._clear(c)
+        self.disk(c).touch()
+        if mtime is None:
+            mtime = self._parent_mtime(c)
+        self.meta[c] = Meta(kind, mode, 0, 0, mtime, devmajor=major, devminor=minor)
+        return c
+
+    def _parent_mtime(self, canonical: str) -> int:
+        parent = posixpath.dirname(canonical)
+        return self.meta[parent].mtime if parent in self.meta else 0
+
+    def remove(self, path: str) -> None:
+        c = self.resolve(path, follow=False)
+        m = self.meta.get(c)
+        if m is None:
+            return
+        if m.kind == DIR:
+            for k in [k for k in self.meta if k.startswith(c + "/")]:
+                del self.meta[k]
+        self._clear(c)
+
+    # ------------------------------------------------------------------ access
+
+    def read(self, path: str) -> bytes:
+        c = self.resolve(path)
+        m = self.meta.get(c)
+        if m is None or m.kind not in (FILE, HARDLINK):
+            raise FormatError(f"builder: {path!r} is not a regular file in the image")
+        return self.disk(m.linkname if m.kind == HARDLINK else c).read_bytes()
+
+    def open(self, canonical: str) -> BinaryIO:
+        m = self.meta[canonical]
+        return open(self.disk(m.linkname if m.kind == HARDLINK else canonical), "rb")
+
+    def walk(self) -> Iterator[tuple[str, Meta]]:
+        """The image tree in layer order: names byte-sorted per directory, each directory
+        before its contents, the root omitted. Listed from the disk; metadata from the table
+        (an entry on disk without metadata is a builder bug and raises)."""
+        stack: list[tuple[str, Iterator[os.DirEntry[str]]]] = []
+
+        def children(rel: str) -> Iterator[os.DirEntry[str]]:
+            with os.scandir(self.disk(rel)) as it:
+                entries = list(it)
+            entries.sort(key=lambda e: os.fsencode(e.name))
+            return iter(entries)
+
+        stack.append(("", children("")))
+        while stack:
+            rel, it = stack[-1]
+            entry = next(it, None)
+            if entry is None:
+                stack.pop()
+                continue
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            m = self.meta.get(path)
+            if m is None:
+                raise FormatError(f"builder: {path!r} is on disk but has no metadata")
+            yield path, m
+            if m.kind == DIR and entry.is_dir(follow_symlinks=False):
+                stack.append((path, children(path)))

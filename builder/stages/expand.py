@@ -1,0 +1,136 @@
+"""The `expand` stage: split each fetched `.apk` into its sections, decompress the data tar
+once (to a file in the build's work directory), verify every regular file's
+`APK-TOOLS.checksum.SHA1`, and index the tar headers.
+
+Interface (every implementation): `expand(paths, workdir) -> dict[name, ExpandedPackage]`,
+where `paths` maps package name -> verified `.apk` path (from `fetch`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.apk.gzipstream import inflate_member, split_members
+from builder.apk.model import Package
+from builder.apk.pkginfo import parse_pkginfo, pkginfo_to_package
+from builder.apk.tarindex import TarEntry, index_tar
+from builder.errors import FormatError, VerificationError
+
+
+@dataclass
+class ControlEntry:
+    """A control-section entry other than `.PKGINFO` (scripts, `.melange.yaml`...)."""
+
+    name: str
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    uname: str
+    gname: str
+    mtime: int
+    data: bytes
+
+
+@dataclass
+class ExpandedPackage:
+    package: Package  # rebuilt from .PKGINFO; size = .apk size, checksum = Q1 of control SHA-1
+    control_sha1: bytes
+    pkginfo: dict[str, list[str]]
+    control: list[ControlEntry]
+    data_tar: Path  # the decompressed data section
+    entries: list[TarEntry] = field(default_factory=list)
+    data_size: int = 0  # bytes of the decompressed data tar
+
+    def read(self, entry: TarEntry) -> bytes:
+        with open(self.data_tar, "rb") as f:
+            f.seek(entry.data_offset)
+            return f.read(entry.size)
+
+
+def _tar_members(raw: bytes, source: str) -> list[tuple[tarfile.TarInfo, bytes]]:
+    # Signature and control tars are truncated (no end marker): pad before handing to tarfile.
+    out: list[tuple[tarfile.TarInfo, bytes]] = []
+    with tarfile.open(fileobj=io.BytesIO(raw + b"\0" * 1024), mode="r:") as tf:
+        for ti in tf:
+            data = tf.extractfile(ti).read() if ti.isfile() else b""  # type: ignore[union-attr]
+            out.append((ti, data))
+    return out
+
+
+def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
+    """Reference expansion of one `.apk`."""
+    source = str(path)
+    blob = path.read_bytes()
+    members = split_members(blob, source)
+    if len(members) not in (2, 3):
+        raise FormatError(f"{source}: expected 2 or 3 gzip members, found {len(members)}")
+    first, _ = inflate_member(blob, members[0][0], source)
+    try:
+        first_items = _tar_members(first, source)
+    except tarfile.TarError as exc:
+        raise FormatError(f"{source}: first section is not a tar: {exc}") from None
+    has_sig = bool(first_items) and first_items[0][0].name.startswith(".SIGN.")
+    if has_sig and len(members) != 3:
+        raise FormatError(f"{source}: signed package without control and data sections")
+    if not has_sig and len(members) != 2:
+        raise FormatError(f"{source}: unsigned package must have 2 sections")
+    ctl_start, ctl_end = members[-2]
+    data_start, data_end = members[-1]
+    control_sha1 = hashlib.sha1(blob[ctl_start:ctl_end]).digest()
+    control_raw = first if not has_sig else inflate_member(blob, ctl_start, source)[0]
+    try:
+        control_items = _tar_members(control_raw, source)
+    except tarfile.TarError as exc:
+        raise FormatError(f"{source}: control section is not a tar: {exc}") from None
+    pkginfo_text = None
+    control: list[ControlEntry] = []
+    for ti, data in control_items:
+        if ti.name == ".PKGINFO":
+            pkginfo_text = data.decode("utf-8", "replace")
+            continue
+        control.append(ControlEntry(ti.name, ti.type.decode(), ti.mode, ti.uid, ti.gid,
+                                    ti.uname, ti.gname, int(ti.mtime), data))
+    if pkginfo_text is None:
+        raise FormatError(f"{source}: control section has no .PKGINFO")
+    fields = parse_pkginfo(pkginfo_text, f"{source}:.PKGINFO")
+    pkg = pkginfo_to_package(fields, f"{source}:.PKGINFO")
+    pkg.size = len(blob)
+    pkg.checksum = "Q1" + base64.b64encode(control_sha1).decode()
+    if pkg.datahash:
+        got = hashlib.sha256(blob[data_start:data_end]).hexdigest()
+        if got != pkg.datahash:
+            raise VerificationError(f"{pkg}: data section SHA-256 {got} does not match "
+                                    f".PKGINFO datahash {pkg.datahash}")
+    data_tar, _ = inflate_member(blob, data_start, source)
+    out = workdir / f"{pkg.name}-{pkg.version}.{control_sha1.hex()[:12]}.tar"
+    out.write_bytes(data_tar)
+    index = index_tar(data_tar, f"{source}:data")
+    for e in index.entries:
+        if e.type == "0" and e.checksum:
+            want = e.checksum
+            got_raw = hashlib.sha1(data_tar[e.data_offset:e.data_offset + e.size]).digest()
+            ok = (base64.b64decode(want[2:]) == got_raw) if want.startswith("Q1") \
+                else (want.lower() == got_raw.hex())
+            if not ok:
+                raise VerificationError(f"{pkg}: {e.path}: content SHA-1 does not match "
+                                        "APK-TOOLS.checksum.SHA1")
+    return ExpandedPackage(pkg, control_sha1, fields, control, out, index.entries,
+                           len(data_tar))
+
+
+def expand_reference(paths: dict[str, Path], workdir: Path) -> dict[str, ExpandedPackage]:
+    """Serially expand every package."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    return {name: expand_one(p, workdir) for name, p in paths.items()}
+
+
+IMPLEMENTATIONS: dict[str, Callable[..., dict[str, ExpandedPackage]]] = {
+    "reference": expand_reference,
+}
