@@ -150,17 +150,16 @@ def scan_blocks(data: bytes, source: str = "gzip stream") -> BlockIndex:
                     blocks.append(BlockStart(bit=bit, out=out_base + stream.total_out, crc=crc,
                                              member=member_no,
                                              member_start=(data_bit == bit)))
-                elif dt & 64 and end_bit < 0:
-                    end_bit = bit
+                elif dt & 128 and end_bit < 0:
+                    end_bit = bit  # just after the last block's end-of-block code
                 if rc == _Z_OK and produced == 0 and stream.avail_in == 0:
                     raise FormatError(f"{source}: truncated gzip member {member_no}")
             consumed = stream.total_in
             total_out = stream.total_out
         finally:
             lib.inflateEnd(ctypes.byref(stream))
-        if end_bit < 0:
-            # The final block ended exactly when the stream ended; the trailer is 8 bytes.
-            end_bit = (pos + consumed - 8) * 8
+        if end_bit < 0 or data_bit < 0:
+            raise FormatError(f"{source}: gzip member {member_no} has no complete final block")
         members.append(MemberInfo(start=pos, data_bit=data_bit, end_bit=end_bit,
                                   end=pos + consumed, out_start=out_base,
                                   out_end=out_base + total_out, crc=crc))
