@@ -45,12 +45,14 @@ class RepoServer:
     def __init__(self, root: Path, tls_files: tuple[Path, Path] | None = None) -> None:
         self.root = root
         self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.client_ports: set[int] = set()  # one per TCP connection: shows reuse
         self.fail: dict[str, list[int | str]] = {}  # path -> statuses / "cut" to serve first
         self.lock = threading.Lock()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers+body cost a 40 ms delayed ACK
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -58,6 +60,7 @@ class RepoServer:
             def do_GET(self) -> None:  # noqa: N802
                 with server.lock:
                     server.requests.append(("GET", self.path))
+                    server.client_ports.add(self.client_address[1])
                     plan = server.fail.get(self.path)
                     action = plan.pop(0) if plan else None
                 if isinstance(action, int):
@@ -161,6 +164,7 @@ def test_http_cold_then_hot(server: RepoServer, keyring: Keyring, tmp_path: Path
     assert_fixture_bytes(paths)
     assert all(tmp_path in p.parents for p in paths.values())
     assert len(server.gets(".apk")) == 4 and len(server.gets("APKINDEX.tar.gz")) == 1
+    assert len(server.client_ports) == 1  # one pooled keep-alive connection for all 5 GETs
     total = sum(f.stat().st_size for f in (REPO_DIR / ARCH).iterdir())
     assert fetcher.stats.bytes_fetched == total
     assert (fetcher.stats.cache_misses, fetcher.stats.cache_hits) == (5, 0)
@@ -171,6 +175,23 @@ def test_http_cold_then_hot(server: RepoServer, keyring: Keyring, tmp_path: Path
     assert server.gets(".apk") == []  # packages come from the cache
     assert len(server.gets("APKINDEX.tar.gz")) == 1  # one conditional GET, answered 304
     assert (hot.stats.cache_hits, hot.stats.not_modified, hot.stats.bytes_fetched) == (5, 1, 0)
+
+
+def test_changed_index_is_refetched(keyring: Keyring, tmp_path: Path) -> None:
+    repo_dir = tmp_path / "repo"
+    shutil.copytree(REPO_DIR, repo_dir)
+    index = repo_dir / ARCH / "APKINDEX.tar.gz"
+    with RepoServer(repo_dir) as srv, fast_fetcher(tmp_path / "cache") as fetcher:
+        first = load_indexes([Repository(srv.url)], ARCH, keyring, fetcher)
+        assert {p.arch for p in first} == {"x86_64"}
+        index.chmod(0o644)  # publish a new index (same key): the ETag changes
+        index.write_bytes((REPO_DIR / "aarch64" / "APKINDEX.tar.gz").read_bytes())
+        second = load_indexes([Repository(srv.url)], ARCH, keyring, fetcher)
+        assert {p.arch for p in second} == {"aarch64"}
+        assert fetcher.stats.not_modified == 0 and fetcher.stats.cache_misses == 2
+    with fast_fetcher(tmp_path / "cache", offline=True) as offline:
+        third = load_indexes([Repository(srv.url)], ARCH, keyring, offline)
+    assert {p.arch for p in third} == {"aarch64"}  # the cache holds the newest copy
 
 
 def test_file_url_and_plain_path(keyring: Keyring, tmp_path: Path) -> None:
