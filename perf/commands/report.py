@@ -1,0 +1,29 @@
+"""`apkperf report`: write flamegraphs/index.html (latest table, stage bars, trends,
+profile links)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from perf.gitrefs import commit_dates, repo_root
+from perf.machine import machine_id
+from perf.records import load_records
+from perf.report import write_report
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="write flamegraphs/index.html")
+    p.add_argument("--out", type=Path, default=None, help="default: <repo>/flamegraphs")
+    p.add_argument("--all-machines", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    root = repo_root()
+    filters = {} if args.all_machines else {"machine_id": machine_id()}
+    records = load_records(root / ".perf" / "results", **filters)
+    dates = commit_dates(root, sorted({r["commit"] for r in records}))
+    index = write_report(records, args.out or root / "flamegraphs", lambda c: dates.get(c, 0))
+    print(index)
+    return 0

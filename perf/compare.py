@@ -1,0 +1,150 @@
+"""Base vs head: both measured in one job, interleaved, then per scenario and per stage the
+HEAD/BASE ratio of wall time with a paired bootstrap CI, a Mann-Whitney p-value and a verdict.
+
+A side is a tree (git ref in its own worktree, or the working tree) with an impl profile, so
+the same code answers "commit A vs commit B" and "profile X vs profile Y in one tree".
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from perf import stats
+from perf.gitrefs import WORKTREE, prepare_tree, repo_root
+from perf.machine import mismatches
+from perf.runner import Job, Plan, Side, _paired, stage_names
+
+DEFAULT_MIN_EFFECT = 0.05  # ratios within 5 % are never called a change
+DEFAULT_MIN_ABS_S = 0.02  # nor are changes under 20 ms
+
+
+@dataclass(frozen=True)
+class Row:
+    scenario: str
+    stage: str  # "total" or a stage name
+    base_median: float
+    head_median: float
+    ratio: float
+    ci_lo: float
+    ci_hi: float
+    p_value: float
+    n: int
+    verdict: str
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def compare_records(records: list[dict], base_label: str, head_label: str, *,
+                    min_effect: float = DEFAULT_MIN_EFFECT,
+                    min_abs_s: float = DEFAULT_MIN_ABS_S, confidence: float = 0.95,
+                    seed: int = 0) -> list[Row]:
+    """Rows for every scenario × (total + each stage) present on both sides."""
+    rows: list[Row] = []
+    scenarios = list(dict.fromkeys(r["scenario"] for r in records))
+    for scen in scenarios:
+        base = [r for r in records if r["scenario"] == scen and r["side"] == base_label]
+        head = [r for r in records if r["scenario"] == scen and r["side"] == head_label]
+        if not base or not head:
+            continue
+        for b_rec in base[:1]:
+            for h_rec in head[:1]:
+                bad = mismatches(b_rec["machine"], h_rec["machine"])
+                if bad:
+                    raise ValueError(f"refusing to compare {scen}: machines differ ({bad[0]})")
+        for stage in ["total", *stage_names(base + head)]:
+            bs, hs = _paired(base, head, stage)
+            if not bs:
+                continue
+            ci = stats.bootstrap_ratio_ci(bs, hs, confidence=confidence, seed=seed)
+            try:
+                p = stats.mann_whitney_u(hs, bs).p
+            except ValueError:
+                p = 1.0
+            bm, hm = stats.median(bs), stats.median(hs)
+            v = stats.verdict(ci, min_effect=min_effect, base_median=bm, head_median=hm,
+                              min_abs=min_abs_s)
+            rows.append(Row(scen, stage, bm, hm, ci.ratio, ci.lo, ci.hi, p, len(bs), v))
+    return rows
+
+
+def format_rows(rows: list[Row], base_desc: str, head_desc: str) -> str:
+    out = [f"BASE = {base_desc}", f"HEAD = {head_desc}"]
+    scen = None
+    for r in rows:
+        if r.scenario != scen:
+            scen = r.scenario
+            out.append(f"\n== {scen} (n={r.n} pairs) ==")
+            out.append(f"{'stage':10s} {'base s':>9s} {'head s':>9s} {'head/base':>10s} "
+                       f"{'95% CI':>15s} {'MW p':>6s}  verdict")
+        out.append(f"{r.stage:10s} {r.base_median:9.3f} {r.head_median:9.3f} {r.ratio:10.3f} "
+                   f"[{r.ci_lo:5.2f}, {r.ci_hi:5.2f}] {r.p_value:6.3f}  {r.verdict}")
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- CLI plumbing
+
+
+def add_compare_options(p: argparse.ArgumentParser, *, default_repeat: int = 5) -> None:
+    p.add_argument("--workload", default="small")
+    p.add_argument("--scenario", default="hot", help="comma list of cold,hot,offline,publish")
+    p.add_argument("--impl", default="reference", help="impl profile for both sides")
+    p.add_argument("--base-impl", help="impl profile of BASE (default --impl)")
+    p.add_argument("--head-impl", help="impl profile of HEAD (default --impl)")
+    p.add_argument("--repeat", type=int, default=default_repeat)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--latency-ms", type=int, default=0)
+    p.add_argument("--bandwidth-mbit", type=float, default=0.0)
+    p.add_argument("--tls", action="store_true")
+    p.add_argument("--min-effect", type=float, default=DEFAULT_MIN_EFFECT,
+                   help="smallest relative change reported (default 0.05)")
+    p.add_argument("--min-abs", type=float, default=DEFAULT_MIN_ABS_S,
+                   help="smallest absolute change in seconds reported (default 0.02)")
+    p.add_argument("--no-save", action="store_true", help="do not store run records")
+    p.add_argument("--json", type=Path, help="write the comparison rows as JSON here")
+
+
+def build_sides(root: Path, base_ref: str, head_ref: str, base_impl: str,
+                head_impl: str) -> tuple[Side, Side]:
+    """Base/head sides; the same ref on both sides is measured from one tree (A/A)."""
+    base_tree = prepare_tree(root, base_ref)
+    head_tree = base_tree if head_ref == base_ref else prepare_tree(root, head_ref)
+    b_lab = f"base:{base_ref}" + (f"[{base_impl}]" if base_impl != head_impl else "")
+    h_lab = f"head:{head_ref}" + (f"[{head_impl}]" if base_impl != head_impl else "")
+    return Side(b_lab, base_tree, base_impl), Side(h_lab, head_tree, head_impl)
+
+
+def run_comparison(args: argparse.Namespace, base_ref: str, head_ref: str | None, *,
+                   log: Callable[[str], None] = print,
+                   budget_s: float | None = None) -> tuple[list[Row], list[dict], Side, Side]:
+    from perf.workloads import prepare_workload
+
+    root = repo_root()
+    head_ref = head_ref or WORKTREE
+    base_impl = args.base_impl or args.impl
+    head_impl = args.head_impl or args.impl
+    base, head = build_sides(root, base_ref, head_ref, base_impl, head_impl)
+    workload = prepare_workload(args.workload, root / ".perf" / "workloads")
+    plan = Plan(
+        workload=args.workload, scenarios=[s for s in args.scenario.split(",") if s],
+        sides=[base, head], repeat=args.repeat, warmup=args.warmup,
+        latency_ms=args.latency_ms, bandwidth_mbit=args.bandwidth_mbit, tls=args.tls,
+        results_root=None if args.no_save else root / ".perf" / "results",
+        work_root=root / ".perf" / "run", budget_s=budget_s,
+    )
+    log(f"measuring {base.label} ({base.tree.commit[:10]}) vs {head.label} "
+        f"({head.tree.commit[:10]}{'+dirty' if head.tree.dirty else ''}), "
+        f"{args.repeat} interleaved rounds after {args.warmup} warm-up")
+    records = Job(plan, workload, log=log).run()
+    rows = compare_records(records, base.label, head.label, min_effect=args.min_effect,
+                           min_abs_s=args.min_abs)
+    return rows, records, base, head
+
+
+def describe(side: Side) -> str:
+    t = side.tree
+    return (f"{side.label}: {t.commit[:12]}{' (dirty)' if t.dirty else ''} impl={side.impl} "
+            f"at {t.path}")

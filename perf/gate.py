@@ -1,0 +1,69 @@
+"""The regression gate: a row fails when HEAD is *significantly* slower than BASE (its CI
+lies above 1 and the absolute change is above the floor) AND the median ratio exceeds the
+row's threshold. Thresholds: one for the total, optional per stage; stages not listed use
+the stage default, which is looser because short stages are noisier (see `apkperf
+calibrate`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from perf import stats
+from perf.compare import Row
+
+DEFAULT_TOTAL_PCT = 10.0
+DEFAULT_STAGE_PCT = 15.0
+# CI mode: shared 2-core runners are noisy; only flag large, clear regressions.
+CI_TOTAL_PCT = 25.0
+CI_STAGE_PCT = 40.0
+CI_MIN_ABS_S = 0.05
+
+
+@dataclass
+class Thresholds:
+    total_pct: float = DEFAULT_TOTAL_PCT
+    stage_pct: float = DEFAULT_STAGE_PCT
+    per_stage: dict[str, float] = field(default_factory=dict)
+
+    def for_stage(self, stage: str) -> float:
+        if stage in self.per_stage:
+            return self.per_stage[stage]
+        return self.total_pct if stage == "total" else self.stage_pct
+
+
+def parse_stage_thresholds(items: list[str]) -> dict[str, float]:
+    """["compress=15", "fetch=30"] -> {"compress": 15.0, "fetch": 30.0}."""
+    from builder.spans import STAGES
+
+    out: dict[str, float] = {}
+    for item in items:
+        name, sep, val = item.partition("=")
+        if not sep or (name not in STAGES and name != "total"):
+            raise ValueError(f"--stage-threshold {item!r}: want STAGE=PERCENT with STAGE one of "
+                             f"total, {', '.join(STAGES)}")
+        try:
+            out[name] = float(val)
+        except ValueError:
+            raise ValueError(f"--stage-threshold {item!r}: {val!r} is not a number") from None
+    return out
+
+
+@dataclass(frozen=True)
+class Failure:
+    row: Row
+    threshold_pct: float
+
+    def describe(self) -> str:
+        r = self.row
+        return (f"{r.scenario}/{r.stage}: {100 * (r.ratio - 1):+.1f}% "
+                f"({r.base_median:.3f} s -> {r.head_median:.3f} s, 95% CI x{r.ci_lo:.2f}"
+                f"..x{r.ci_hi:.2f}) exceeds the {self.threshold_pct:g}% threshold")
+
+
+def evaluate(rows: list[Row], thresholds: Thresholds) -> list[Failure]:
+    failures = []
+    for r in rows:
+        limit = thresholds.for_stage(r.stage)
+        if r.verdict == stats.SLOWER and r.ratio > 1.0 + limit / 100.0:
+            failures.append(Failure(r, limit))
+    return failures

@@ -1,0 +1,332 @@
+"""Measured builds: each one a fresh `apkimage` process, timed from outside (wall clock,
+user+sys CPU and peak RSS of the whole process tree from `wait4`'s rusage), with the stage
+spans the builder wrote read back into a run record.
+
+A job runs every scenario for every side (an impl profile in a tree). After warm-up, rounds
+are interleaved and alternate direction (A B, B A, A B …) so slow drift of the machine cannot
+favour one side; round i of every side forms a pair for the paired statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from builder.errors import ApkImageError
+from perf import stats
+from perf.gitrefs import Tree
+from perf.machine import machine_id, machine_info
+from perf.records import (
+    SCHEMA_VERSION,
+    compressor_of,
+    image_from_spans,
+    save_record,
+    stages_from_spans,
+)
+from perf.scenarios import Scenario, ScenarioError, SideState, make_scenario, rm_tree
+
+
+class BuildFailed(ApkImageError):
+    """A measured build exited non-zero (the message carries the tail of its stderr)."""
+
+
+@dataclass(frozen=True)
+class ProcResult:
+    returncode: int
+    wall_s: float
+    user_s: float
+    sys_s: float
+    peak_rss_mb: float
+
+    @property
+    def cpu_s(self) -> float:
+        return self.user_s + self.sys_s
+
+
+def measure(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
+            stdout: Path | None = None, stderr: Path | None = None,
+            timeout: float | None = None) -> ProcResult:
+    """Run argv to completion; wall time around fork→reap, CPU and max RSS from wait4 (which
+    on Linux covers the child and every descendant it waited for)."""
+    out = open(stdout, "wb") if stdout else subprocess.DEVNULL
+    err = open(stderr, "wb") if stderr else subprocess.DEVNULL
+    try:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
+                                start_new_session=True)
+    finally:
+        for f in (out, err):
+            if f is not subprocess.DEVNULL:
+                f.close()  # type: ignore[union-attr]
+    timer = None
+    if timeout:
+        def kill() -> None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+    try:
+        _, status, ru = os.wait4(proc.pid, 0)
+    finally:
+        if timer:
+            timer.cancel()
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return ProcResult(proc.returncode, wall, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024.0)
+
+
+@dataclass
+class Side:
+    """One thing being measured: a tree (commit or working tree) with an impl profile."""
+
+    label: str
+    tree: Tree
+    impl: str
+
+
+@dataclass
+class Plan:
+    workload: str
+    scenarios: list[str]
+    sides: list[Side]
+    repeat: int = 3
+    warmup: int = 1
+    latency_ms: int = 0
+    bandwidth_mbit: float = 0.0
+    tls: bool = False
+    results_root: Path | None = None  # None: do not store records
+    work_root: Path = Path(".perf/run")
+    timeout_s: float = 1800.0
+    budget_s: float | None = None  # stop starting new rounds after this much time
+    keep_outputs: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    # Wraps the argv of measured runs (not warm-up builds), e.g. under a profiler:
+    # wrap(argv, side, tag) -> argv.
+    wrap: Callable[[list[str], Side, str], list[str]] | None = None
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(path.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def build_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("SOURCE_DATE_EPOCH", "0")
+    env.pop("PYTHONPATH", None)  # the tree's own venv decides what `builder` is
+    env.update(extra)
+    return env
+
+
+class Job:
+    """One `apkperf run`: runs the plan, returns (and stores) the records."""
+
+    def __init__(self, plan: Plan, workload: Any, *, log: Callable[[str], None] = print) -> None:
+        self.plan = plan
+        self.workload = workload
+        self.log = log
+        self.job_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self.records: list[dict] = []
+        self.machine = machine_info()
+        self.machine_id = machine_id(self.machine)
+        self.work = plan.work_root / self.job_id
+
+    def run(self) -> list[dict]:
+        t_start = time.monotonic()
+        try:
+            for name in self.plan.scenarios:
+                scen = make_scenario(name, self.workload, self.work / name,
+                                     latency_ms=self.plan.latency_ms,
+                                     bandwidth_mbit=self.plan.bandwidth_mbit, tls=self.plan.tls)
+                with scen:
+                    self._run_scenario(scen, t_start)
+        finally:
+            if not self.plan.keep_outputs:
+                rm_tree(self.work)
+        return self.records
+
+    def _run_scenario(self, scen: Scenario, t_start: float) -> None:
+        states = {s.label: scen.side_state(s.label) for s in self.plan.sides}
+        for side in self.plan.sides:
+            st = states[side.label]
+            scen.prepare_side(st)
+            if scen.warm_cache:
+                n0 = len(scen.requests())
+                self._build(side, scen, st, "warm", scen.build_args, measured=False)
+                scen.after_warm(st, scen.requests()[n0:])
+        for w in range(self.plan.warmup):
+            for side in self.plan.sides:
+                self._one(scen, side, states[side.label], f"warmup{w}", record=False)
+        for r in range(self.plan.repeat):
+            if (self.plan.budget_s is not None and r >= 2
+                    and time.monotonic() - t_start > self.plan.budget_s):
+                self.log(f"  time budget of {self.plan.budget_s:.0f} s reached after {r} rounds")
+                break
+            order = self.plan.sides if r % 2 == 0 else list(reversed(self.plan.sides))
+            for side in order:
+                rec = self._one(scen, side, states[side.label], str(r), record=True, round_=r)
+                assert rec is not None
+                self.log(f"  {scen.name:8s} {side.label:28s} round {r}: "
+                         f"{rec['wall_s']:.2f} s wall, {rec['cpu_s']:.2f} s cpu")
+
+    def _paths(self, st: SideState, tag: str) -> tuple[Path, Path]:
+        st.dir.mkdir(parents=True, exist_ok=True)
+        return st.dir / f"out-{tag}", st.dir / f"spans-{tag}.json"
+
+    def _build(self, side: Side, scen: Scenario, st: SideState, tag: str,
+               make_args: Callable[..., list[str]], *, measured: bool) -> tuple[ProcResult, dict]:
+        out, spans = self._paths(st, tag)
+        args = make_args(st, out, spans, side.impl)
+        return self._exec(side, st, tag, args, out, spans)
+
+    def _exec(self, side: Side, st: SideState, tag: str, args: list[str], out: Path,
+              spans: Path, *, wrapped: bool = False) -> tuple[ProcResult, dict]:
+        rm_tree(out)
+        if spans.exists():
+            spans.unlink()
+        argv = side.tree.builder_argv() + args
+        if wrapped and self.plan.wrap is not None:
+            argv = self.plan.wrap(argv, side, tag)
+        res = measure(argv, cwd=side.tree.path, env=build_env(self.plan.env),
+                      stdout=st.dir / f"stdout-{tag}.txt", stderr=st.dir / f"stderr-{tag}.txt",
+                      timeout=self.plan.timeout_s)
+        if res.returncode != 0:
+            raise BuildFailed(f"build of {side.label} ({side.impl}) exited {res.returncode}: "
+                              f"{_tail(st.dir / f'stderr-{tag}.txt')}")
+        try:
+            doc = json.loads(spans.read_text())
+        except (OSError, ValueError) as exc:
+            raise BuildFailed(f"build of {side.label} wrote no readable spans file {spans}: "
+                              f"{exc}") from exc
+        if not self.plan.keep_outputs:
+            rm_tree(out)
+        return res, doc
+
+    def _one(self, scen: Scenario, side: Side, st: SideState, tag: str, *, record: bool,
+             round_: int = -1) -> dict | None:
+        out, spans = self._paths(st, tag)
+        started = datetime.now(UTC).isoformat(timespec="milliseconds")
+        spec = scen.before_run(st, side.impl, out, spans)
+        res, doc = self._exec(side, st, tag, spec.args, out, spans, wrapped=record)
+        scen.after_run(st, spec, doc)
+        if not record:
+            return None
+        rec = make_record(self, scen.name, side, res, doc, started, round_)
+        self.records.append(rec)
+        if self.plan.results_root is not None:
+            save_record(self.plan.results_root, rec)
+        return rec
+
+
+def make_record(job: Job, scenario: str, side: Side, res: ProcResult, spans_doc: dict,
+                started_at: str, round_: int) -> dict:
+    stages = stages_from_spans(spans_doc)
+    image = image_from_spans(spans_doc)
+    if not image.get("digest"):
+        raise ScenarioError(f"{scenario}: the build of {side.label} reported no image digest")
+    return {
+        "schema": SCHEMA_VERSION,
+        "workload": job.workload.name,
+        "scenario": scenario,
+        "impl": side.impl,
+        "side": side.label,
+        "tree": side.tree.label,
+        "commit": side.tree.commit,
+        "dirty": side.tree.dirty,
+        "wall_s": res.wall_s,
+        "cpu_s": res.cpu_s,
+        "user_s": res.user_s,
+        "sys_s": res.sys_s,
+        "peak_rss_mb": res.peak_rss_mb,
+        "spans_total": spans_doc.get("total") or {},
+        "stages": stages,
+        "image": image,
+        "compressor": compressor_of(stages, image),
+        "machine": job.machine,
+        "machine_id": job.machine_id,
+        "started_at": started_at,
+        "job": job.job_id,
+        "round": round_,
+        "options": {"latency_ms": job.plan.latency_ms, "bandwidth_mbit": job.plan.bandwidth_mbit,
+                    "tls": job.plan.tls, "repeat": job.plan.repeat, "warmup": job.plan.warmup},
+    }
+
+
+# --------------------------------------------------------------------------- table
+
+
+def stage_names(records: list[dict]) -> list[str]:
+    from builder.spans import STAGES
+
+    seen = {s for r in records for s in r["stages"]}
+    return [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+
+
+def _paired(base: list[dict], head: list[dict], stage: str) -> tuple[list[float], list[float]]:
+    from perf.records import metric
+
+    b_by = {r["round"]: r for r in base}
+    h_by = {r["round"]: r for r in head}
+    rounds = sorted(set(b_by) & set(h_by))
+    bs, hs = [], []
+    for rnd in rounds:
+        bv, hv = metric(b_by[rnd], stage), metric(h_by[rnd], stage)
+        if bv is not None and hv is not None:
+            bs.append(bv)
+            hs.append(hv)
+    return bs, hs
+
+
+def format_run_table(records: list[dict]) -> str:
+    """Per scenario: median ± MAD of wall time for the total and every stage, per side, and
+    the median paired ratio against the first side."""
+    from perf.records import group_by, metric
+
+    lines: list[str] = []
+    for (scenario,), recs in group_by(records, "scenario").items():
+        sides: dict[str, list[dict]] = {}
+        for r in recs:
+            sides.setdefault(r["side"], []).append(r)
+        labels = list(sides)
+        first = labels[0]
+        lines.append(f"\n== {scenario} ({recs[0]['workload']}, "
+                     f"{len(sides[first])} runs per side) ==")
+        header = f"{'stage':10s}" + "".join(f"{lab[:26]:>30s}" for lab in labels)
+        lines.append(header)
+        for stage in ["total", *stage_names(recs)]:
+            row = f"{stage:10s}"
+            for lab in labels:
+                vals = [v for r in sides[lab] if (v := metric(r, stage)) is not None]
+                if not vals:
+                    row += f"{'-':>30s}"
+                    continue
+                cell = f"{stats.median(vals):.3f}±{stats.mad(vals):.3f}s"
+                if lab != first:
+                    b, h = _paired(sides[first], sides[lab], stage)
+                    if b:
+                        ratio = stats.median([hv / bv if bv else 1.0
+                                              for bv, hv in zip(b, h, strict=True)])
+                        cell += f" x{ratio:.2f}"
+                row += f"{cell:>30s}"
+            lines.append(row)
+        for lab in labels:
+            rss = stats.median([r["peak_rss_mb"] for r in sides[lab]])
+            cpu = stats.median([r["cpu_s"] for r in sides[lab]])
+            comp = sides[lab][0].get("compressor")
+            lines.append(f"  {lab}: cpu {cpu:.2f} s, peak RSS {rss:.0f} MB, compressor {comp}, "
+                         f"image {str(sides[lab][0]['image'].get('digest'))[:19]}")
+    return "\n".join(lines)
