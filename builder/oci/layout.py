@@ -1,0 +1,201 @@
+"""Writing a built image to disk: an OCI image layout directory or a `docker load` tarball.
+
+Both are written next to the destination first and renamed into place, so a failure leaves
+neither a partial output nor temp files. Layer blobs are streamed from their files (never
+read whole into memory).
+
+The docker tarball follows apko: per arch, the config as `sha256:<hex>` and the layers as
+`<hex>.tar.gz`, then `manifest.json` (`[{"Config","RepoTags","Layers"}]`, RepoTags
+`<tag>-<ociarch>` with `/` -> `_`, sorted by tag), then the OCI manifests as `sha256:<hex>`
+and the OCI `index.json`; every entry mode 0644, mtime 0, written by the Go-compatible tar
+writer, so the same file both `docker load`s and carries the index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.errors import ApkImageError, FormatError
+from builder.gojson import Struct, dumps
+from builder.gotar import TarHeader, TarWriter
+from builder.oci.image import Blob, BuiltImage
+
+OCI_LAYOUT = b'{\n    "imageLayoutVersion": "1.0.0"\n}'
+
+
+@dataclass(frozen=True)
+class BlobSource:
+    """A blob to store: either in memory (`data`) or a file on disk (`path`)."""
+
+    digest: str
+    size: int
+    path: Path | None = None
+    data: bytes | None = None
+
+    @classmethod
+    def from_blob(cls, blob: Blob) -> BlobSource:
+        return cls(blob.digest, blob.size, data=blob.data)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], digest: str) -> BlobSource:
+        p = Path(path)
+        return cls(digest, p.stat().st_size, path=p)
+
+    @property
+    def hex(self) -> str:
+        algo, _, hexpart = self.digest.partition(":")
+        if algo != "sha256" or len(hexpart) != 64:
+            raise FormatError(f"blob digest {self.digest!r} is not a sha256 digest")
+        return hexpart
+
+    def copy_to(self, dest: Path) -> None:
+        if self.data is not None:
+            dest.write_bytes(self.data)
+        elif self.path is not None:
+            shutil.copyfile(self.path, dest)
+            got = dest.stat().st_size
+            if got != self.size:
+                raise FormatError(f"blob {self.path}: expected {self.size} bytes, found {got}")
+        else:
+            raise FormatError(f"blob {self.digest}: neither data nor path given")
+
+
+def manifest_layer_digests(manifest: Blob) -> list[str]:
+    """The layer digests a manifest references, in order."""
+    return [d["digest"] for d in json.loads(manifest.data)["layers"]]
+
+
+def _collect(images: list[BuiltImage], layers: Iterable[BlobSource]) -> dict[str, BlobSource]:
+    by_digest = {b.digest: b for b in layers}
+    for img in images:
+        for digest in manifest_layer_digests(img.manifest):
+            if digest not in by_digest:
+                raise FormatError(
+                    f"image {img.arch}: layer {digest} is referenced by the manifest but "
+                    "no blob was given for it"
+                )
+    return by_digest
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move the finished `tmp` directory to `out`, replacing an existing directory."""
+    if out.exists() and not out.is_dir():
+        raise ApkImageError(f"{out}: exists and is not a directory")
+    if out.is_dir():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, old / "x")
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)
+
+
+def write_oci_layout(
+    out: str | os.PathLike[str],
+    index: Blob,
+    images: list[BuiltImage],
+    layers: Iterable[BlobSource],
+) -> Path:
+    """Write an OCI image layout at `out` (oci-layout, index.json = `index`, blobs/sha256/*)."""
+    out = Path(out).absolute()
+    by_digest = _collect(images, layers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        blobs = tmp / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        (tmp / "oci-layout").write_bytes(OCI_LAYOUT)
+        written: set[str] = set()
+
+        def put(src: BlobSource) -> None:
+            if src.digest not in written:
+                src.copy_to(blobs / src.hex)
+                written.add(src.digest)
+
+        for img in sorted(images, key=lambda i: i.arch):
+            for digest in manifest_layer_digests(img.manifest):
+                put(by_digest[digest])
+            put(BlobSource.from_blob(img.config))
+            put(BlobSource.from_blob(img.manifest))
+        (tmp / "index.json").write_bytes(index.data)
+        os.chmod(tmp, 0o755)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def docker_repo_tag(tag: str, arch: str) -> str:
+    """`golden:latest` + `arm/v7` -> `golden:latest-arm_v7` (adds `:latest` when untagged)."""
+    last = tag.rsplit("/", 1)[-1]
+    if ":" not in last:
+        tag += ":latest"
+    return f"{tag}-{arch.replace('/', '_')}"
+
+
+def _add_bytes(tw: TarWriter, name: str, data: bytes) -> None:
+    tw.add(TarHeader(name=name, mode=0o644, size=len(data)), data)
+
+
+def write_docker_tarball(
+    out: str | os.PathLike[str],
+    tag: str,
+    index: Blob,
+    images: list[BuiltImage],
+    layers: Iterable[BlobSource],
+) -> Path:
+    """Write a `docker load`-able tarball at `out` that also carries the OCI index."""
+    out = Path(out).absolute()
+    by_digest = _collect(images, layers)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    entries = sorted(((docker_repo_tag(tag, img.arch), img) for img in images),
+                     key=lambda e: e[0])
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            tw = TarWriter(f)
+            seen: set[str] = set()
+            manifest_json = []
+            for repo_tag, img in entries:
+                if img.config.digest not in seen:
+                    _add_bytes(tw, img.config.digest, img.config.data)
+                    seen.add(img.config.digest)
+                layer_names = []
+                for digest in manifest_layer_digests(img.manifest):
+                    src = by_digest[digest]
+                    name = f"{src.hex}.tar.gz"
+                    layer_names.append(name)
+                    if digest in seen:
+                        continue
+                    seen.add(digest)
+                    hdr = TarHeader(name=name, mode=0o644, size=src.size)
+                    if src.data is not None:
+                        tw.add(hdr, src.data)
+                    else:
+                        with open(src.path, "rb") as lf:  # type: ignore[arg-type]
+                            tw.add(hdr, lf)
+                manifest_json.append(
+                    Struct([("Config", img.config.digest), ("RepoTags", [repo_tag]),
+                            ("Layers", layer_names)])
+                )
+            _add_bytes(tw, "manifest.json", dumps(manifest_json))
+            for _, img in entries:
+                if img.manifest.digest not in seen:
+                    _add_bytes(tw, img.manifest.digest, img.manifest.data)
+                    seen.add(img.manifest.digest)
+            _add_bytes(tw, "index.json", index.data)
+            tw.close()
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out
