@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 from builder.apk.model import Package
 from builder.apk.signing import Keyring
 from builder.errors import FetchError, VerificationError
-from builder.repo.fetch import Fetcher, fetch_packages
+from builder.repo.fetch import Fetcher, fetch_packages, fetch_packages_parallel
 from builder.repo.indexes import load_indexes
 from builder.repo.repository import Repository, parse_repository
 from tests.conftest import GOLDEN, KEYS
@@ -47,6 +47,7 @@ class RepoServer:
         self.requests: list[tuple[str, str]] = []  # (method, path)
         self.client_ports: set[int] = set()  # one per TCP connection: shows reuse
         self.fail: dict[str, list[int | str]] = {}  # path -> statuses / "cut" to serve first
+        self.delay = 0.0  # seconds of latency added to every request
         self.lock = threading.Lock()
         server = self
 
@@ -63,6 +64,8 @@ class RepoServer:
                     server.client_ports.add(self.client_address[1])
                     plan = server.fail.get(self.path)
                     action = plan.pop(0) if plan else None
+                if server.delay:
+                    time.sleep(server.delay)
                 if isinstance(action, int):
                     self.send_error(action)
                     return
@@ -418,6 +421,54 @@ def test_concurrent_fetchers_share_the_cache(
     assert errors == []
     assert len(results) == 4 and all(r == results[0] for r in results)
     assert_fixture_bytes(results[0])
+
+
+# -- the parallel fetch implementation ------------------------------------------------------
+
+
+def test_parallel_fetch_matches_serial(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    repo = Repository(server.url)
+    _, serial, _ = build_once(repo, tmp_path / "serial", keyring)
+    with fast_fetcher(tmp_path / "parallel") as fetcher:
+        pkgs = load_indexes([repo], ARCH, keyring, fetcher)
+        parallel = fetch_packages_parallel(pkgs, ARCH, fetcher, keyring, workers=4)
+        assert fetcher.stats.cache_misses == 5
+        server.requests.clear()
+        again = fetch_packages_parallel(pkgs, ARCH, fetcher, keyring)
+    assert again == parallel and server.requests == []
+    assert_fixture_bytes(parallel)
+    assert {n: p.relative_to(tmp_path / "parallel") for n, p in parallel.items()} == {
+        n: p.relative_to(tmp_path / "serial") for n, p in serial.items()
+    }
+
+
+def test_parallel_fetch_overlaps_latency(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    repo = Repository(server.url)
+    with fast_fetcher(tmp_path / "idx") as fetcher:
+        pkgs = load_indexes([repo], ARCH, keyring, fetcher)
+    server.delay = 0.25
+    timings = {}
+    for name, fn in (("serial", fetch_packages), ("parallel", fetch_packages_parallel)):
+        with fast_fetcher(tmp_path / name) as fetcher:
+            start = time.monotonic()
+            fn(pkgs, ARCH, fetcher, keyring)
+            timings[name] = time.monotonic() - start
+    assert timings["serial"] >= 4 * 0.25
+    assert timings["parallel"] < timings["serial"] * 0.6, timings
+
+
+def test_parallel_fetch_raises_the_failure(
+    server: RepoServer, keyring: Keyring, tmp_path: Path
+) -> None:
+    with fast_fetcher(tmp_path) as fetcher:
+        pkgs = load_indexes([Repository(server.url)], ARCH, keyring, fetcher)
+        server.fail["/x86_64/pretend-baselayout-1.0.0-r0.apk"] = [404]
+        with pytest.raises(FetchError, match="pretend-baselayout-1.0.0-r0.apk: HTTP 404"):
+            fetch_packages_parallel(pkgs, ARCH, fetcher, keyring)
 
 
 # -- helpers --------------------------------------------------------------------------------

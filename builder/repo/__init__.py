@@ -1,7 +1,13 @@
 """Repositories, HTTP, the content-addressed cache and the `index`/`fetch` stages."""
 
 from builder.repo.cache import Cache, default_cache_dir
-from builder.repo.fetch import Fetcher, FetchStats, fetch_packages, verify_package_file
+from builder.repo.fetch import (
+    Fetcher,
+    FetchStats,
+    fetch_packages,
+    fetch_packages_parallel,
+    verify_package_file,
+)
 from builder.repo.indexes import load_indexes
 from builder.repo.repository import Repository, parse_repositories, parse_repository
 
@@ -12,6 +18,7 @@ __all__ = [
     "Repository",
     "default_cache_dir",
     "fetch_packages",
+    "fetch_packages_parallel",
     "load_indexes",
     "parse_repositories",
     "parse_repository",

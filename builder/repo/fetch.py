@@ -17,6 +17,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -290,12 +291,40 @@ def fetch_packages(
     """
     out: dict[str, Path] = {}
     for pkg in packages:
+        out[pkg.name] = _fetch_one(fetcher, pkg, arch)
+    return out
+
+
+def _fetch_one(fetcher: Fetcher, pkg: Package, arch: str) -> Path:
+    if not pkg.repository:
+        raise FetchError(f"{pkg}: no repository recorded for this package")
+    repo = Repository(url=pkg.repository, tag=pkg.repository_tag)
+    return fetcher.fetch_package(repo, pkg, arch, lambda path: verify_package_file(path, pkg))
+
+
+def fetch_packages_parallel(
+    packages: Iterable[Package],
+    arch: str,
+    fetcher: Fetcher,
+    keyring: Keyring | None = None,
+    workers: int | None = None,
+) -> dict[str, Path]:
+    """An optimised `fetch`: `fetch_packages`'s work on a thread pool of `workers` (default:
+    the fetcher's connection pool size), for the network-bound cold case. Same result,
+    same checks, same cache entries; the first failure in package order is raised."""
+    pkgs = list(packages)
+    for pkg in pkgs:
         if not pkg.repository:
             raise FetchError(f"{pkg}: no repository recorded for this package")
-        repo = Repository(url=pkg.repository, tag=pkg.repository_tag)
-
-        def verify(path: Path, pkg: Package = pkg) -> None:
-            verify_package_file(path, pkg)
-
-        out[pkg.name] = fetcher.fetch_package(repo, pkg, arch, verify)
+    n = max(1, min(workers or fetcher.http.pool_size, len(pkgs) or 1))
+    out: dict[str, Path] = {}
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="fetch") as pool:
+        futures = [pool.submit(_fetch_one, fetcher, pkg, arch) for pkg in pkgs]
+        try:
+            for pkg, fut in zip(pkgs, futures, strict=True):
+                out[pkg.name] = fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
     return out
