@@ -423,6 +423,21 @@ def test_concurrent_fetchers_share_the_cache(
     assert_fixture_bytes(results[0])
 
 
+def test_fetch_url_caches_keys_and_limits_size(server: RepoServer, tmp_path: Path) -> None:
+    url = f"{server.url}/melange.rsa.pub"
+    expected = (REPO_DIR / "melange.rsa.pub").read_bytes()
+    with fast_fetcher(tmp_path) as fetcher:
+        assert fetcher.fetch_url(url, lambda data, src: data, what="key") == expected
+    with fast_fetcher(tmp_path, offline=True) as offline:
+        assert offline.fetch_url(url, lambda data, src: data, what="key") == expected
+        with pytest.raises(FetchError, match=r"offline: key http://.*/other.rsa.pub is not in"):
+            offline.fetch_url(f"{server.url}/other.rsa.pub", lambda data, src: data, "key")
+    with fast_fetcher(tmp_path / "small", max_response_bytes=100) as small:
+        with pytest.raises(FetchError, match="melange.rsa.pub: response larger than 100 bytes"):
+            small.fetch_url(url, lambda data, src: data)
+    assert not (tmp_path / "small" / "v1" / "index").exists()
+
+
 # -- the parallel fetch implementation ------------------------------------------------------
 
 

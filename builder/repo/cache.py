@@ -6,14 +6,17 @@ Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apk
       apk/<cc>/<chex>/              one directory per package, keyed by its index `C:`:
                                     <chex> = hex SHA-1 of the package's control gzip member
                                     (the `Q1` base64 of `C:` decoded), <cc> its first 2 digits
-        package.apk                 the .apk exactly as fetched
+        package.apk                 the .apk exactly as fetched (remote repositories only:
+                                    local ones are read in place, but derived sections of
+                                    their packages may still live in this directory)
         ...                         (room for derived sections next to it: the decompressed
                                     data tar, its tar-header index, the DEFLATE block index —
                                     all named by the stage that writes them)
-      index/<uu>/<uhash>.json       one record per remote APKINDEX URL, <uhash> = hex SHA-256
-                                    of the URL: {"url", "sha256", "size", "etag",
-                                    "last_modified"} (validators for conditional GETs)
-      blobs/sha256/<hex>            content-addressed bodies (index files), verified by name
+      index/<uu>/<uhash>.json       one record per remote URL kept by URL (APKINDEX files,
+                                    keyring keys), <uhash> = hex SHA-256 of the URL:
+                                    {"url", "sha256", "size", "etag", "last_modified"}
+                                    (the validators are sent on conditional GETs)
+      blobs/sha256/<hex>            content-addressed bodies of those URLs, verified by name
                                     on every read
 
 Rules that make two builds at once safe:

@@ -68,6 +68,7 @@ class Fetcher:
         retries: int = 3,
         backoff: float = 0.5,
         pool_size: int = 8,
+        max_response_bytes: int | None = None,
         cache: Cache | None = None,
     ) -> None:
         self.cache = cache if cache is not None else Cache(cache_dir)
@@ -76,6 +77,7 @@ class Fetcher:
             timeout=timeout, retries=retries, backoff=backoff, pool_size=pool_size,
             ca_file=ca_file,
         )
+        self.max_response_bytes = max_response_bytes
         self.stats = FetchStats()
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
@@ -136,11 +138,22 @@ class Fetcher:
             self._count(bytes_read=len(data))
             return parse(data, str(path))
 
-        record, cached = self._cached_index(url)
+        return self.fetch_url(url, parse, what="index")
+
+    def fetch_url(
+        self, url: str, parse: Callable[[bytes, str], T], what: str = "file"
+    ) -> T:
+        """`parse(data, url)` of a remote file kept in the cache by URL (indexes, keys).
+
+        Online: a conditional GET (ETag / Last-Modified) revalidates the cached copy, a 304
+        reuses it. Offline: the cached copy, or FetchError naming what is missing. `parse`
+        runs before a new download is cached, so content it rejects is never stored.
+        """
+        record, cached = self._cached_url(url, what)
         if self.offline:
             if cached is None:
                 raise FetchError(
-                    f"offline: index {url} is not in the cache {self.cache.root} "
+                    f"offline: {what} {url} is not in the cache {self.cache.root} "
                     "(run once online to fill it)"
                 )
             self._count(cache_hits=1)
@@ -155,7 +168,10 @@ class Fetcher:
                 conditional["If-Modified-Since"] = record.last_modified
         with self.cache.atomic(self.cache.blob_dir) as tmp:
             self._count(requests=1)
-            got = download(session, url, tmp.file, self.http, conditional=conditional or None)
+            got = download(
+                session, url, tmp.file, self.http, conditional=conditional or None,
+                max_size=self.max_response_bytes,
+            )
             if got.not_modified and cached is not None:
                 self._count(cache_hits=1, not_modified=1)
                 return parse(cached, url)
@@ -171,7 +187,9 @@ class Fetcher:
         )
         return result
 
-    def _cached_index(self, url: str) -> tuple[IndexRecord | None, bytes | None]:
+    def _cached_url(
+        self, url: str, what: str
+    ) -> tuple[IndexRecord | None, bytes | None]:
         """The cached record and bytes for `url`; a damaged entry counts as absent online
         and is an error offline (naming the entry)."""
         try:
@@ -183,9 +201,9 @@ class Fetcher:
             self._count(corrupt_entries=1)
             if self.offline:
                 raise FetchError(
-                    f"offline: cached index for {url} is corrupt ({exc}) and cannot be refetched"
+                    f"offline: cached {what} for {url} is corrupt ({exc}) and cannot be refetched"
                 ) from None
-            log.warning("cache: index for %s is corrupt (%s); fetching again", url, exc)
+            log.warning("cache: %s for %s is corrupt (%s); fetching again", what, url, exc)
             return None, None
 
     # -- packages ------------------------------------------------------------------------
@@ -236,7 +254,7 @@ class Fetcher:
         session = self._session_for(url)
         with self.cache.atomic(dest.parent) as tmp:
             self._count(requests=1)
-            got = download(session, url, tmp.file, self.http)
+            got = download(session, url, tmp.file, self.http, max_size=self.max_response_bytes)
             self._count(bytes_fetched=got.size, cache_misses=1)
             tmp.file.flush()
             verify(tmp.path)
