@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.apk.gzipstream import inflate_member, split_members
+from builder.apk.gzipstream import inflate_member, iter_inflate, split_members
 from builder.apk.model import Package
 from builder.apk.pkginfo import parse_pkginfo, pkginfo_to_package
 from builder.apk.tarindex import TarEntry, index_tar
@@ -69,20 +69,20 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
     source = str(path)
     blob = path.read_bytes()
     members = split_members(blob, source)
-    if len(members) not in (2, 3):
-        raise FormatError(f"{source}: expected 2 or 3 gzip members, found {len(members)}")
+    if len(members) < 2:
+        raise FormatError(f"{source}: expected control and data sections, found "
+                          f"{len(members)} gzip member(s)")
     first, _ = inflate_member(blob, members[0][0], source)
     try:
         first_items = _tar_members(first, source)
     except tarfile.TarError as exc:
         raise FormatError(f"{source}: first section is not a tar: {exc}") from None
     has_sig = bool(first_items) and first_items[0][0].name.startswith(".SIGN.")
-    if has_sig and len(members) != 3:
+    if has_sig and len(members) < 3:
         raise FormatError(f"{source}: signed package without control and data sections")
-    if not has_sig and len(members) != 2:
-        raise FormatError(f"{source}: unsigned package must have 2 sections")
-    ctl_start, ctl_end = members[-2]
-    data_start, data_end = members[-1]
+    ctl_start, ctl_end = members[1] if has_sig else members[0]
+    # The data section is everything after control (it may span several gzip members).
+    data_start, data_end = ctl_end, len(blob)
     control_sha1 = hashlib.sha1(blob[ctl_start:ctl_end]).digest()
     control_raw = first if not has_sig else inflate_member(blob, ctl_start, source)[0]
     try:
@@ -108,7 +108,7 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
         if got != pkg.datahash:
             raise VerificationError(f"{pkg}: data section SHA-256 {got} does not match "
                                     f".PKGINFO datahash {pkg.datahash}")
-    data_tar, _ = inflate_member(blob, data_start, source)
+    data_tar = b"".join(iter_inflate(memoryview(blob)[data_start:data_end], source))
     out = workdir / f"{pkg.name}-{pkg.version}.{control_sha1.hex()[:12]}.tar"
     out.write_bytes(data_tar)
     index = index_tar(data_tar, f"{source}:data")

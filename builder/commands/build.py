@@ -1,0 +1,128 @@
+"""`apkimage build CONFIG TAG OUT`: build the image(s) and write an OCI layout directory, or a
+docker-loadable tarball when OUT ends in `.tar`.
+
+The build runs in a temporary work directory; OUT appears only when everything succeeded.
+`--spans FILE` writes the stage spans plus an "image" object (digests, impl choice);
+`--json` prints that object to stdout. Progress goes to stderr only when it is a TTY.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from builder import impl
+from builder.errors import ConfigError
+from builder.pipeline import BuildOptions, BuildResult, build
+from builder.spans import SpanRecorder
+
+
+def add_common_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by build and publish (apko's names)."""
+    p.add_argument("config", help="apko-style YAML image configuration")
+    p.add_argument("--arch", action="append", default=[],
+                   help="architecture(s) to build (repeat or comma-separate; overrides archs)")
+    p.add_argument("-k", "--keyring-append", action="append", default=[], metavar="KEY",
+                   help="extra public key (path) to trust")
+    p.add_argument("-r", "--repository-append", action="append", default=[], metavar="REPO",
+                   help="extra repository (build and runtime)")
+    p.add_argument("-b", "--build-repository-append", action="append", default=[],
+                   metavar="REPO", help="extra build-only repository")
+    p.add_argument("-p", "--package-append", action="append", default=[], metavar="PKG",
+                   help="extra package to install")
+    p.add_argument("--annotations", action="append", default=[], metavar="KEY:VALUE",
+                   help="image annotation (overrides the config's value for KEY)")
+    p.add_argument("--build-date", default="", metavar="RFC3339",
+                   help="image time floor (default epoch 0); SOURCE_DATE_EPOCH wins")
+    p.add_argument("--offline", action="store_true",
+                   help="use only the cache; any network access is an error")
+    p.add_argument("--cache-dir", default=None, help="cache root (default ~/.cache/apkimage)")
+    p.add_argument("--sbom-path", default=None, metavar="DIR",
+                   help="write SPDX SBOMs (sbom-<arch>.spdx.json) into DIR")
+    p.add_argument("--workdir", "-C", default=None, metavar="DIR",
+                   help="resolve relative repository/keyring paths against DIR "
+                        "(default: the config file's directory)")
+    p.add_argument("--impl", default="reference",
+                   help="implementation profile and per-stage overrides, "
+                        "e.g. reference | fast | reference,compress=zlib:9")
+    p.add_argument("--spans", default=None, metavar="FILE", help="write stage spans JSON")
+    p.add_argument("--json", action="store_true", help="print the image summary as JSON")
+    p.add_argument("--ca-file", default=None, metavar="PEM",
+                   help="CA bundle for HTTPS repositories/registries")
+    p.add_argument("--allow-untrusted", action="store_true",
+                   help="accept indexes whose signature cannot be verified")
+
+
+def _epilog() -> str:
+    return "stage implementations (--impl STAGE=NAME):\n" + impl.describe()
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build", help="build an image into an OCI layout or docker tarball",
+                       description=__doc__, epilog=_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_flags(p)
+    p.add_argument("tag", help="image reference used for the docker tarball tags")
+    p.add_argument("out", help="output: OCI layout directory, or FILE.tar")
+    # argparse lists positionals in definition order: config, tag, out.
+    p.set_defaults(func=run)
+
+
+def options_from_args(args: argparse.Namespace) -> BuildOptions:
+    return BuildOptions(
+        config=args.config, tag=getattr(args, "tag", ""), archs=list(args.arch),
+        keyring_append=list(args.keyring_append), repository_append=list(args.repository_append),
+        build_repository_append=list(args.build_repository_append),
+        package_append=list(args.package_append), annotations=list(args.annotations),
+        build_date=args.build_date, offline=args.offline, cache_dir=args.cache_dir,
+        sbom=args.sbom_path is not None, workdir=args.workdir, ca_file=args.ca_file,
+        allow_untrusted=args.allow_untrusted, impl=impl.parse_impl(args.impl),
+    )
+
+
+def progress(msg: str) -> None:
+    if sys.stderr.isatty():
+        print(f"apkimage: {msg}", file=sys.stderr, flush=True)
+
+
+def finish(args: argparse.Namespace, rec: SpanRecorder, summary: dict[str, Any]) -> None:
+    if args.spans:
+        doc = rec.to_json()
+        doc["image"] = summary
+        Path(args.spans).write_text(json.dumps(doc, indent=1) + "\n")
+    if args.json:
+        print(json.dumps(summary, indent=1))
+
+
+def copy_sboms(result: BuildResult, sbom_path: str | None) -> None:
+    if sbom_path is None:
+        return
+    dest = Path(sbom_path)
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in result.sboms:
+        shutil.copyfile(p, dest / p.name)
+
+
+def run(args: argparse.Namespace) -> int:
+    opts = options_from_args(args)
+    out = Path(args.out)
+    if out.suffix != ".tar" and out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / "oci-layout").exists():
+        raise ConfigError(f"{out}: directory is not empty and is not an OCI layout")
+    rec = SpanRecorder()
+    with tempfile.TemporaryDirectory(prefix="apkimage-build-") as tmp:
+        progress(f"building {args.config}")
+        result = build(opts, Path(tmp), rec)
+        with rec.span("oci", impl=opts.impl["oci"]) as s:
+            s.bytes_out = impl.get("oci", opts.impl["oci"])(
+                result.images, result.index, result.layers, out, args.tag)
+        copy_sboms(result, args.sbom_path)
+        progress(f"wrote {out} (index {result.index.digest})")
+        finish(args, rec, result.summary(opts.impl))
+    return 0

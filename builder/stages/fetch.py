@@ -1,0 +1,15 @@
+"""The `fetch` stage: get every resolved `.apk` (cache first) and check it against its index
+record (size, `C:`, datahash, per-file SHA-1).
+
+Interface: `fetch(packages, apk_arch, fetcher, keyring) -> {name: Path}`. The keyring passed
+by the pipeline is None: packages are trusted through the signed index (`C:`), as apk does;
+their own signatures may be by keys that are not in the keyring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from builder.repo.fetch import fetch_packages
+
+IMPLEMENTATIONS: dict[str, Callable[..., dict]] = {"reference": fetch_packages}
