@@ -350,6 +350,15 @@ def test_unreachable_repository_fails_fast(keyring: Keyring, tmp_path: Path) -> 
     assert time.monotonic() - start < 5
 
 
+def test_malformed_checksum_names_the_package(server: RepoServer, tmp_path: Path) -> None:
+    pkg = Package(name="odd", version="1-r0", checksum="Q1short", repository=server.url)
+    with fast_fetcher(tmp_path) as fetcher, pytest.raises(
+        VerificationError, match=r"^odd-1-r0 \(http://.*\): checksum 'Q1short'"
+    ):
+        fetch_packages([pkg], ARCH, fetcher)
+    assert server.requests == []
+
+
 def test_missing_remote_package_is_404(
     server: RepoServer, keyring: Keyring, tmp_path: Path
 ) -> None:

@@ -171,13 +171,14 @@ class Cache:
 
     # -- packages ------------------------------------------------------------------------
 
-    def package_dir(self, checksum: str) -> Path:
-        """The directory of the package whose index `C:` is `checksum`."""
-        chex = checksum_hex(checksum)
+    def package_dir(self, checksum: str, source: str = "") -> Path:
+        """The directory of the package whose index `C:` is `checksum` (`source` names the
+        package in errors)."""
+        chex = checksum_hex(checksum, source)
         return self.base / "apk" / chex[:2] / chex
 
-    def package_path(self, checksum: str) -> Path:
-        return self.package_dir(checksum) / PACKAGE_FILE
+    def package_path(self, checksum: str, source: str = "") -> Path:
+        return self.package_dir(checksum, source) / PACKAGE_FILE
 
     # -- blobs ---------------------------------------------------------------------------
 

@@ -233,7 +233,7 @@ class Fetcher:
 
         if not pkg.checksum:
             raise VerificationError(f"{pkg}: index record from {repo.url} has no C: checksum")
-        dest = self.cache.package_path(pkg.checksum)
+        dest = self.cache.package_path(pkg.checksum, f"{pkg} ({repo.url})")
         if dest.is_file():
             try:
                 verify(dest)
