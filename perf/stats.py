@@ -154,17 +154,22 @@ class MannWhitney:
     exact: bool
 
 
-def mann_whitney_u(x: Sequence[float], y: Sequence[float]) -> MannWhitney:
-    """Two-sided Mann-Whitney U test. Exact distribution when there are no ties and both
-    samples are small (n1*n2 <= 400); otherwise the normal approximation with tie and
-    continuity correction."""
+def mann_whitney_u(x: Sequence[float], y: Sequence[float], *,
+                   method: str = "auto") -> MannWhitney:
+    """Two-sided Mann-Whitney U test. `auto`: exact distribution when there are no ties and
+    both samples are small (n1*n2 <= 400); otherwise (or `asymptotic`) the normal
+    approximation with tie and continuity correction."""
     n1, n2 = len(x), len(y)
     if n1 == 0 or n2 == 0:
         raise ValueError("Mann-Whitney needs two non-empty samples")
     ranks, ties = _ranks(list(x) + list(y))
     r1 = sum(ranks[:n1])
     u1 = r1 - n1 * (n1 + 1) / 2.0
-    if not ties and n1 * n2 <= 400:
+    if method not in ("auto", "exact", "asymptotic"):
+        raise ValueError(f"unknown Mann-Whitney method {method!r}")
+    if method == "exact" and ties:
+        raise ValueError("exact Mann-Whitney needs samples without ties")
+    if method == "exact" or (method == "auto" and not ties and n1 * n2 <= 400):
         dist = _u_distribution(n1, n2)
         total = sum(dist)
         u_small = min(u1, n1 * n2 - u1)
