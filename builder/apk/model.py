@@ -116,7 +116,10 @@ def parse_index_text(text: str, source: str = "APKINDEX") -> list[Package]:
             if letter.isupper():
                 raise FormatError(f"{source}:{lineno}: unknown index field {letter}:")
             continue
-        current[letter] = value
+        if letter in current and INDEX_FIELDS[letter][1] == "list":
+            current[letter] += " " + value  # repeated D:/p:/i: lines accumulate (apk-tools)
+        else:
+            current[letter] = value
     flush(len(text.splitlines()))
     return packages
 
