@@ -77,7 +77,10 @@ def read_index(
             raise VerificationError(
                 f"{source}: index signature: no trusted key (signed by {names})"
             )
-        raise VerificationError(f"{source}: index signature mismatch (key {names})")
+        raise VerificationError(
+            f"{source}: index signature mismatch: the signature by {names} does not verify "
+            "with the trusted key of that name"
+        )
     tar_bytes = b"".join(iter_inflate(message, source))
     files = _index_tar_files(tar_bytes, source)
     if "APKINDEX" not in files:

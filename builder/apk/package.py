@@ -31,6 +31,7 @@ from builder.errors import FormatError, VerificationError
 
 CHECKSUM_PAX = "APK-TOOLS.checksum.SHA1"
 READ_CHUNK = 1 << 20
+TAR_BUFSIZE = 1 << 16  # tarfile re-slices its buffer per read: keep it small
 
 
 @dataclass
@@ -137,7 +138,7 @@ def iter_data_tar(
     gzip or tar data."""
     reader = InflateReader(data_section, source)
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=READ_CHUNK) as tf:
+        with tarfile.open(fileobj=reader, mode="r|", bufsize=TAR_BUFSIZE) as tf:
             for info in tf:
                 yield info, (tf.extractfile(info) if info.isreg() else None)
     except tarfile.TarError as exc:
@@ -168,7 +169,10 @@ def _check_signature(apk: ApkFile, keyring: Keyring | None, name: str) -> str:
     names = ", ".join(k for _, k, _ in apk.signatures)
     if not any(k in keyring for _, k, _ in usable):
         raise VerificationError(f"{name}: package signature: no trusted key (signed by {names})")
-    raise VerificationError(f"{name}: package signature mismatch (key {names})")
+    raise VerificationError(
+        f"{name}: package signature mismatch: the signature by {names} does not verify "
+        "with the trusted key of that name"
+    )
 
 
 def verify_apk(
