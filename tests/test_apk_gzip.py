@@ -95,3 +95,17 @@ def test_split_members_recovers_boundaries(payloads: list[bytes]) -> None:
     ranges = split_members(blob, "blob")
     assert [blob[s:e] for s, e in ranges] == members
     assert b"".join(iter_inflate(blob, "blob")) == b"".join(payloads)
+
+
+def test_highly_compressed_member_is_inflated_in_bounded_pieces() -> None:
+    # 64 MiB of zeros compress to ~64 KiB: output must come in pieces of at most OUT_LIMIT
+    from builder.apk.gzipstream import OUT_LIMIT
+
+    size = 64 << 20
+    blob = gzip_member(iter([b"\0" * (1 << 20)] * 64), level=1) + gzip_member(b"tail")
+    assert split_members(blob, "zeros")[0][1] < len(blob)
+    total = 0
+    for piece in iter_inflate(blob, "zeros"):
+        assert len(piece) <= OUT_LIMIT
+        total += len(piece)
+    assert total == size + 4

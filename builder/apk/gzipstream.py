@@ -16,6 +16,7 @@ from builder.errors import FormatError
 
 GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 20
+OUT_LIMIT = 8 << 20  # most uncompressed bytes produced per inflate call
 # Fixed header: deflate, no flags, mtime 0, no extra flags, OS "unknown" (255) so the bytes do
 # not depend on the machine or the clock.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -35,9 +36,15 @@ def member_end(data: bytes | memoryview, start: int, source: str) -> int:
     try:
         while pos < len(view):
             chunk = view[pos : pos + CHUNK]
-            d.decompress(chunk)  # output discarded: only the boundary is wanted
-            if d.eof:
-                return pos + len(chunk) - len(d.unused_data)
+            pending: bytes | memoryview = chunk
+            full = False
+            while pending or full:
+                # bounded output (discarded: only the boundary is wanted), so a highly
+                # compressed member cannot blow up memory
+                full = len(d.decompress(pending, OUT_LIMIT)) == OUT_LIMIT
+                if d.eof:
+                    return pos + len(chunk) - len(d.unused_data)
+                pending = d.unconsumed_tail
             pos += len(chunk)
     except zlib.error as exc:
         raise FormatError(f"{source}: corrupt gzip member at byte {start}: {exc}") from None
@@ -92,9 +99,16 @@ def iter_inflate(data: bytes | memoryview, source: str, chunk: int = CHUNK) -> I
     try:
         while pos < len(view):
             piece = view[pos : pos + chunk]
-            out = d.decompress(piece)
-            if out:
-                yield out
+            pending: bytes | memoryview = piece
+            full = False
+            while pending or full:
+                out = d.decompress(pending, OUT_LIMIT)
+                full = len(out) == OUT_LIMIT  # zlib may still hold output for this input
+                if out:
+                    yield out
+                if d.eof:
+                    break
+                pending = d.unconsumed_tail
             if d.eof:
                 pos = pos + len(piece) - len(d.unused_data)
                 if pos < len(view):
