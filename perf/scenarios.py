@@ -94,11 +94,11 @@ def _package_ids(pkg: Package) -> list[str]:
 
 
 def missing_from_cache(cache_dir: Path, packages: list[Package]) -> list[str]:
-    """Names of packages with no cache entry. An entry is found by any content key in a path
-    under the cache (SHA-1 of the control section in hex or base64, the datahash, or
-    name-version) or, failing that, by a small cached file whose SHA-1 is the control
-    checksum."""
-    paths = [str(p.relative_to(cache_dir)) for p in cache_entries(cache_dir)]
+    """Names of packages with no cache entry. An entry is a file whose path under the cache
+    holds a content key of the package (SHA-1 of the control section in hex or base64, the
+    datahash, or name-version) or, failing that, a small cached file whose SHA-1 is the
+    control checksum."""
+    paths = [str(p.relative_to(cache_dir)) for p in cache_entries(cache_dir) if p.is_file()]
     blob = "\n".join(paths)
     missing = [p for p in packages if not any(i in blob for i in _package_ids(p))]
     if not missing:
@@ -282,7 +282,7 @@ class Scenario:
 
     def common_args(self, st: SideState) -> list[str]:
         args = ["--cache-dir", str(st.cache_dir)]
-        ca = getattr(self.server, "ca_file", None)
+        ca = getattr(self.server, "ca_path", None) or getattr(self.server, "ca_file", None)
         if self.tls and ca:
             args += ["--ca-file", str(ca)]
         return args

@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
                 print("apkperf gate --ci: no previous commit; nothing to compare, passing")
                 return 0
             args.base = "HEAD~1"
-        if args.head is None:
-            args.head = "HEAD"
         args.min_abs = max(args.min_abs, gate.CI_MIN_ABS_S)
         budget = budget if budget is not None else 240.0
     if args.base is None:

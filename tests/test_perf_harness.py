@@ -1,0 +1,146 @@
+"""The harness against the real builder on the small synthetic workload: records, scenario
+checks (including refusing broken setups), A/A compare, a real slowdown caught by the gate,
+flamegraphs. Kept to a couple of minutes: --repeat 2-3, hot scenario where possible."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+
+from perf import flame, records, stats
+from perf.cli import main as apkperf
+from perf.gitrefs import working_tree
+from perf.runner import Job, Plan, Side
+from perf.scenarios import ColdScenario, HotScenario, OfflineScenario, ScenarioError
+
+REPO = Path(__file__).resolve().parents[1]
+SLOW = "reference,compress=zlib:9"
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory) -> types.SimpleNamespace:
+    from perf.workloads import prepare_workload
+
+    return prepare_workload("small", tmp_path_factory.mktemp("workloads"))
+
+
+def _job(workload, scenarios, tmp_path, impls=("reference",), repeat=2, results=None) -> Job:
+    tree = working_tree(REPO)
+    plan = Plan(workload=workload.name, scenarios=list(scenarios),
+                sides=[Side(i, tree, i) for i in impls], repeat=repeat, warmup=0,
+                results_root=results, work_root=tmp_path / "run")
+    return Job(plan, workload, log=lambda _m: None)
+
+
+def test_cold_hot_offline_records(workload, tmp_path):
+    results = tmp_path / "results"
+    recs = _job(workload, ["cold", "hot", "offline"], tmp_path, results=results).run()
+    assert [r["scenario"] for r in recs] == ["cold"] * 2 + ["hot"] * 2 + ["offline"] * 2
+    stored = records.load_records(results)
+    assert len(stored) == 6
+    for rec in stored:
+        records.validate_record(rec)
+        assert rec["wall_s"] > 0 and rec["cpu_s"] > 0 and rec["peak_rss_mb"] > 10
+        assert {"fetch", "layer", "compress"} <= set(rec["stages"])
+        assert rec["image"]["digest"].startswith("sha256:")
+        assert rec["image"]["diff_ids"]
+        assert rec["machine"]["cores"] >= 1 and rec["machine"]["zlib"]
+        assert rec["compressor"]
+        assert Path(rec["_path"]).parent.parent.name == rec["machine_id"]
+    # every scenario built the same image (reproducible, whatever the cache state)
+    assert len({r["image"]["digest"] for r in stored}) == 1
+    # cold fetched packages, hot did not
+    cold = [r for r in stored if r["scenario"] == "cold"]
+    hot = [r for r in stored if r["scenario"] == "hot"]
+    assert stats.median([r["stages"]["fetch"]["bytes_in"] for r in cold]) > 0
+    assert stats.median([r["stages"]["fetch"]["wall_s"] for r in hot]) <= \
+        stats.median([r["stages"]["fetch"]["wall_s"] for r in cold]) * 1.5
+
+
+def test_cold_with_populated_cache_is_refused(workload, tmp_path, monkeypatch):
+    def keep_cache(self, st):
+        st.cache_dir.mkdir(parents=True, exist_ok=True)
+        (st.cache_dir / "leftover").write_text("x")
+
+    monkeypatch.setattr(ColdScenario, "reset_cache", keep_cache)
+    with pytest.raises(ScenarioError, match="cold scenario: cache dir .* is not empty"):
+        _job(workload, ["cold"], tmp_path, repeat=1).run()
+
+
+def test_hot_with_emptied_cache_is_refused(workload, tmp_path, monkeypatch):
+    original = HotScenario.after_warm
+
+    def warm_then_wipe(self, st, reqs):
+        original(self, st, reqs)
+        shutil.rmtree(st.cache_dir)
+        st.cache_dir.mkdir()
+
+    monkeypatch.setattr(HotScenario, "after_warm", warm_then_wipe)
+    with pytest.raises(ScenarioError, match="hot: cache .* has no entry for"):
+        _job(workload, ["hot"], tmp_path, repeat=1).run()
+
+
+def test_offline_that_reaches_the_network_is_refused(workload, tmp_path, monkeypatch):
+    # Break the setup: the repository stays up and --offline is not passed.
+    monkeypatch.setattr(OfflineScenario, "go_offline", lambda self: None)
+    original = OfflineScenario.build_args
+
+    def online_args(self, st, out, spans, impl, extra=None):
+        return original(self, st, out, spans, impl, [e for e in (extra or []) if
+                                                     e != "--offline"])
+
+    monkeypatch.setattr(OfflineScenario, "build_args", online_args)
+    with pytest.raises(ScenarioError, match="offline run of reference sent .* request"):
+        _job(workload, ["offline"], tmp_path, repeat=1).run()
+
+
+def _gate(tmp_path, *extra) -> tuple[int, dict]:
+    out = tmp_path / f"gate-{len(list(tmp_path.glob('gate-*')))}.json"
+    rc = apkperf(["gate", "WORKTREE", "--workload", "small", "--scenario", "hot",
+                  "--repeat", "3", "--warmup", "1", "--no-save", "--json", str(out), *extra])
+    return rc, json.loads(out.read_text())
+
+
+def test_gate_aa_passes_and_compare_says_no_change(workload, tmp_path):
+    rc, doc = _gate(tmp_path)
+    rows = {r["stage"]: r for r in doc["rows"]}
+    assert rc == 0, doc["failures"]
+    assert "total" in rows and "compress" in rows
+    assert rows["total"]["verdict"] != stats.SLOWER
+    assert rows["compress"]["verdict"] != stats.SLOWER
+
+
+def test_gate_catches_compress_slowdown(workload, tmp_path):
+    rc, doc = _gate(tmp_path, "--base-impl", "reference", "--head-impl", SLOW,
+                    "--stage-threshold", "compress=15")
+    rows = {r["stage"]: r for r in doc["rows"]}
+    assert rows["compress"]["verdict"] == stats.SLOWER
+    assert rows["compress"]["ratio"] > 1.15
+    assert rc == 1
+    assert any("hot/compress" in f for f in doc["failures"])
+    # a threshold above the slowdown lets it through (total and compress)
+    rc2 = apkperf(["gate", "WORKTREE", "--workload", "small", "--scenario", "hot",
+                   "--repeat", "2", "--warmup", "0", "--no-save", "--base-impl", "reference",
+                   "--head-impl", SLOW, "--threshold", "1000", "--stage-default", "1000"])
+    assert rc2 == 0
+
+
+def test_flame_outputs(workload, tmp_path):
+    rc = apkperf(["flame", "--workload", "small", "--scenario", "hot", "--out",
+                  str(tmp_path), "--rate", "400"])
+    assert rc == 0
+    folded_files = list(tmp_path.glob("*.folded"))
+    assert len(folded_files) == 1
+    folded = flame.read_folded(folded_files[0])
+    assert flame.total(folded) > 20
+    assert flame.frames_matching(folded, "compress") > 0
+    svg = next(p for p in tmp_path.glob("*.svg") if "diff" not in p.name)
+    assert svg.stat().st_size > 5000 and "compress" in svg.read_text()
+    speedscope = json.loads(next(tmp_path.glob("*.speedscope.json")).read_text())
+    assert speedscope["profiles"][0]["type"] == "sampled"
+    html = next(tmp_path.glob("*.pyinstrument.html"))
+    assert html.stat().st_size > 10_000
