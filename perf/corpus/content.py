@@ -255,8 +255,10 @@ class ContentGenerator:
                 for block in rng.choices(blocks, k=rng.randint(3, 30)):
                     parts.append(block)
                     # A call or branch with a fresh target between blocks.
-                    parts.append(b"\xe8" + rng.randbytes(2) + b"\x00\x00"
-                                 if rng.random() < 0.5 else b"\x74" + bytes((rng.getrandbits(6),)))
+                    if rng.random() < 0.35:
+                        parts.append(b"\xe8" + rng.randbytes(2) + b"\x00\x00")
+                    else:
+                        parts.append(b"\x74" + bytes((rng.getrandbits(4) * 4,)))
                 parts.append(b"\x5d\xc3")
                 pad = (-sum(map(len, parts))) % 16
                 parts.append(b"\xcc" * pad)
@@ -281,15 +283,15 @@ class ContentGenerator:
         return self._strings
 
     def elf(self, size: int, shared: bool = False, soname: str = "",
-            entropy: float = 0.08) -> bytes:
+            entropy: float = 0.04) -> bytes:
         """An ELF64 x86-64 file of about `size` bytes: headers, code, strings, symbols and a
         high-entropy section (`entropy` fraction). With `soname`, a `.dynamic` section carries
         DT_SONAME so ELF readers find it."""
         rng = self.rng
         size = max(size, 1024)
-        text_n = int(size * 0.50)
-        ro_n = int(size * 0.18)
-        sym_n = int(size * 0.12) // 24 * 24
+        text_n = int(size * 0.46)
+        ro_n = int(size * 0.22)
+        sym_n = int(size * 0.14) // 24 * 24
         data_n = int(size * 0.10) // 8
         hi_n = int(size * entropy)
 
