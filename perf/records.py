@@ -68,7 +68,7 @@ def validate_record(rec: dict, *, source: str = "<record>") -> dict:
 
 def stages_from_spans(spans_doc: dict, *, source: str = "<spans>") -> dict[str, dict]:
     """Sum the builder's spans per stage name (several archs or repeated spans add up);
-    attrs of later spans extend earlier ones."""
+    numeric attrs (counters) add up too, other attrs of later spans replace earlier ones."""
     if not isinstance(spans_doc.get("spans"), list):
         raise FormatError(f"{source}: spans file has no 'spans' list")
     stages: dict[str, dict] = {}
@@ -82,7 +82,11 @@ def stages_from_spans(spans_doc: dict, *, source: str = "<spans>") -> dict[str, 
         st["cpu_s"] += float(sp.get("cpu_s", 0.0))
         st["bytes_in"] += int(sp.get("bytes_in", 0))
         st["bytes_out"] += int(sp.get("bytes_out", 0))
-        st["attrs"].update(sp.get("attrs") or {})
+        for key, val in (sp.get("attrs") or {}).items():
+            old = st["attrs"].get(key)
+            summable = (isinstance(val, int | float) and not isinstance(val, bool)
+                        and isinstance(old, int | float) and not isinstance(old, bool))
+            st["attrs"][key] = old + val if summable else val
     return stages
 
 

@@ -24,9 +24,9 @@ SPANS = {
         {"name": "fetch", "arch": "x86_64", "wall_s": 0.2, "cpu_s": 0.1, "bytes_in": 10,
          "bytes_out": 20, "attrs": {"impl": "reference"}},
         {"name": "compress", "arch": "x86_64", "wall_s": 0.5, "cpu_s": 0.5, "bytes_in": 100,
-         "bytes_out": 30, "attrs": {"impl": "zlib", "level": 6}},
+         "bytes_out": 30, "attrs": {"impl": "zlib", "level": 6, "blocks": 4}},
         {"name": "compress", "arch": "aarch64", "wall_s": 0.4, "cpu_s": 0.4, "bytes_in": 90,
-         "bytes_out": 25, "attrs": {}},
+         "bytes_out": 25, "attrs": {"blocks": 3}},
     ],
     "total": {"wall_s": 1.1, "cpu_s": 1.0},
     "image": {"index_digest": "sha256:" + "a" * 64, "impl": {"compress": "zlib:6"},
@@ -58,6 +58,7 @@ def test_spans_to_stages_and_image():
     assert stages["compress"]["wall_s"] == pytest.approx(0.9)  # two archs summed
     assert stages["compress"]["bytes_out"] == 55
     assert stages["compress"]["attrs"]["level"] == 6
+    assert stages["compress"]["attrs"]["blocks"] == 7  # counters add up across archs
     image = records.image_from_spans(SPANS)
     assert image["digest"].startswith("sha256:aaa")
     assert image["diff_ids"] == ["sha256:d2", "sha256:d1"]  # sorted by arch
