@@ -5,15 +5,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import subprocess
 
 import pytest
 
 from builder.apk.gzipstream import inflate_member, split_members
 from builder.apk.model import Package
 from builder.apk.package import iter_data_tar, read_apk, verify_apk
-from builder.apk.signing import Keyring, generate_key
+from builder.apk.signing import Keyring, generate_key, parse_signature_member, public_pem
 from builder.apk.writer import DataEntry, build_apk, entries_from_tree
 from builder.errors import FormatError
+from tests.conftest import require_tool
 
 FIELDS = {
     "pkgname": ["demo"],
@@ -207,3 +209,31 @@ def test_entries_from_tree(tmp_path, keys: tuple[bytes, Keyring]) -> None:
     apk = read_apk(build_apk(FIELDS, entries, private, "demo.rsa.pub"), "tree")
     assert verify_apk(apk, ring).checked_files == 3
     assert apk.package.installed_size == 6
+
+
+@pytest.mark.tools
+def test_independent_tools_accept_written_package(tmp_path, keys: tuple[bytes, Keyring]) -> None:
+    """openssl verifies the signature over the control member; GNU tar lists the whole
+    package (cat of members = one tar) and gzip -t accepts it."""
+    require_tool("openssl", "tar", "gzip")
+    private, _ = keys
+    raw = build_apk(FIELDS, _entries(), private, "demo.rsa.pub", {".post-install": b"#!/bin/sh\n"})
+    apk = read_apk(raw, "demo")
+    ((_, _, sig),) = parse_signature_member(apk.signature)
+    (tmp_path / "pub.pem").write_bytes(public_pem(private))
+    (tmp_path / "sig").write_bytes(sig)
+    (tmp_path / "control.gz").write_bytes(apk.control)
+    out = subprocess.run(
+        ["openssl", "dgst", "-sha256", "-verify", "pub.pem", "-signature", "sig", "control.gz"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and "Verified OK" in out.stdout
+    (tmp_path / "demo.apk").write_bytes(raw)
+    subprocess.run(["gzip", "-t", "demo.apk"], cwd=tmp_path, check=True)
+    listing = subprocess.run(
+        ["tar", "-tzf", "demo.apk"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert listing[:3] == [".SIGN.RSA256.demo.rsa.pub", ".PKGINFO", ".post-install"]
+    assert listing[3:] == [e.path for e in _entries()]
