@@ -344,10 +344,15 @@ class HotScenario(Scenario):
     warm_cache = True
 
     def check_warm(self, st: SideState) -> None:
-        by_file = packages_by_filename(self.packages)
+        by_arch: dict[str, dict[str, Package]] = {}
         wanted = []
         for path in st.expected_apks:
-            pkg = by_file.get(path.rsplit("/", 1)[-1])
+            parts = path.strip("/").split("/")
+            arch = parts[-2] if len(parts) >= 2 else self.workload.arch
+            if arch not in by_arch:
+                by_arch[arch] = packages_by_filename(read_index(Path(self.workload.repo_dir),
+                                                                arch))
+            pkg = by_arch[arch].get(parts[-1])
             if pkg is None:
                 raise ScenarioError(f"{self.name}: warm-up fetched {path}, which is not in the "
                                     "workload's APKINDEX")
