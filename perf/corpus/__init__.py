@@ -214,5 +214,5 @@ def write_config(path: Path, repository: str, keyring: Path, packages: list[str]
         "archs": [arch],
     }
     doc.update(extra or {})
-    _atomic_write(path, yaml.safe_dump(doc, sort_keys=False).encode())
+    _atomic_write(path, yaml.safe_dump(doc, sort_keys=False, width=1 << 20).encode())
     return path
