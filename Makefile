@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap
+DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap apache2-utils
 BASE ?=
 PYTEST_ARGS ?=
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # Debian tools the tests drive (registry, skopeo, umoci, bwrap). Installed only when missing.
 tools:
 	@missing=""; \
-	for t in docker-registry skopeo umoci bwrap; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	for t in docker-registry skopeo umoci bwrap htpasswd; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then echo "not root: cannot install$$missing; tests needing them will be skipped"; exit 0; fi; \
 	echo "installing Debian tools:$$missing"; \
