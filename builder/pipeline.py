@@ -186,9 +186,19 @@ def build(opts: BuildOptions, work: Path, rec: SpanRecorder) -> BuildResult:
                                        repos, world, sde, build_date, options_epoch, layers))
 
     images = [r.image for r in results]
-    index = build_index(images, dict(cfg.annotations), max(r.created for r in results),
-                        cfg.vcs_url)
+    index_created = max(r.created for r in results)
+    index = build_index(images, dict(cfg.annotations), index_created, cfg.vcs_url)
     sboms = [r.sbom_path for r in results if r.sbom_path is not None]
+    if opts.sbom:
+        from builder.oci.sbom import index_sbom
+
+        with rec.span("sbom", impl=chosen["sbom"]) as s:
+            idx = work / "sbom-index.spdx.json"
+            idx.write_bytes(index_sbom(
+                repo=opts.tag, index_digest=index.digest, created=index_created,
+                images=[(r.apk_arch, r.image.manifest.digest) for r in results]))
+            s.bytes_out = idx.stat().st_size
+            sboms.append(idx)
     return BuildResult(cfg, results, index, images, layers, sboms)
 
 
@@ -256,7 +266,6 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
     result.image = build_image(spec)
     if opts.sbom:
         with rec.span("sbom", aarch, impl=chosen["sbom"]) as s:
-            result.sbom_path = impl.get("sbom", chosen["sbom"])(result, cfg, fs, adir)
-            if result.sbom_path is not None:
-                s.bytes_out = result.sbom_path.stat().st_size
+            result.sbom_path = impl.get("sbom", chosen["sbom"])(result, fs, adir, opts.tag)
+            s.bytes_out = result.sbom_path.stat().st_size
     return result

@@ -1,6 +1,9 @@
-"""The `sbom` stage: an SPDX 2.3 JSON document per arch (written outside the image).
+"""The `sbom` stage: the per-arch SPDX 2.3 document (written outside the image, as apko does),
+from the image's own `/etc/os-release` and each installed package's embedded SBOM
+(`/var/lib/db/sbom/<name>-<version>.spdx.json`, when the package ships one).
 
-Interface: `sbom(arch_result, cfg, fs, outdir) -> Path | None`.
+Interface: `sbom(arch_result, fs, outdir, repo) -> Path` (the written
+`sbom-<apkarch>.spdx.json`).
 """
 
 from __future__ import annotations
@@ -9,16 +12,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builder.errors import ApkImageError
+from builder.fsroot import FsRoot
+from builder.oci.sbom import SbomPackage, image_sbom, parse_os_release
 
 
-def sbom_reference(result: Any, cfg: Any, fs: Any, outdir: Path) -> Path | None:
-    try:
-        from builder.oci import sbom
-    except ImportError:
-        raise ApkImageError("--sbom-path: the SBOM generator (builder.oci.sbom) is not "
-                            "available in this build") from None
-    return sbom.write_arch_sbom(result, cfg, fs, outdir)
+def sbom_reference(result: Any, fs: FsRoot, outdir: Path, repo: str) -> Path:
+    os_release = parse_os_release(
+        fs.read("etc/os-release").decode("utf-8", "replace")
+        if fs.exists("etc/os-release") else None)
+    packages = []
+    for p in result.packages:
+        path = f"var/lib/db/sbom/{p.name}-{p.version}.spdx.json"
+        embedded = fs.read(path) if fs.exists(path) else None
+        packages.append(SbomPackage(p.name, p.version, p.arch, p.license, embedded, path))
+    data = image_sbom(repo=repo, arch=result.apk_arch, manifest_digest=result.image.manifest.digest,
+                      layer_digests=[result.layer_digest], created=result.created,
+                      os_release=os_release, packages=packages)
+    out = outdir / f"sbom-{result.apk_arch}.spdx.json"
+    out.write_bytes(data)
+    return out
 
 
-IMPLEMENTATIONS: dict[str, Callable[..., Path | None]] = {"reference": sbom_reference}
+IMPLEMENTATIONS: dict[str, Callable[..., Path]] = {"reference": sbom_reference}
