@@ -134,18 +134,35 @@ def test_docker_tarball_and_compress_override(tmp_path: Path) -> None:
     assert manifest[0]["RepoTags"] == ["golden:latest-amd64"]
 
 
-def test_impl_fast_is_an_error_until_it_exists(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_impl_selection(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                        monkeypatch: pytest.MonkeyPatch) -> None:
     from builder import impl
+    from builder.spans import STAGES
 
-    has_fast = any(getattr(impl.stage_module(s), "FAST", None)
-                   for s in ("expand", "install", "layer", "compress", "fetch"))
-    if has_fast:
-        pytest.skip("a fast implementation exists now")
+    fast = impl.parse_impl("fast")
+    assert fast["fetch"] == "parallel" and fast["layer"] == "reference"
+    assert impl.parse_impl("fast,fetch=reference")["fetch"] == "reference"
+    # With no stage offering a fast implementation, `fast` is an error, never an alias.
+    for stage in STAGES:
+        mod = impl.stage_module(stage)
+        if mod is not None and hasattr(mod, "FAST"):
+            monkeypatch.delattr(mod, "FAST")
     rc = main(["build", str(GOLDEN / "apko.yaml"), "t", str(tmp_path / "o"), "--impl", "fast"])
     assert rc == 1
     assert "no fast implementation yet" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    for bad, needle in [("reference,compress=zlib:12", "no implementation 'zlib:12'"),
+                        ("reference,bogus=x", "unknown stage"), ("turbo", "unknown profile"),
+                        ("compress=zlib:9,reference", "profile must come first")]:
+        with pytest.raises(Exception, match=needle):
+            impl.parse_impl(bad)
+
+
+def test_fast_profile_same_bytes(tmp_path: Path) -> None:
+    """Invariant 1: the fast profile (same layer format and compressor) gives the same digests."""
+    ref = build_golden(tmp_path, tmp_path / "ref")["image"]
+    fast = build_golden(tmp_path, tmp_path / "fast", "--impl", "fast")["image"]
+    assert fast["index_digest"] == ref["index_digest"]
 
 
 def test_sboms_match_golden_up_to_layer_compression(tmp_path: Path) -> None:

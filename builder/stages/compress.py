@@ -3,7 +3,7 @@ SHA-256 (the layer digest).
 
 Interface: `compress(tar_path, out_path) -> CompressResult`. Implementations:
 `reference` = stdlib zlib at level 6 (zlib's own default); `zlib:N` = zlib at level N (the
-harness uses `zlib:9` as a deliberately slower real configuration).
+harness uses `zlib:9` as a deliberately slower real configuration); `isal:N` = ISA-L.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ class CompressResult:
     size: int
 
 
-def compress_zlib(tar_path: Path, out_path: Path, level: int = 6) -> CompressResult:
-    comp = GzipCompressor(level, "zlib")
+def compress_zlib(tar_path: Path, out_path: Path, level: int = 6,
+                  engine: str = "zlib") -> CompressResult:
+    comp = GzipCompressor(level, engine)
     h = hashlib.sha256()
     size = 0
     with open(tar_path, "rb") as src, open(out_path, "wb") as dst:
@@ -46,16 +47,21 @@ def compress_reference(tar_path: Path, out_path: Path) -> CompressResult:
     return compress_zlib(tar_path, out_path, 6)
 
 
+_LEVELS = {"zlib": range(0, 10), "isal": range(0, 4)}
+
+
 def parametric(name: str) -> Callable[[Path, Path], CompressResult] | None:
-    """`zlib:N` (N in 0..9) -> a compressor at that level; None for other names."""
+    """`zlib:N` (0..9) or `isal:N` (0..3) -> a compressor at that level; None otherwise.
+    isal's bytes differ from zlib's, so its digests differ (a different compressor setting)."""
     engine, sep, level = name.partition(":")
-    if engine != "zlib" or not sep or not level.isdigit() or not 0 <= int(level) <= 9:
+    if engine not in _LEVELS or not sep or not level.isdigit() \
+            or int(level) not in _LEVELS[engine]:
         return None
     lvl = int(level)
-    return lambda src, dst: compress_zlib(src, dst, lvl)
+    return lambda src, dst: compress_zlib(src, dst, lvl, engine)
 
 
 IMPLEMENTATIONS: dict[str, Callable[[Path, Path], CompressResult]] = {
     "reference": compress_reference,
 }
-PARAMETRIC_HELP = ["zlib:N (N = 0..9; reference = zlib:6)"]
+PARAMETRIC_HELP = ["zlib:N (N = 0..9; reference = zlib:6)", "isal:N (N = 0..3)"]
