@@ -10,8 +10,9 @@ Semantics follow apk-tools' solver for a fresh install into an empty root:
   version matches; an unversioned provide only meets the any-version form.
   ``!name[op version]`` forbids matching providers other than the package carrying it.
 * A virtual name whose candidates are unversioned provides is only auto-selected through a
-  provider with ``provider_priority`` (``k:``) or whose own name is itself requested;
-  otherwise the user must pick one (apk-tools' "please select one of the 'provided by'").
+  provider with ``provider_priority`` (``k:``) or whose own name is itself requested, or
+  (unless ``strict_virtuals``) when it is the only provider; otherwise the user must pick
+  one (apk-tools' "please select one of the 'provided by' packages explicitly").
 * Candidate preference (apk-tools' ``compare_providers`` for fresh installs): preferred
   repository tag first (untagged repositories, or the ``@tag`` a world entry asked for),
   then higher version of the requested name (provided version for virtuals), then higher
@@ -131,7 +132,8 @@ def _conflict_hits(dep: Constraint, version: str | None, info: _Info) -> bool:
 
 
 class _Solver:
-    def __init__(self, packages: list[Package], arch: str | None) -> None:
+    def __init__(self, packages: list[Package], arch: str | None, strict_virtuals: bool) -> None:
+        self.strict_virtuals = strict_virtuals
         self.infos: list[_Info] = []
         self.by_name: dict[str, list[Candidate]] = defaultdict(list)
         self.iif_by_name: dict[str, list[_Info]] = defaultdict(list)
@@ -323,7 +325,8 @@ class _Solver:
             return f"is only in repository @{pkg.repository_tag} (ask for {pkg.name}@" \
                 f"{pkg.repository_tag})"
         if (version is None and pkg.name != name and not pkg.provider_priority
-                and pkg.name not in state.pending):
+                and pkg.name not in state.pending
+                and (self.strict_virtuals or len(self.by_name[name]) > 1)):
             return "virtual"
         for m, v in info.occupies:
             existing = state.providers.get(m)
@@ -481,11 +484,16 @@ def resolve(
     arch: str | None = None,
     *,
     sort_world: bool = True,
+    strict_virtuals: bool = False,
 ) -> list[Package]:
     """Resolve `world` against `packages`; the install list, dependencies first.
 
     `arch` (an APK arch) makes packages built for other archs uninstallable. `sort_world`
     walks world entries in name order as apk-tools does (False: the given order, as apko).
+    A virtual name with a single unversioned provider and no provider priority (``/bin/sh``
+    from busybox in Alpine <= 3.18) is auto-selected, as apk-tools 2.x (Alpine's own apk for
+    those releases) and apko do; `strict_virtuals` applies apk-tools 3's rule instead (never
+    auto-select an unversioned provider without priority; the solver test-suite's behaviour).
     Raises ResolveError naming the chain of requirements when the world cannot be met.
     """
     constraints: list[Constraint] = []
@@ -494,7 +502,7 @@ def resolve(
             constraints.append(parse_constraint(text))
         except ApkImageError as exc:
             raise ResolveError(f"world: {exc}") from None
-    solver = _Solver(packages, arch)
+    solver = _Solver(packages, arch, strict_virtuals)
     state = solver.solve(constraints)
     walk = sorted(constraints, key=lambda c: c.name) if sort_world else constraints
     return solver.install_order(walk, state)

@@ -61,6 +61,11 @@ def test_virtual_without_priority_needs_explicit_choice() -> None:
                        "mailer is a virtual package provided by postfix-1, exim-1"):
         resolve(["user"], index)
     assert names(resolve(["user", "exim"], index)) == ["exim-1", "user-1"]
+    # a sole provider is taken (apk-tools 2.x, apko), but not under apk-tools 3's rule
+    sole = [pkg("avahi", deps="/bin/sh"), pkg("busybox", provides="/bin/sh")]
+    assert names(resolve(["avahi"], sole)) == ["busybox-1", "avahi-1"]
+    with pytest.raises(ResolveError, match="request one of them explicitly"):
+        resolve(["avahi"], sole, strict_virtuals=True)
 
 
 def test_conflicts_and_versioned_provides_occupy_names() -> None:

@@ -3,9 +3,9 @@
 Each ``.test`` has ``@ARGS``, ``@REPO [@tag] file``, ``@CACHE``, ``@INSTALLED``, ``@WORLD`` and
 ``@EXPECT`` sections. Fresh installs (``add`` into an empty root) must give exactly the
 ``(i/n) Installing name[@tag] (version)`` lines, in order; expected ``ERROR`` output must be a
-ResolveError. Cases that upgrade/remove an existing installation, or use apk features the
-builder does not have (``-t`` virtual packages, ``--force-broken-world``), are skipped with
-the reason.
+ResolveError. The fixtures come from apk-tools 3, hence ``strict_virtuals``. Cases that
+upgrade/remove an existing installation, or use apk features the builder does not have
+(``-t`` virtual packages, ``--force-broken-world``), are skipped with the reason.
 """
 
 from __future__ import annotations
@@ -117,11 +117,11 @@ def test_solver_case(path: Path) -> None:
     packages = load_packages(case)
     if any(line.startswith("ERROR") for line in case.expect):
         with pytest.raises(ResolveError):
-            resolve(world, packages, arch="x86_64")
+            resolve(world, packages, arch="x86_64", strict_virtuals=True)
     else:
         expected = [m.groups() for m in map(INSTALL_RE.match, case.expect) if m]
         got = [(f"{p.name}@{p.repository_tag}" if p.repository_tag else p.name, p.version)
-               for p in resolve(world, packages, arch="x86_64")]
+               for p in resolve(world, packages, arch="x86_64", strict_virtuals=True)]
         assert got == expected
     RESULTS["failed"] -= 1
     RESULTS["passed"] += 1
