@@ -1,0 +1,574 @@
+"""Debian packages converted to signed APKs: a realistic, runnable benchmark workload.
+
+Pipeline: resolve the dependency closure of the requested packages with `apt-cache depends`
+(first installable alternative of each `a | b` group, virtual names through their first
+provider, no recommends/suggests), `apt-get download` the `.deb`s into a cache, convert each:
+
+- the `.deb` is an `ar` archive; `control.tar.*` gives the `control` fields and `data.tar.*`
+  (xz via `lzma`, gzip via `zlib`, zstd via the `zstd` CLI) the filesystem;
+- the data tar is re-emitted by the APK writer (PAX `APK-TOOLS.checksum.SHA1`, gzip) without
+  the root `./` entry; maintainer scripts are dropped;
+- **usrmerge**: Debian 12 packages still ship files under `/bin`, `/sbin`, `/lib`, `/lib64`.
+  Installing through a symlinked directory works in apko (its `MkdirAll` follows the link,
+  §1.7) but makes every builder depend on that subtle path, so the converter moves those
+  entries to `usr/...` itself (relative symlink targets are re-anchored) and a generated
+  `debian-baselayout` package provides the `bin -> usr/bin` ... symlinks. The resulting tree
+  is what a merged-/usr Debian system has.
+- versions: `[epoch:]upstream[-revision]` → `<leading dotted digits of upstream>[_<pre><n>]
+  -r<first number of revision>`, e.g. `1:2.39.2-1.1` → `2.39.2-r1`, `3.0.11-1~deb12u2` →
+  `3.0.11-r1`, `2.2.0~rc1-3` → `2.2.0_rc1-r3`. The epoch is dropped: a repository holds one
+  version per package, and a constraint that the mapping would make unsatisfiable is dropped
+  (and counted in `corpus.json`) rather than turned into a broken dependency;
+- dependencies: `Pre-Depends` + `Depends`, first alternative present in the converted set (or
+  provided by it), `>>`/`<<` → `>`/`<`; provides: Debian `Provides`, `so:<SONAME>=<ver>` from
+  each shared library's ELF dynamic section, `cmd:<name>` for executables in bin dirs;
+- two packages shipping the same file: the later one gets `replaces = <earlier>`.
+
+Downloads are cached by file name, conversions by the `.deb`'s SHA-256 plus the final
+`.PKGINFO` fields, so a second run is mostly copying.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import lzma
+import posixpath
+import re
+import shutil
+import struct
+import subprocess
+import tarfile
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.apk.writer import DataEntry, build_apk
+from perf.corpus import (
+    ARCH,
+    CorpusError,
+    CorpusInfo,
+    PackageStats,
+    RepoWriter,
+    derive_rsa_key,
+    write_config,
+    write_keys,
+)
+
+CONVERTER_VERSION = 1
+DEFAULT_CACHE = Path(".perf") / "debian-cache"
+COMPRESS_ENGINE = "isal"
+COMPRESS_LEVEL = 3
+PRESETS = {
+    "small": ["bash", "coreutils"],
+    "go": ["golang-go", "busybox", "bash", "git", "make", "binutils", "gcc", "libc6-dev",
+           "openssh-client", "ca-certificates", "coreutils"],
+}
+USRMERGE = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64": "usr/lib64",
+            "lib32": "usr/lib32", "libx32": "usr/libx32"}
+BASELAYOUT = "debian-baselayout"
+BIN_DIRS = ("usr/bin/", "usr/sbin/", "usr/games/")
+_PRE = re.compile(r"^~(alpha|beta|pre|rc)(\d*)")
+
+
+# ----------------------------------------------------------------------------- versions
+
+
+def apk_version(debian_version: str) -> str:
+    """Map a Debian version to a valid APK version (see the module docstring)."""
+    rest = debian_version.partition(":")[2] if ":" in debian_version else debian_version
+    upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "")
+    m = re.match(r"\d+(?:\.\d+)*", upstream)
+    nums = m.group(0) if m else "0"
+    suffix = ""
+    pre = _PRE.match(upstream[len(nums):]) if m else None
+    if pre:
+        suffix = f"_{pre.group(1)}{pre.group(2)}"
+    rev = re.search(r"\d+", revision)
+    return f"{nums}{suffix}-r{int(rev.group(0)) if rev else 0}"
+
+
+def _version_key(v: str) -> tuple:
+    """Order key for versions produced by `apk_version` (and plain dotted numbers)."""
+    m = re.match(r"^(\d+(?:\.\d+)*)(?:_(alpha|beta|pre|rc)(\d*))?(?:-r(\d+))?", v)
+    if not m:
+        return ((0,), 0, 0, 0)
+    nums = tuple(int(x) for x in m.group(1).split("."))
+    pre_rank = {"alpha": -4, "beta": -3, "pre": -2, "rc": -1}.get(m.group(2) or "", 0)
+    return (nums, pre_rank, int(m.group(3) or 0), int(m.group(4) or 0))
+
+
+def _satisfies(have: str, op: str, want: str) -> bool:
+    a, b = _version_key(have), _version_key(want)
+    if op == "=":
+        # A Debian `=` pins the exact version; after mapping compare numbers and revision.
+        return a == b
+    return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b}[op]
+
+
+# ----------------------------------------------------------------------------- ELF
+
+
+def elf_soname(data: bytes) -> str | None:
+    """DT_SONAME of an ELF shared object, read from its dynamic section; None otherwise."""
+    if len(data) < 64 or data[:4] != b"\x7fELF":
+        return None
+    cls, order = data[4], data[5]
+    if cls not in (1, 2) or order not in (1, 2):
+        return None
+    e = "<" if order == 1 else ">"
+    is64 = cls == 2
+    try:
+        if is64:
+            e_type, = struct.unpack_from(e + "H", data, 16)
+            shoff, = struct.unpack_from(e + "Q", data, 40)
+            shentsize, shnum = struct.unpack_from(e + "HH", data, 58)
+        else:
+            e_type, = struct.unpack_from(e + "H", data, 16)
+            shoff, = struct.unpack_from(e + "I", data, 32)
+            shentsize, shnum = struct.unpack_from(e + "HH", data, 46)
+        if e_type != 3 or not shoff or not shnum:  # ET_DYN with section headers
+            return None
+        sections = []
+        for i in range(shnum):
+            off = shoff + i * shentsize
+            if is64:
+                _, sh_type, _, _, sh_offset, sh_size, sh_link = struct.unpack_from(
+                    e + "IIQQQQI", data, off)
+            else:
+                _, sh_type, _, _, sh_offset, sh_size, sh_link = struct.unpack_from(
+                    e + "IIIIIII", data, off)
+            sections.append((sh_type, sh_offset, sh_size, sh_link))
+        for sh_type, sh_offset, sh_size, sh_link in sections:
+            if sh_type != 6:  # SHT_DYNAMIC
+                continue
+            str_off = sections[sh_link][1]
+            fmt, step = (e + "qQ", 16) if is64 else (e + "iI", 8)
+            for pos in range(sh_offset, sh_offset + sh_size, step):
+                tag, val = struct.unpack_from(fmt, data, pos)
+                if tag == 0:
+                    break
+                if tag == 14:  # DT_SONAME
+                    start = str_off + val
+                    end = data.index(b"\0", start)
+                    return data[start:end].decode("utf-8", "replace")
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+# ----------------------------------------------------------------------------- .deb reading
+
+
+def read_ar(data: bytes, source: str) -> dict[str, bytes]:
+    """Members of an `ar` archive (a `.deb`)."""
+    if not data.startswith(b"!<arch>\n"):
+        raise CorpusError(f"{source}: not an ar archive (.deb)")
+    pos, out = 8, {}
+    while pos + 60 <= len(data):
+        header = data[pos:pos + 60]
+        if header[58:60] != b"`\n":
+            raise CorpusError(f"{source}: corrupt ar member header at byte {pos}")
+        name = header[:16].decode().strip().rstrip("/")
+        size = int(header[48:58].decode().strip())
+        out[name] = data[pos + 60:pos + 60 + size]
+        pos += 60 + size + (size & 1)
+    return out
+
+
+def _decompress(name: str, blob: bytes, source: str) -> bytes:
+    if name.endswith(".xz"):
+        return lzma.decompress(blob)
+    if name.endswith(".gz"):
+        return zlib.decompress(blob, 31)
+    if name.endswith(".zst"):
+        if shutil.which("zstd") is None:
+            raise CorpusError(f"{source}: {name} needs the zstd command")
+        return subprocess.run(["zstd", "-dc"], input=blob, capture_output=True,
+                              check=True).stdout
+    if name.endswith(".tar"):
+        return blob
+    raise CorpusError(f"{source}: unsupported compression of {name}")
+
+
+def _member(members: dict[str, bytes], prefix: str, source: str) -> tuple[str, bytes]:
+    for name, blob in members.items():
+        if name.startswith(prefix):
+            return name, _decompress(name, blob, source)
+    raise CorpusError(f"{source}: no {prefix}* member")
+
+
+def parse_control(text: str) -> dict[str, str]:
+    """RFC 822-style `control` fields (continuation lines joined with newlines)."""
+    fields: dict[str, str] = {}
+    key = ""
+    for line in text.splitlines():
+        if line.startswith((" ", "\t")) and key:
+            fields[key] += "\n" + line.strip()
+        elif ":" in line:
+            key, _, value = line.partition(":")
+            key = key.strip()
+            fields[key] = value.strip()
+    return fields
+
+
+def usrmerge_path(path: str) -> str:
+    """`bin/x` → `usr/bin/x` (and sbin, lib, lib64 ...); other paths unchanged."""
+    top, sep, rest = path.partition("/")
+    if top in USRMERGE:
+        return USRMERGE[top] + (sep + rest if rest else "")
+    return path
+
+
+@dataclass
+class DebContent:
+    """What conversion needs from one `.deb`, kept in the cache as JSON (without data)."""
+
+    control: dict[str, str]
+    paths: list[str]  # non-directory entries after usrmerge mapping
+    sonames: list[str]
+    commands: list[str]
+    dropped: list[str] = field(default_factory=list)  # special files, duplicates
+
+
+def _norm(name: str) -> str:
+    name = name.removeprefix("./").rstrip("/")
+    return "" if name == "." else name
+
+
+def deb_entries(deb: bytes, source: str) -> tuple[DebContent, list[DataEntry]]:
+    """Parse a `.deb` into control fields and APK data entries (usrmerge applied)."""
+    members = read_ar(deb, source)
+    _, control_tar = _member(members, "control.tar", source)
+    with tarfile.open(fileobj=io.BytesIO(control_tar)) as tf:
+        f = next((tf.extractfile(m) for m in tf if _norm(m.name) == "control"), None)
+        if f is None:
+            raise CorpusError(f"{source}: control.tar has no control file")
+        control = parse_control(f.read().decode("utf-8", "replace"))
+    _, data_tar = _member(members, "data.tar", source)
+    entries: list[DataEntry] = []
+    seen: set[str] = set()
+    content = DebContent(control, [], [], [])
+    with tarfile.open(fileobj=io.BytesIO(data_tar)) as tf:
+        for m in tf:
+            orig = _norm(m.name)
+            if not orig:
+                continue
+            path = usrmerge_path(orig)
+            if path in seen:
+                if not m.isdir():
+                    content.dropped.append(f"duplicate {orig}")
+                continue
+            # Parents that only existed under the merged name (e.g. usr/lib when the package
+            # ships lib/...) are added before the first child.
+            parents = path.split("/")[:-1]
+            for i in range(1, len(parents) + 1):
+                d = "/".join(parents[:i])
+                if d not in seen:
+                    seen.add(d)
+                    entries.append(DataEntry(d, "dir", 0o755, mtime=int(m.mtime)))
+            common = {"uid": m.uid, "gid": m.gid, "mtime": int(m.mtime),
+                      "uname": m.uname or "root", "gname": m.gname or "root"}
+            if m.isdir():
+                entries.append(DataEntry(path, "dir", m.mode, **common))
+            elif m.issym():
+                target = m.linkname
+                if path != orig and not target.startswith("/"):
+                    # Re-anchor a relative target from the old location to the new one.
+                    absolute = posixpath.normpath(posixpath.join("/", posixpath.dirname(orig),
+                                                                 target))
+                    merged = "/" + usrmerge_path(absolute.lstrip("/"))
+                    target = posixpath.relpath(merged, "/" + posixpath.dirname(path))
+                entries.append(DataEntry(path, "symlink", 0o777, linkname=target, **common))
+            elif m.islnk():
+                entries.append(DataEntry(path, "hardlink", m.mode,
+                                         linkname=usrmerge_path(_norm(m.linkname)), **common))
+            elif m.isreg():
+                f = tf.extractfile(m)
+                body = f.read() if f else b""
+                entries.append(DataEntry(path, "file", m.mode, data=body, **common))
+                if body[:4] == b"\x7fELF" and ".so" in path.rsplit("/", 1)[-1]:
+                    soname = elf_soname(body)
+                    if soname:
+                        content.sonames.append(soname)
+            else:
+                content.dropped.append(f"special file {orig}")
+                continue
+            seen.add(path)
+            if not m.isdir():
+                content.paths.append(path)
+                if path.startswith(BIN_DIRS) and path.count("/") == 2 and (m.issym() or
+                                                                           m.mode & 0o111):
+                    content.commands.append(path.rsplit("/", 1)[1])
+    return content, entries
+
+
+# ----------------------------------------------------------------------------- apt
+
+
+def _apt_depends(names: list[str]) -> dict[str, list[list[tuple[str, list[str]]]]]:
+    """For each real package among `names`: its dependency groups, each a list of
+    (option name, providers) with virtual names in <>."""
+    cmd = ["apt-cache", "depends", "--no-recommends", "--no-suggests", "--no-conflicts",
+           "--no-breaks", "--no-replaces", "--no-enhances", *names]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0 and not proc.stdout:
+        raise CorpusError(f"apt-cache depends failed: {proc.stderr.strip()[:300]}")
+    out: dict[str, list[list[tuple[str, list[str]]]]] = {}
+    current: list[list[tuple[str, list[str]]]] | None = None
+    group: list[tuple[str, list[str]]] = []
+    for line in proc.stdout.splitlines():
+        if not line.startswith(" "):
+            current = None if line.startswith("<") else out.setdefault(line.strip(), [])
+            group = []
+            continue
+        if current is None:
+            continue
+        m = re.match(r"^ ([ |])(PreDepends|Depends): (.*)$", line)
+        if m:
+            group.append((m.group(3).strip(), []))
+            if m.group(1) == " ":
+                current.append(group)
+                group = []
+        elif line.startswith("    ") and current:
+            # Provider of the last option (it sits in the last closed group or the open one).
+            target = group if group else current[-1]
+            target[-1][1].append(line.strip())
+    return out
+
+
+def _choose(group: list[tuple[str, list[str]]]) -> str | None:
+    for name, _ in group:
+        if not name.startswith("<"):
+            return name.split(":")[0]
+    for name, providers in group:
+        if providers:
+            return providers[0].split(":")[0]
+        base = name.strip("<>")
+        if base.endswith(":any"):
+            return base[: -len(":any")]
+    return None
+
+
+def resolve_closure(roots: list[str]) -> list[str]:
+    """Names of the real packages needed by `roots` (sorted)."""
+    real: set[str] = set()
+    done: set[str] = set()
+    frontier = sorted(set(roots))
+    while frontier:
+        deps = _apt_depends(frontier)
+        unknown = sorted(set(roots) & set(frontier) - set(deps))
+        if unknown:
+            raise CorpusError(f"no such Debian package: {', '.join(unknown)}")
+        real |= set(deps)
+        done.update(frontier)
+        new: set[str] = set()
+        for groups in deps.values():
+            for g in groups:
+                choice = _choose(g)
+                if choice and choice not in done:
+                    new.add(choice)
+        frontier = sorted(new)
+    return sorted(real)
+
+
+def download(names: list[str], deb_dir: Path) -> dict[str, Path]:
+    """`apt-get download` every package not already in `deb_dir`; name → .deb path."""
+    deb_dir.mkdir(parents=True, exist_ok=True)
+
+    def have() -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for p in sorted(deb_dir.glob("*.deb")):
+            found.setdefault(p.name.split("_")[0], p)
+        return found
+
+    present = have()
+    missing = [n for n in names if n not in present]
+    if missing:
+        proc = subprocess.run(["apt-get", "download", "-q", *missing], cwd=deb_dir,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CorpusError(f"apt-get download failed: {proc.stderr.strip()[-400:]}")
+        present = have()
+    lost = [n for n in names if n not in present]
+    if lost:
+        raise CorpusError(f"apt-get download did not produce: {', '.join(lost)}")
+    return {n: present[n] for n in names}
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def _parse_relations(value: str) -> list[list[tuple[str, str, str]]]:
+    """`a (>= 1) | b, c` → [[(a, '>=', '1'), (b, '', '')], [(c, '', '')]]."""
+    groups = []
+    for group in filter(None, (g.strip() for g in value.split(","))):
+        options = []
+        for alt in group.split("|"):
+            m = re.match(r"^\s*([^\s(\[:]+)(?::\S+)?\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?", alt)
+            if m:
+                options.append((m.group(1), m.group(2) or "", m.group(3) or ""))
+        if options:
+            groups.append(options)
+    return groups
+
+
+_OPS = {">>": ">", "<<": "<", ">=": ">=", "<=": "<=", "=": "=", ">": ">=", "<": "<="}
+
+
+def _pkginfo(content: DebContent, available: dict[str, str], provided: dict[str, str],
+             replaces: list[str], stats: dict[str, int]) -> dict[str, list[str]]:
+    c = content.control
+    name = c["Package"]
+    version = apk_version(c["Version"])
+    depends = [BASELAYOUT]
+    for field_name in ("Pre-Depends", "Depends"):
+        for group in _parse_relations(c.get(field_name, "")):
+            chosen = next(((n, op, v) for n, op, v in group
+                           if n in available or n in provided), None)
+            if chosen is None:
+                stats["dropped_dependencies"] += 1
+                continue
+            dep, op, ver = chosen
+            if dep == name:
+                continue
+            text = dep
+            if op and dep in available:
+                mapped_op, mapped = _OPS[op], apk_version(ver)
+                if _satisfies(available[dep], mapped_op, mapped):
+                    text = f"{dep}{mapped_op}{mapped}"
+                else:
+                    stats["dropped_constraints"] += 1
+            if text not in depends:
+                depends.append(text)
+    provides = []
+    for group in _parse_relations(c.get("Provides", "")):
+        n, op, v = group[0]
+        provides.append(f"{n}={apk_version(v)}" if op == "=" else n)
+    for soname in sorted(set(content.sonames)):
+        sover = soname.split(".so.", 1)[1] if ".so." in soname else "0"
+        if not re.fullmatch(r"\d+(\.\d+)*", sover):
+            sover = "0"
+        provides.append(f"so:{soname}={sover}")
+    provides += [f"cmd:{cmd}={version}" for cmd in sorted(set(content.commands))]
+    fields = {
+        "pkgname": [name],
+        "pkgver": [version],
+        "pkgdesc": [c.get("Description", "").split("\n")[0]],
+        "url": [c.get("Homepage", "")],
+        "builddate": ["0"],
+        "arch": [ARCH],
+        "origin": [c.get("Source", name).split()[0]],
+        "maintainer": [c.get("Maintainer", "")],
+        "license": ["Debian"],
+        "depend": depends,
+        "provides": provides,
+    }
+    if replaces:
+        fields["replaces"] = replaces
+    return fields
+
+
+def _baselayout() -> list[DataEntry]:
+    dirs = ["etc", "home", "root", "run", "tmp", "usr", "usr/bin", "usr/lib", "usr/lib64",
+            "usr/sbin", "usr/share", "var", "var/lib", "var/log", "var/tmp"]
+    entries = [DataEntry(d, "dir", 0o1777 if d.endswith("tmp") else
+                         (0o700 if d == "root" else 0o755)) for d in dirs]
+    entries += [DataEntry(src, "symlink", 0o777, linkname=dst) for src, dst in
+                sorted(USRMERGE.items()) if src in ("bin", "lib", "lib64", "sbin")]
+    entries.sort(key=lambda e: e.path.split("/"))
+    return entries
+
+
+def convert_corpus(out: Path, preset: str = "small", packages: list[str] | None = None,
+                   cache_dir: Path = DEFAULT_CACHE, repo_url: str | None = None,
+                   progress: Callable[[str], None] | None = None) -> CorpusInfo:
+    """Download the closure of `packages` (or the preset's) and write a signed APK corpus."""
+    if packages is None and preset not in PRESETS:
+        raise CorpusError(f"unknown Debian preset {preset!r} (choose {', '.join(PRESETS)})")
+    roots = list(packages or PRESETS[preset])
+    t0 = time.perf_counter()
+    say = progress or (lambda _msg: None)
+    out = out.resolve()
+    cache_dir = cache_dir.resolve()
+    names = resolve_closure(roots)
+    say(f"closure of {' '.join(roots)}: {len(names)} packages")
+    debs = download(names, cache_dir / "debs")
+
+    key_name = "apkperf-debian.rsa.pub"
+    private_pem = derive_rsa_key("debian")
+    pub = write_keys(out, private_pem, key_name)
+    writer = RepoWriter(out, private_pem, key_name)
+    info = CorpusInfo(kind="debian", preset=preset if packages is None else "custom", seed=None,
+                      generator_version=CONVERTER_VERSION, arch=ARCH, key_name=key_name,
+                      top_level=[BASELAYOUT, *roots])
+    stats = {"dropped_dependencies": 0, "dropped_constraints": 0, "dropped_entries": 0}
+
+    # Pass 1: parse (or load from cache) every package's metadata.
+    meta_dir = cache_dir / "meta"
+    meta_dir.mkdir(parents=True, exist_ok=True)
+    contents: dict[str, DebContent] = {}
+    digests: dict[str, str] = {}
+    for name in names:
+        raw = debs[name].read_bytes()
+        digest = hashlib.sha256(raw).hexdigest()
+        digests[name] = digest
+        meta = meta_dir / f"{digest}-v{CONVERTER_VERSION}.json"
+        if meta.is_file():
+            contents[name] = DebContent(**json.loads(meta.read_text()))
+        else:
+            content, _ = deb_entries(raw, debs[name].name)
+            contents[name] = content
+            meta.write_text(json.dumps(content.__dict__))
+    available = {n: apk_version(c.control["Version"]) for n, c in contents.items()}
+    provided: dict[str, str] = {}
+    for n, c in contents.items():
+        for group in _parse_relations(c.control.get("Provides", "")):
+            provided.setdefault(group[0][0], n)
+    owners: dict[str, str] = {}
+
+    # The baselayout every converted package depends on.
+    base_fields = {"pkgname": [BASELAYOUT], "pkgver": ["12-r0"], "arch": [ARCH],
+                   "pkgdesc": ["merged-/usr layout for converted Debian packages"],
+                   "url": [""], "builddate": ["0"], "license": ["MIT"],
+                   "origin": [BASELAYOUT]}
+    base_apk = build_apk(base_fields, _baselayout(), private_pem, key_name,
+                         level=COMPRESS_LEVEL, engine=COMPRESS_ENGINE)
+    rec = writer.add(base_apk, BASELAYOUT)
+    info.packages.append(PackageStats(BASELAYOUT, rec.version, 4, 0, len(base_apk)))
+
+    apk_dir = cache_dir / "apk"
+    apk_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        content = contents[name]
+        replaces = sorted({owners[p] for p in content.paths if p in owners} - {name})
+        for p in content.paths:
+            owners.setdefault(p, name)
+        fields = _pkginfo(content, available, provided, replaces, stats)
+        stats["dropped_entries"] += len(content.dropped)
+        fkey = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        cached = apk_dir / f"{digests[name]}-{fkey}-v{CONVERTER_VERSION}.apk"
+        if cached.is_file():
+            apk = cached.read_bytes()
+        else:
+            _, entries = deb_entries(debs[name].read_bytes(), debs[name].name)
+            apk = build_apk(fields, entries, private_pem, key_name, level=COMPRESS_LEVEL,
+                            engine=COMPRESS_ENGINE)
+            tmp = cached.with_suffix(".tmp")
+            tmp.write_bytes(apk)
+            tmp.replace(cached)
+        rec = writer.add(apk, f"{name}.apk")
+        info.packages.append(PackageStats(name, rec.version, len(content.paths),
+                                          rec.installed_size, len(apk)))
+        say(f"{name}-{rec.version}: {len(content.paths)} files, "
+            f"{rec.installed_size / 1e6:.1f} MB -> {len(apk) / 1e6:.1f} MB")
+    writer.finish(f"Debian packages converted by apkperf ({' '.join(roots)})")
+    write_config(out / "apko.yaml", repo_url or str(out), pub, info.top_level,
+                 extra={"entrypoint": {"command": "/bin/bash"}})
+    info.seconds = round(time.perf_counter() - t0, 2)
+    info.extra = stats
+    (out / "corpus.json").write_text(info.to_json())
+    return info
