@@ -1,0 +1,141 @@
+"""Debian → APK conversion: version mapping, ELF SONAME reader, and (network) a round trip."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import zlib
+from pathlib import Path
+
+import pytest
+
+from builder.apk.index import read_index
+from builder.apk.package import read_apk, verify_apk
+from builder.apk.signing import Keyring
+from perf.corpus import CorpusInfo
+from perf.corpus.content import ContentGenerator
+from perf.corpus.debian import (
+    _parse_relations,
+    _satisfies,
+    apk_version,
+    convert_corpus,
+    elf_soname,
+    usrmerge_path,
+)
+
+APK_VERSION_RE = (r"^([0-9]+)((\.[0-9]+)*)([a-z]?)((_alpha|_beta|_pre|_rc)([0-9]*))?"
+                  r"((_cvs|_svn|_git|_hg|_p)([0-9]*))?((-r)([0-9]+))?$")
+
+
+@pytest.mark.parametrize(("deb", "apk"), [
+    ("5.2.15-2+b13", "5.2.15-r2"),
+    ("1:2.39.2-1.1", "2.39.2-r1"),
+    ("3.0.11-1~deb12u2", "3.0.11-r1"),
+    ("2.2.0~rc1-3", "2.2.0_rc1-r3"),
+    ("20230311", "20230311-r0"),
+    ("1.2.13.dfsg-1", "1.2.13-r1"),
+    ("2:1.0", "1.0-r0"),
+    ("abc", "0-r0"),
+])
+def test_version_mapping(deb: str, apk: str) -> None:
+    import re
+
+    assert apk_version(deb) == apk
+    assert re.match(APK_VERSION_RE, apk)
+
+
+def test_relations_and_constraints() -> None:
+    assert _parse_relations("libc6 (>= 2.36), mawk | gawk, perl:any, x (<< 3)") == [
+        [("libc6", ">=", "2.36")], [("mawk", "", ""), ("gawk", "", "")],
+        [("perl", "", "")], [("x", "<<", "3")],
+    ]
+    assert _satisfies("2.36-r9", ">=", "2.36-r0")
+    assert not _satisfies("2.36-r9", "<", "2.36-r0")
+    assert _satisfies("2.2.0_rc1-r3", "<", "2.2.0-r0")
+
+
+def test_usrmerge_paths() -> None:
+    assert usrmerge_path("bin/bash") == "usr/bin/bash"
+    assert usrmerge_path("lib64") == "usr/lib64"
+    assert usrmerge_path("usr/bin/ls") == "usr/bin/ls"
+    assert usrmerge_path("binary/x") == "binary/x"
+
+
+def test_elf_soname_reader() -> None:
+    gen = ContentGenerator(1)
+    assert elf_soname(gen.make("so", 20_000, soname="libdemo.so.7")) == "libdemo.so.7"
+    assert elf_soname(gen.make("elf", 20_000)) is None  # executable, not ET_DYN
+    assert elf_soname(b"not an elf") is None
+    system = Path("/usr/lib/x86_64-linux-gnu/libc.so.6")
+    if system.exists():
+        assert elf_soname(system.read_bytes()) == "libc.so.6"
+
+
+def _mirror_reachable() -> bool:
+    if shutil.which("apt-get") is None:
+        return False
+    try:
+        proc = subprocess.run(["apt-get", "download", "--print-uris", "bash"],
+                              capture_output=True, text=True, timeout=20)
+        url = proc.stdout.split("'")[1]
+        import requests
+
+        return requests.head(url, timeout=4).status_code < 400
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if not _mirror_reachable():
+        pytest.skip("Debian mirror unreachable (apt-get download)")
+    out = tmp_path_factory.mktemp("deb-bash")
+    cache = tmp_path_factory.mktemp("deb-cache")
+    convert_corpus(out, "small", ["bash"], cache)
+    return out, cache
+
+
+def _apk_paths(apk_path: Path) -> list[str]:
+    apk = read_apk(apk_path.read_bytes(), str(apk_path))
+    raw = zlib.decompressobj(31).decompress(apk.data)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
+        return [m.name for m in tf.getmembers() if not m.isdir()]
+
+
+@pytest.mark.network
+def test_round_trip_file_lists(converted: tuple[Path, Path]) -> None:
+    out, cache = converted
+    for name in ("bash", "libc6"):
+        deb = next((cache / "debs").glob(f"{name}_*.deb"))
+        listing = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+                                 check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(listing)) as tf:
+            want = [usrmerge_path(m.name.removeprefix("./")) for m in tf.getmembers()
+                    if not m.isdir()]
+        got = _apk_paths(next((out / "x86_64").glob(f"{name}-[0-9]*.apk")))
+        assert got == want
+
+
+@pytest.mark.network
+def test_converted_repo_verifies(converted: tuple[Path, Path]) -> None:
+    out, _ = converted
+    info = CorpusInfo.load(out / "corpus.json")
+    keyring = Keyring.from_paths([out / info.key_name])
+    index = read_index((out / "x86_64" / "APKINDEX.tar.gz").read_bytes(), keyring, "index")
+    pkgs = {p.name: p for p in index.packages}
+    assert {"bash", "libc6", "debian-baselayout"} <= set(pkgs)
+    for path in sorted((out / "x86_64").glob("*.apk")):
+        apk = read_apk(path.read_bytes(), str(path))
+        verify_apk(apk, keyring, expected=pkgs[apk.package.name])
+    assert "so:libc.so.6=6" in pkgs["libc6"].provides
+    assert any(p.startswith("cmd:bash=") for p in pkgs["bash"].provides)
+    assert "debian-baselayout" in pkgs["bash"].depends
+    base = _apk_paths(out / "x86_64" / f"debian-baselayout-{pkgs['debian-baselayout'].version}.apk")
+    assert {"bin", "lib", "lib64", "sbin"} <= set(base)
+    provided = {p.split("=")[0] for pkg in pkgs.values() for p in pkg.provides}
+    for pkg in pkgs.values():
+        for dep in pkg.depends:
+            name = dep.split(">")[0].split("<")[0].split("=")[0]
+            assert name in pkgs or name in provided, f"{pkg.name}: unsatisfied {dep}"
