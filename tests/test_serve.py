@@ -170,3 +170,48 @@ def test_cli_prints_url_and_stops_on_sigterm(repo: Path, tmp_path: Path) -> None
         rc = proc.wait(timeout=10)
     assert rc == 0
     assert [e["path"] for e in read_request_log(log)] == ["/x86_64/APKINDEX.tar.gz"]
+
+
+@pytest.mark.tools
+@pytest.mark.slow
+def test_build_small_through_tls_server_and_unpack(tmp_path: Path) -> None:
+    """The `small` workload builds through the HTTPS server, and umoci unpacks the image with
+    the corpus' special cases resolved (replaces, symlinks, hard links)."""
+    import json
+    import shutil as sh
+
+    import yaml
+    from conftest import require_tool
+
+    from perf.workloads import prepare_workload
+
+    require_tool("umoci")
+    w = prepare_workload("small", tmp_path / "workloads")
+    with RepoServer(w.repo_dir, tls=True, tls_dir=tmp_path / "tls") as srv:
+        doc = yaml.safe_load(w.config_path.read_text())
+        doc["contents"]["repositories"] = [srv.url]
+        cfg = tmp_path / "cfg.yaml"
+        cfg.write_text(yaml.safe_dump(doc))
+        proc = subprocess.run(
+            [sys.executable, "-m", "builder.cli", "build", str(cfg), "small:test",
+             str(tmp_path / "oci"), "--cache-dir", str(tmp_path / "cache"),
+             "--ca-file", str(srv.ca_path)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        fetched = {e["path"] for e in srv.requests() if e["status"] == 200}
+    assert "/x86_64/APKINDEX.tar.gz" in fetched
+    assert any(p.startswith("/x86_64/go-") for p in fetched)
+    layout = tmp_path / "oci"
+    manifest = json.loads((layout / "index.json").read_text())["manifests"][0]
+    tagged = tmp_path / "tagged"
+    sh.copytree(layout, tagged)
+    manifest["annotations"] = {"org.opencontainers.image.ref.name": "test"}
+    (tagged / "index.json").write_text(json.dumps({"schemaVersion": 2,
+                                                   "manifests": [manifest]}))
+    subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{tagged}:test",
+                    str(tmp_path / "bundle")], check=True, capture_output=True, timeout=120)
+    root = tmp_path / "bundle" / "rootfs"
+    assert (root / "usr/bin/ls").is_file() and not (root / "usr/bin/ls").is_symlink()
+    assert os.readlink(root / "usr/bin/go") == "../lib/go/bin/go"
+    assert (root / "usr/lib/go/bin/go").read_bytes()[:4] == b"\x7fELF"
+    assert (root / "usr/bin/c++").stat().st_ino == (root / "usr/bin/g++").stat().st_ino
+    assert os.readlink(root / "var/run") == "/run"

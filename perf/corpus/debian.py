@@ -544,9 +544,17 @@ def convert_corpus(out: Path, preset: str = "small", packages: list[str] | None 
     apk_dir.mkdir(parents=True, exist_ok=True)
     for name in names:
         content = contents[name]
-        replaces = sorted({owners[p] for p in content.paths if p in owners} - {name})
+        shared = {p for p in content.paths if p in owners and owners[p] != name}
+        replaces = sorted({owners[p] for p in shared})
         for p in content.paths:
             owners.setdefault(p, name)
+        # Versioned provides are exclusive in apk: a command another package already
+        # provides (same path, replaced) is not provided again.
+        shared_cmds = {p.rsplit("/", 1)[1] for p in shared if p.startswith(BIN_DIRS)}
+        if shared_cmds:
+            content = DebContent(content.control, content.paths, content.sonames,
+                                 [c for c in content.commands if c not in shared_cmds],
+                                 content.dropped)
         fields = _pkginfo(content, available, provided, replaces, stats)
         stats["dropped_entries"] += len(content.dropped)
         fkey = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
