@@ -9,9 +9,15 @@ Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apk
         package.apk                 the .apk exactly as fetched (remote repositories only:
                                     local ones are read in place, but derived sections of
                                     their packages may still live in this directory)
-        ...                         (room for derived sections next to it: the decompressed
-                                    data tar, its tar-header index, the DEFLATE block index —
-                                    all named by the stage that writes them)
+        data.tar                    the decompressed data section (fast `expand`)
+        tarindex.json               its tar-header index (`TarIndex.to_json`)
+        control.json                control info install needs: .PKGINFO fields, scripts
+                                    (base64), control SHA-1
+        blocks.json                 DEFLATE block index of the data section (on demand)
+        expand.json                 manifest of the above, written LAST: size + SHA-256 of each
+                                    artefact (and a stat seal of data.tar); an artefact not
+                                    listed there, or not matching it, is rebuilt
+        .expand.lock                flock(2) taken while the artefacts are (re)built
       index/<uu>/<uhash>.json       one record per remote URL kept by URL (APKINDEX files,
                                     keyring keys), <uhash> = hex SHA-256 of the URL:
                                     {"url", "sha256", "size", "etag", "last_modified"}
@@ -47,6 +53,12 @@ from builder.errors import FetchError, VerificationError
 
 LAYOUT_VERSION = "v1"
 PACKAGE_FILE = "package.apk"
+EXPANDED_DATA_TAR = "data.tar"
+EXPANDED_TAR_INDEX = "tarindex.json"
+EXPANDED_CONTROL = "control.json"
+EXPANDED_BLOCKS = "blocks.json"
+EXPANDED_MANIFEST = "expand.json"
+EXPANDED_LOCK = ".expand.lock"
 
 
 def default_cache_dir() -> Path:
@@ -127,6 +139,37 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+@dataclass(frozen=True)
+class ExpandedPaths:
+    """The expand artefacts of one package directory (see the module docstring)."""
+
+    dir: Path
+
+    @property
+    def data_tar(self) -> Path:
+        return self.dir / EXPANDED_DATA_TAR
+
+    @property
+    def tar_index(self) -> Path:
+        return self.dir / EXPANDED_TAR_INDEX
+
+    @property
+    def control(self) -> Path:
+        return self.dir / EXPANDED_CONTROL
+
+    @property
+    def blocks(self) -> Path:
+        return self.dir / EXPANDED_BLOCKS
+
+    @property
+    def manifest(self) -> Path:
+        return self.dir / EXPANDED_MANIFEST
+
+    @property
+    def lock(self) -> Path:
+        return self.dir / EXPANDED_LOCK
+
+
 @dataclass
 class IndexRecord:
     """What the cache knows about one remote index URL."""
@@ -179,6 +222,14 @@ class Cache:
 
     def package_path(self, checksum: str, source: str = "") -> Path:
         return self.package_dir(checksum, source) / PACKAGE_FILE
+
+    def package_dir_hex(self, sha1_hex: str) -> Path:
+        """`package_dir` from the hex SHA-1 of the control member (what `C:` encodes)."""
+        return self.base / "apk" / sha1_hex[:2] / sha1_hex
+
+    def expanded_paths(self, sha1_hex: str) -> ExpandedPaths:
+        """Where the fast `expand` stage keeps the derived artefacts of that package."""
+        return ExpandedPaths(self.package_dir_hex(sha1_hex))
 
     # -- blobs ---------------------------------------------------------------------------
 

@@ -2,8 +2,13 @@
 once (to a file in the build's work directory), verify every regular file's
 `APK-TOOLS.checksum.SHA1`, and index the tar headers.
 
-Interface (every implementation): `expand(paths, workdir) -> dict[name, ExpandedPackage]`,
-where `paths` maps package name -> verified `.apk` path (from `fetch`).
+Interface (every implementation): `expand(paths, workdir, cache=None) -> dict[name,
+ExpandedPackage]`, where `paths` maps package name -> verified `.apk` path (from `fetch`) and
+`cache` is the build's `builder.repo.cache.Cache` (the reference does not use it).
+
+Implementations: `reference` (serial, zlib, data tars written under `workdir`), `fast`
+(`builder.stages.expand_cache`: thread pool, ISA-L, data tars decompressed once into the
+cache and reused by every later build).
 """
 
 from __future__ import annotations
@@ -15,12 +20,16 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.apk.gzipstream import inflate_member, iter_inflate, split_members
 from builder.apk.model import Package
 from builder.apk.pkginfo import parse_pkginfo, pkginfo_to_package
 from builder.apk.tarindex import TarEntry, index_tar
 from builder.errors import FormatError, VerificationError
+
+if TYPE_CHECKING:
+    from builder.repo.cache import Cache
 
 
 @dataclass
@@ -125,12 +134,23 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
                            len(data_tar))
 
 
-def expand_reference(paths: dict[str, Path], workdir: Path) -> dict[str, ExpandedPackage]:
-    """Serially expand every package."""
+def expand_reference(paths: dict[str, Path], workdir: Path,
+                     cache: Cache | None = None) -> dict[str, ExpandedPackage]:
+    """Serially expand every package (`cache` is accepted for the interface, not used)."""
     workdir.mkdir(parents=True, exist_ok=True)
     return {name: expand_one(p, workdir) for name, p in paths.items()}
 
 
+def expand_fast(paths: dict[str, Path], workdir: Path,
+                cache: Cache | None = None) -> dict[str, ExpandedPackage]:
+    """Parallel, decompress-once-into-the-cache expansion (see builder.stages.expand_cache)."""
+    from builder.stages.expand_cache import expand_packages
+
+    return expand_packages(paths, workdir, cache)
+
+
 IMPLEMENTATIONS: dict[str, Callable[..., dict[str, ExpandedPackage]]] = {
     "reference": expand_reference,
+    "fast": expand_fast,
 }
+FAST = "fast"
