@@ -45,7 +45,6 @@ import json
 import logging
 import mmap
 import os
-import tarfile
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,9 +55,10 @@ from typing import Any, BinaryIO
 from isal import isal_zlib
 
 from builder.apk.deflate_index import BlockIndex, BlockStart, MemberInfo, scan_blocks
+from builder.apk.layout import GZIP_MAGIC, ApkLayout, read_layout, read_pkginfo
 from builder.apk.model import Package
 from builder.apk.package import parse_sha1
-from builder.apk.pkginfo import parse_pkginfo, pkginfo_to_package
+from builder.apk.pkginfo import pkginfo_to_package
 from builder.apk.tarindex import TarEntry, TarIndex, index_tar
 from builder.errors import ApkImageError, FetchError, FormatError, VerificationError
 from builder.repo.cache import (
@@ -69,15 +69,13 @@ from builder.repo.cache import (
     Cache,
     ExpandedPaths,
 )
-from builder.stages.expand import ControlEntry, ExpandedPackage, _tar_members
+from builder.stages.expand import ControlEntry, ExpandedPackage
 
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the artefacts' content or meaning changes
-GZIP_MAGIC = b"\x1f\x8b"
 CHUNK = 1 << 20  # compressed bytes fed per decompress call
 OUT_LIMIT = 4 << 20  # most uncompressed bytes produced per decompress call
-HEAD_CHUNK = 1 << 16  # read size for the signature and control members
 COPY_CHUNK = 1 << 20
 
 
@@ -105,102 +103,18 @@ class FastExpandedPackage(ExpandedPackage):
         return load_or_build_block_index(self)
 
 
-@dataclass(frozen=True)
-class ApkLayout:
-    """Where the sections of one `.apk` are, and its control section."""
-
-    path: Path
-    size: int  # whole file
-    control_start: int
-    control_end: int  # = first byte of the data section
-    control_sha1: bytes
-    control_tar: bytes  # the control member, inflated
-
-    @property
-    def key(self) -> str:
-        return self.control_sha1.hex()
-
-    @property
-    def data_size(self) -> int:
-        return self.size - self.control_end
-
-
 class _Stale(Exception):
     """The cached artefacts are missing or do not match their manifest (message says why)."""
-
-
-# -- reading an .apk's head ------------------------------------------------------------------
-
-
-def _read_member(f: BinaryIO, start: int, size: int, source: str) -> tuple[bytes, bytes]:
-    """(inflated content, compressed bytes) of the small gzip member at `start`."""
-    f.seek(start)
-    d = zlib.decompressobj(31)
-    comp: list[bytes] = []
-    out: list[bytes] = []
-    pos = start
-    try:
-        while not d.eof:
-            chunk = f.read(HEAD_CHUNK)
-            if not chunk:
-                raise FormatError(f"{source}: truncated gzip member at byte {start}")
-            if pos == start and chunk[:2] != GZIP_MAGIC:
-                raise FormatError(f"{source}: not a gzip member at byte {start}")
-            pos += len(chunk)
-            comp.append(chunk)
-            out.append(d.decompress(chunk))
-    except zlib.error as exc:
-        raise FormatError(f"{source}: corrupt gzip member at byte {start}: {exc}") from None
-    raw = b"".join(comp)
-    return b"".join(out), raw[: len(raw) - len(d.unused_data)]
-
-
-def read_layout(path: Path) -> ApkLayout:
-    """Find the control member of the `.apk` at `path` (reads only the head of the file)."""
-    source = str(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 20:
-            raise FormatError(f"{source}: too short to be an .apk ({size} bytes)")
-        first, first_raw = _read_member(f, 0, size, source)
-        try:
-            first_items = _tar_members(first, source)
-        except tarfile.TarError as exc:
-            raise FormatError(f"{source}: first section is not a tar: {exc}") from None
-        has_sig = bool(first_items) and first_items[0][0].name.startswith(".SIGN.")
-        if has_sig:
-            start = len(first_raw)
-            if start >= size:
-                raise FormatError(f"{source}: signed package without control and data sections")
-            control, control_raw = _read_member(f, start, size, source)
-        else:
-            start, control, control_raw = 0, first, first_raw
-    end = start + len(control_raw)
-    if end >= size:
-        raise FormatError(f"{source}: no data section after the control section")
-    return ApkLayout(path, size, start, end, hashlib.sha1(control_raw).digest(), control)
 
 
 # -- control ---------------------------------------------------------------------------------
 
 
 def _parse_control(layout: ApkLayout) -> tuple[dict[str, list[str]], list[ControlEntry]]:
-    source = str(layout.path)
-    try:
-        items = _tar_members(layout.control_tar, source)
-    except tarfile.TarError as exc:
-        raise FormatError(f"{source}: control section is not a tar: {exc}") from None
-    pkginfo_text = None
-    control: list[ControlEntry] = []
-    for ti, data in items:
-        if ti.name == ".PKGINFO":
-            pkginfo_text = data.decode("utf-8", "replace")
-            continue
-        control.append(ControlEntry(ti.name, ti.type.decode(), ti.mode, ti.uid, ti.gid,
-                                    ti.uname, ti.gname, int(ti.mtime), data))
-    if pkginfo_text is None:
-        raise FormatError(f"{source}: control section has no .PKGINFO")
-    return parse_pkginfo(pkginfo_text, f"{source}:.PKGINFO"), control
+    fields, rest = read_pkginfo(layout)
+    control = [ControlEntry(ti.name, ti.type.decode(), ti.mode, ti.uid, ti.gid, ti.uname,
+                            ti.gname, int(ti.mtime), data) for ti, data in rest]
+    return fields, control
 
 
 def _package(layout: ApkLayout, fields: dict[str, list[str]]) -> Package:

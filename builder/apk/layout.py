@@ -1,0 +1,124 @@
+"""Where the sections of an `.apk` are, found by reading only its head.
+
+An `.apk` is [signature member] + control member + data section (one or more gzip members).
+The signature and control members are small; finding their ends means inflating them (gzip
+has no length field), but nothing of the data section needs to be read. That is enough to
+compute the package's identity (`C:`, the SHA-1 of the control member), parse `.PKGINFO`,
+and know the byte range of the data section for `datahash` or for reusing its blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.apk.pkginfo import parse_pkginfo
+from builder.errors import FormatError
+
+GZIP_MAGIC = b"\x1f\x8b"
+HEAD_CHUNK = 1 << 16  # read size for the signature and control members
+
+
+@dataclass(frozen=True)
+class ApkLayout:
+    """Where the sections of one `.apk` are, and its control section."""
+
+    path: Path
+    size: int  # whole file
+    control_start: int
+    control_end: int  # = first byte of the data section
+    control_sha1: bytes
+    control_tar: bytes  # the control member, inflated (a tar without end marker)
+
+    @property
+    def key(self) -> str:
+        """Hex SHA-1 of the control member: the cache key (what `C:` encodes)."""
+        return self.control_sha1.hex()
+
+    @property
+    def data_size(self) -> int:
+        return self.size - self.control_end
+
+
+def _read_member(f: BinaryIO, start: int, source: str) -> tuple[bytes, bytes]:
+    """(inflated content, compressed bytes) of the small gzip member at `start`."""
+    f.seek(start)
+    d = zlib.decompressobj(31)
+    comp: list[bytes] = []
+    out: list[bytes] = []
+    try:
+        while not d.eof:
+            chunk = f.read(HEAD_CHUNK)
+            if not chunk:
+                raise FormatError(f"{source}: truncated gzip member at byte {start}")
+            if not comp and chunk[:2] != GZIP_MAGIC:
+                raise FormatError(f"{source}: not a gzip member at byte {start}")
+            comp.append(chunk)
+            out.append(d.decompress(chunk))
+    except zlib.error as exc:
+        raise FormatError(f"{source}: corrupt gzip member at byte {start}: {exc}") from None
+    raw = b"".join(comp)
+    return b"".join(out), raw[: len(raw) - len(d.unused_data)]
+
+
+def tar_members(raw: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """Entries and contents of a small truncated tar (signature or control section; they
+    have no end marker, so one is added). Raises tarfile.TarError."""
+    out: list[tuple[tarfile.TarInfo, bytes]] = []
+    with tarfile.open(fileobj=io.BytesIO(raw + b"\0" * 1024), mode="r:") as tf:
+        for ti in tf:
+            f = tf.extractfile(ti) if ti.isfile() else None
+            out.append((ti, f.read() if f is not None else b""))
+    return out
+
+
+def read_layout(path: Path) -> ApkLayout:
+    """Find the control member of the `.apk` at `path` (reads only the head of the file)."""
+    source = str(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 20:
+            raise FormatError(f"{source}: too short to be an .apk ({size} bytes)")
+        first, first_raw = _read_member(f, 0, source)
+        try:
+            items = tar_members(first)
+        except tarfile.TarError as exc:
+            raise FormatError(f"{source}: first section is not a tar: {exc}") from None
+        has_sig = bool(items) and items[0][0].name.startswith(".SIGN.")
+        if has_sig:
+            start = len(first_raw)
+            if start >= size:
+                raise FormatError(f"{source}: signed package without control and data sections")
+            control, control_raw = _read_member(f, start, source)
+        else:
+            start, control, control_raw = 0, first, first_raw
+    end = start + len(control_raw)
+    if end >= size:
+        raise FormatError(f"{source}: no data section after the control section")
+    return ApkLayout(path, size, start, end, hashlib.sha1(control_raw).digest(), control)
+
+
+def read_pkginfo(layout: ApkLayout) -> tuple[dict[str, list[str]],
+                                             list[tuple[tarfile.TarInfo, bytes]]]:
+    """(.PKGINFO fields, the other control entries with their contents)."""
+    source = str(layout.path)
+    try:
+        items = tar_members(layout.control_tar)
+    except tarfile.TarError as exc:
+        raise FormatError(f"{source}: control section is not a tar: {exc}") from None
+    text = None
+    rest = []
+    for ti, data in items:
+        if ti.name == ".PKGINFO":
+            text = data.decode("utf-8", "replace")
+        else:
+            rest.append((ti, data))
+    if text is None:
+        raise FormatError(f"{source}: control section has no .PKGINFO")
+    return parse_pkginfo(text, f"{source}:.PKGINFO"), rest
