@@ -28,7 +28,6 @@ from builder.config import (
     parse_arch,
 )
 from builder.errors import ConfigError, FetchError
-from builder.fsroot import FsRoot
 from builder.spans import SpanRecorder
 
 
@@ -59,7 +58,7 @@ class ArchResult:
     packages: list[Package]
     created: int
     diff_id: str
-    layer_path: Path
+    layer_path: Path | None  # the uncompressed tar; None when it was streamed to compress
     layer_digest: str
     layer_size: int
     user: str
@@ -207,7 +206,7 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
                 repos: list[Any], world: list[str], sde: int | None, build_date: int,
                 options_epoch: int, layers: dict[str, Path]) -> ArchResult:
     from builder.oci.image import Descriptor, ImageSpec, build_image
-    from builder.stages.install import InstallState, init_db
+    from builder.stages.install import InstallState, init_db, new_filesystem
     from builder.stages.mutate import MutateContext
 
     chosen = opts.impl
@@ -235,9 +234,13 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
     with rec.span("expand", aarch, impl=chosen["expand"]) as s:
         s.bytes_in = sum(p.stat().st_size for p in paths.values())
         expanded = impl.get("expand", chosen["expand"])(
-            {p.name: paths[p.name] for p in ordered}, adir / "expand")
+            {p.name: paths[p.name] for p in ordered}, adir / "expand", cache=fetcher.cache)
+        s.attrs["cache_hits"] = sum(1 for e in expanded.values()
+                                    if getattr(e, "from_cache", False))
         s.bytes_out = sum(e.data_size for e in expanded.values())
-    fs = FsRoot(adir / "root")
+    # The install implementation decides the filesystem model (on disk or in memory);
+    # mutate, layer and sbom work on either through the FsModel interface.
+    fs = new_filesystem(chosen["install"], adir / "root")
     with rec.span("install", aarch, impl=chosen["install"]) as s:
         init_db(fs, aarch, keys, build_repositories(cfg), pinned)
         state = InstallState(fs, aarch, options_epoch)
@@ -245,13 +248,34 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
         s.bytes_in = state.bytes_in
     with rec.span("mutate", aarch, impl=chosen["mutate"]):
         mres = impl.get("mutate", chosen["mutate"])(fs, MutateContext(cfg, arch, pinned))
-    with rec.span("layer", aarch, impl=chosen["layer"]) as s:
-        lres = impl.get("layer", chosen["layer"])(fs, adir / "layer.tar")
-        s.bytes_out = lres.size
-        s.attrs["entries"] = lres.entries
-    with rec.span("compress", aarch, impl=chosen["compress"]) as s:
-        cres = impl.get("compress", chosen["compress"])(lres.path, adir / "layer.tar.gz")
-        s.bytes_in, s.bytes_out = lres.size, cres.size
+    make_layer = impl.get("layer", chosen["layer"])
+    compressor = impl.get("compress", chosen["compress"])
+    settings = getattr(compressor, "settings", dict)()
+    if getattr(make_layer, "streams", False) and hasattr(compressor, "sink"):
+        # The layer streams its tar into the compressor's worker threads: compression
+        # overlaps tar generation (accounted in the layer span; the compress span is the
+        # drain after the last byte) and no uncompressed layer file is written.
+        sink = compressor.sink(adir / "layer.tar.gz")
+        with sink:
+            with rec.span("layer", aarch, impl=chosen["layer"], streamed=True) as s:
+                lres = make_layer(fs, None, sink=sink)
+                s.bytes_out = lres.size
+                s.attrs["entries"] = lres.entries
+            with rec.span("compress", aarch, impl=chosen["compress"], streamed=True,
+                          **settings) as s:
+                sres = sink.close()
+                s.bytes_in, s.bytes_out = sres.size_in, sres.size
+        from builder.stages.compress import CompressResult
+
+        cres = CompressResult(sres.path, sres.digest, sres.size)
+    else:
+        with rec.span("layer", aarch, impl=chosen["layer"]) as s:
+            lres = make_layer(fs, adir / "layer.tar")
+            s.bytes_out = lres.size
+            s.attrs["entries"] = lres.entries
+        with rec.span("compress", aarch, impl=chosen["compress"], **settings) as s:
+            cres = compressor(lres.path, adir / "layer.tar.gz")
+            s.bytes_in, s.bytes_out = lres.size, cres.size
     layers[cres.digest] = cres.path
     newest = max((e.package.build_time for e in expanded.values()), default=0)
     created = sde if sde is not None else max(build_date, newest)
