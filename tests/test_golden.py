@@ -140,7 +140,7 @@ def test_impl_selection(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     from builder.spans import STAGES
 
     fast = impl.parse_impl("fast")
-    assert fast["fetch"] == "parallel" and fast["layer"] == "reference"
+    assert fast["fetch"] == "fast" and fast["expand"] == "fast"
     assert impl.parse_impl("fast,fetch=reference")["fetch"] == "reference"
     # With no stage offering a fast implementation, `fast` is an error, never an alias.
     for stage in STAGES:
