@@ -1,20 +1,23 @@
-"""The image filesystem of the reference build: a temporary root directory on disk plus a side
-table of the metadata the layer must carry.
+"""The image filesystem: one set of path rules (`FsModel`) over two kinds of content storage.
 
-File contents always go through the disk (written on install, read back by the layer walk).
-What the disk cannot represent faithfully for an unprivileged builder — owners (package content
-is flattened to 0:0, apko-made homes keep theirs), exact mtimes of directories that are later
-written into, character devices, special bits — lives in `FsRoot.meta`, keyed by the image
-path (no leading `/`; the root itself is not tracked).
+`FsModel` holds the metadata the layer must carry — owners (package content is flattened to
+0:0, apko-made homes keep theirs), exact mtimes of directories that are later written into,
+character devices, special bits — in `meta`, keyed by the image path (no leading `/`; the root
+itself is not tracked), and every rule about paths: symlinks are followed through the table
+with chroot semantics (an absolute target is relative to the image root), so no entry can be
+created outside the root; `..` that climbs above the root, absolute entry names and symlink
+loops are FormatErrors naming the owner and the path. Subclasses only decide where file
+contents live:
 
-Paths are resolved by this module, never by the OS: symlinks are followed through the side
-table with chroot semantics (an absolute target is relative to the image root), so no entry can
-be created outside the root; `..` that climbs above the root, absolute entry names and symlink
-loops are FormatErrors naming the owner and the path.
+- `FsRoot` (the reference): a temporary root directory on disk; contents are written on
+  install and read back by the layer walk, which lists the disk.
+- `builder.memfs.MemFs` (the fast build): contents stay where they are — a file node is an
+  `Extent` of a package's cached data tar, or bytes the builder wrote.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import posixpath
 import shutil
@@ -28,6 +31,7 @@ from builder.errors import FormatError
 DIR, FILE, SYMLINK, HARDLINK, CHAR, BLOCK, FIFO = (
     "dir", "file", "symlink", "hardlink", "char", "block", "fifo")
 _MAX_LINKS = 40
+_COPY = 1 << 20
 
 
 @dataclass
@@ -48,17 +52,112 @@ class Meta:
     checksum: str = ""  # hex SHA-1 of the content (from the package), "" if unknown
 
 
+@dataclass(frozen=True)
+class Extent:
+    """`size` bytes at `offset` of the file `path` (a package's decompressed data tar).
+
+    `fileobj`, when given, is an open handle on `path` that storage which copies the bytes
+    may use instead of opening the file again; it is not part of the value."""
+
+    path: Path
+    offset: int
+    size: int
+    fileobj: BinaryIO | None = field(default=None, compare=False, repr=False)
+
+
+Content = bytes | Extent
+
+
 def _split(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
 
 
-class FsRoot:
-    """A temporary on-disk root with a metadata side table."""
+def name_key(name: str) -> bytes:
+    """Sort key of a directory entry name (byte order, as the disk walk sorts)."""
+    return os.fsencode(name)
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+
+def read_extent(ext: Extent) -> bytes:
+    """The bytes of `ext` (FormatError if the file is shorter)."""
+    parts = []
+    fd = os.open(ext.path, os.O_RDONLY)
+    try:
+        pos, end = ext.offset, ext.offset + ext.size
+        while pos < end:
+            chunk = os.pread(fd, min(end - pos, 1 << 30), pos)
+            if not chunk:
+                raise FormatError(f"{ext.path}: truncated at byte {pos}, expected data up to "
+                                  f"byte {end}")
+            parts.append(chunk)
+            pos += len(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(parts)
+
+
+class ExtentReader(io.RawIOBase):
+    """A read-only file over one Extent (reads stop at its end)."""
+
+    def __init__(self, ext: Extent) -> None:
+        super().__init__()
+        self._fd = os.open(ext.path, os.O_RDONLY)
+        self._pos = ext.offset
+        self._end = ext.offset + ext.size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = min(len(b), self._end - self._pos)
+        if n <= 0:
+            return 0
+        got = os.preadv(self._fd, [memoryview(b)[:n]], self._pos)
+        self._pos += got
+        return got
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+class FsModel:
+    """Path rules and metadata of the image filesystem; content storage is the subclass's."""
+
+    def __init__(self) -> None:
         self.meta: dict[str, Meta] = {}
+
+    # ------------------------------------------------------------------ storage hooks
+
+    def _store_dir(self, canonical: str) -> None:
+        raise NotImplementedError
+
+    def _store_file(self, canonical: str, data: bytes | BinaryIO | Extent,
+                    size: int | None) -> int:
+        """Store a regular file's content; returns the number of bytes stored."""
+        raise NotImplementedError
+
+    def _store_symlink(self, canonical: str, target: str) -> None:
+        raise NotImplementedError
+
+    def _store_hardlink(self, canonical: str, target: str) -> None:
+        raise NotImplementedError
+
+    def _store_node(self, canonical: str) -> None:
+        raise NotImplementedError
+
+    def _store_remove(self, canonical: str, kind: str) -> None:
+        """Drop what is stored at `canonical` (a whole subtree when it is a directory)."""
+        raise NotImplementedError
+
+    def content(self, canonical: str) -> Content:
+        """Where the bytes of the regular file (or hardlink) `canonical` are."""
+        raise NotImplementedError
+
+    def walk(self) -> Iterator[tuple[str, Meta]]:
+        """The image tree in layer order: names byte-sorted per directory, each directory
+        before its contents, the root omitted."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------------ resolution
 
@@ -98,9 +197,6 @@ class FsRoot:
             raise FormatError(f"{who}: path {name!r} contains '..' and would escape the root")
         return "/".join(parts)
 
-    def disk(self, canonical: str) -> Path:
-        return self.root / canonical if canonical else self.root
-
     def get(self, path: str, *, follow: bool = True) -> Meta | None:
         try:
             return self.meta.get(self.resolve(path, follow=follow))
@@ -122,14 +218,15 @@ class FsRoot:
             raise FormatError(f"{who}: parent of {canonical!r} is not a directory")
 
     def _clear(self, canonical: str) -> None:
-        """Remove whatever non-directory is at `canonical` (on disk and in the table)."""
-        p = self.disk(canonical)
-        if p.is_symlink() or p.exists():
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-        self.meta.pop(canonical, None)
+        """Remove whatever is at `canonical` (a directory with everything under it)."""
+        m = self.meta.pop(canonical, None)
+        if m is None:
+            return
+        if m.kind == DIR:
+            prefix = canonical + "/"
+            for k in [k for k in self.meta if k.startswith(prefix)]:
+                del self.meta[k]
+        self._store_remove(canonical, m.kind)
 
     def mkdir(self, path: str, mode: int = 0o755, *, mtime: int = 0, uid: int = 0,
               gid: int = 0, package: str = "", who: str = "builder",
@@ -147,7 +244,7 @@ class FsRoot:
         self._parent_ok(c, who)
         if m is not None:
             self._clear(c)
-        self.disk(c).mkdir()
+        self._store_dir(c)
         self.meta[c] = Meta(DIR, mode, uid, gid, mtime, package=package,
                             xattrs=dict(xattrs or {}))
         return c
@@ -165,11 +262,13 @@ class FsRoot:
             done = nxt
         return done
 
-    def write_file(self, path: str, data: bytes | BinaryIO, mode: int = 0o644, *,
+    def write_file(self, path: str, data: bytes | BinaryIO | Extent, mode: int = 0o644, *,
                    mtime: int = 0, uid: int = 0, gid: int = 0, package: str = "",
                    checksum: str = "", size: int | None = None, who: str = "builder",
                    xattrs: dict[str, str] | None = None) -> str:
-        """Write a regular file (replacing a non-directory at the path)."""
+        """Write a regular file (replacing a non-directory at the path). `data` is the
+        content, a readable file positioned at it (`size` bytes, or to its end), or an
+        Extent of a data tar."""
         c = self.resolve(path, follow=False, who=who)
         if not c:
             raise FormatError(f"{who}: cannot write a file at the image root")
@@ -178,21 +277,7 @@ class FsRoot:
         if old is not None and old.kind == DIR:
             raise FormatError(f"{who}: {c!r} is a directory, cannot replace it with a file")
         self._clear(c)
-        with open(self.disk(c), "wb") as f:
-            if isinstance(data, (bytes, bytearray, memoryview)):
-                f.write(data)
-                written = len(data)
-            else:
-                written = 0
-                remaining = size if size is not None else -1
-                while remaining != 0:
-                    chunk = data.read(1 << 20 if remaining < 0 else min(remaining, 1 << 20))
-                    if not chunk:
-                        break
-                    f.write(chunk)
-                    written += len(chunk)
-                    if remaining > 0:
-                        remaining -= len(chunk)
+        written = self._store_file(c, data, size)
         self.meta[c] = Meta(FILE, mode, uid, gid, mtime, size=written, package=package,
                             checksum=checksum, xattrs=dict(xattrs or {}))
         return c
@@ -210,7 +295,7 @@ class FsRoot:
         if old is not None and old.kind == DIR:
             raise FormatError(f"{who}: {c!r} is a directory, cannot replace it with a symlink")
         self._clear(c)
-        os.symlink(target, self.disk(c))
+        self._store_symlink(c, target)
         if mtime is None:
             mtime = self._parent_mtime(c)
         self.meta[c] = Meta(SYMLINK, 0o777, uid, gid, mtime, linkname=target,
@@ -228,20 +313,22 @@ class FsRoot:
             tc = tm.linkname
             tm = self.meta[tc]
         c = self.resolve(path, follow=False, who=who)
+        if c == tc:
+            raise FormatError(f"{who}: hardlink {path!r} -> {target!r}: links to itself")
         self._parent_ok(c, who)
         self._clear(c)
-        os.link(self.disk(tc), self.disk(c))
+        self._store_hardlink(c, tc)
         self.meta[c] = Meta(HARDLINK, tm.mode, tm.uid, tm.gid, mtime, linkname=tc,
                             package=package, checksum=tm.checksum)
         return c
 
     def mknod(self, path: str, kind: str, major: int, minor: int, mode: int, *,
               mtime: int | None = None, who: str = "builder") -> str:
-        """A device or fifo: an empty placeholder on disk, the truth in the side table."""
+        """A device or fifo (its numbers live in the metadata)."""
         c = self.resolve(path, follow=False, who=who)
         self._parent_ok(c, who)
         self._clear(c)
-        self.disk(c).touch()
+        self._store_node(c)
         if mtime is None:
             mtime = self._parent_mtime(c)
         self.meta[c] = Meta(kind, mode, 0, 0, mtime, devmajor=major, devminor=minor)
@@ -252,22 +339,98 @@ class FsRoot:
         return self.meta[parent].mtime if parent in self.meta else 0
 
     def remove(self, path: str) -> None:
-        c = self.resolve(path, follow=False)
-        m = self.meta.get(c)
-        if m is None:
-            return
-        if m.kind == DIR:
-            for k in [k for k in self.meta if k.startswith(c + "/")]:
-                del self.meta[k]
-        self._clear(c)
+        self._clear(self.resolve(path, follow=False))
 
     # ------------------------------------------------------------------ access
 
-    def read(self, path: str) -> bytes:
+    def _file_meta(self, path: str) -> tuple[str, Meta]:
         c = self.resolve(path)
         m = self.meta.get(c)
         if m is None or m.kind not in (FILE, HARDLINK):
             raise FormatError(f"builder: {path!r} is not a regular file in the image")
+        return c, m
+
+    def read(self, path: str) -> bytes:
+        c, _ = self._file_meta(path)
+        data = self.content(c)
+        return read_extent(data) if isinstance(data, Extent) else data
+
+    def open(self, canonical: str) -> BinaryIO:
+        """A readable file over the content of the regular file `canonical`."""
+        data = self.content(canonical)
+        if isinstance(data, Extent):
+            return io.BufferedReader(ExtentReader(data), _COPY)  # type: ignore[return-value]
+        return io.BytesIO(data)
+
+
+class FsRoot(FsModel):
+    """The reference storage: a temporary on-disk root; the walk lists the disk."""
+
+    def __init__(self, root: str | Path) -> None:
+        super().__init__()
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def disk(self, canonical: str) -> Path:
+        return self.root / canonical if canonical else self.root
+
+    def _store_dir(self, canonical: str) -> None:
+        self.disk(canonical).mkdir()
+
+    def _store_file(self, canonical: str, data: bytes | BinaryIO | Extent,
+                    size: int | None) -> int:
+        src: BinaryIO | None = None
+        opened = False
+        if isinstance(data, Extent):
+            src = data.fileobj or open(data.path, "rb")  # noqa: SIM115 - closed below
+            src.seek(data.offset)
+            size = data.size
+            opened = data.fileobj is None
+        try:
+            with open(self.disk(canonical), "wb") as f:
+                if isinstance(data, (bytes, bytearray, memoryview)):
+                    f.write(data)
+                    return len(data)
+                reader = src if src is not None else data
+                written = 0
+                remaining = size if size is not None else -1
+                while remaining != 0:
+                    chunk = reader.read(_COPY if remaining < 0 else min(remaining, _COPY))
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    written += len(chunk)
+                    if remaining > 0:
+                        remaining -= len(chunk)
+                return written
+        finally:
+            if src is not None and opened:
+                src.close()
+
+    def _store_symlink(self, canonical: str, target: str) -> None:
+        os.symlink(target, self.disk(canonical))
+
+    def _store_hardlink(self, canonical: str, target: str) -> None:
+        os.link(self.disk(target), self.disk(canonical))
+
+    def _store_node(self, canonical: str) -> None:
+        self.disk(canonical).touch()  # a placeholder; the truth is in the table
+
+    def _store_remove(self, canonical: str, kind: str) -> None:
+        p = self.disk(canonical)
+        if p.is_symlink() or p.exists():
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+
+    def content(self, canonical: str) -> Content:
+        m = self.meta[canonical]
+        c = m.linkname if m.kind == HARDLINK else canonical
+        return Extent(self.disk(c), 0, self.meta[c].size)
+
+    def read(self, path: str) -> bytes:
+        c, m = self._file_meta(path)
         return self.disk(m.linkname if m.kind == HARDLINK else c).read_bytes()
 
     def open(self, canonical: str) -> BinaryIO:
@@ -275,15 +438,14 @@ class FsRoot:
         return open(self.disk(m.linkname if m.kind == HARDLINK else canonical), "rb")
 
     def walk(self) -> Iterator[tuple[str, Meta]]:
-        """The image tree in layer order: names byte-sorted per directory, each directory
-        before its contents, the root omitted. Listed from the disk; metadata from the table
-        (an entry on disk without metadata is a builder bug and raises)."""
+        """Listed from the disk; metadata from the table (an entry on disk without metadata
+        is a builder bug and raises)."""
         stack: list[tuple[str, Iterator[os.DirEntry[str]]]] = []
 
         def children(rel: str) -> Iterator[os.DirEntry[str]]:
             with os.scandir(self.disk(rel)) as it:
                 entries = list(it)
-            entries.sort(key=lambda e: os.fsencode(e.name))
+            entries.sort(key=lambda e: name_key(e.name))
             return iter(entries)
 
         stack.append(("", children("")))

@@ -1,9 +1,14 @@
 """The `install` stage: the apk database skeleton (InitDB), then each package's data tar laid
-into the on-disk image root in resolved order, then the installed db, scripts.tar and
-triggers.
+into the image filesystem in resolved order, then the installed db, scripts.tar and triggers.
 
 Interface: `install(state, expanded) -> None` where `state` is an `InstallState` already
-initialised with `init_db()` and `expanded` is the ExpandedPackage list in install order.
+initialised with `init_db()` and `expanded` is the ExpandedPackage list in install order. The
+filesystem model in `state.fs` comes from `new_filesystem(<implementation name>, root)`:
+
+- `reference`: an `FsRoot` — every file is extracted to a root directory on disk;
+- `fast`: a `MemFs` — nothing is written; file nodes are extents of the data tars.
+
+Both run the same rule code below (and in `builder.fsroot.FsModel`), so they cannot drift.
 
 apk rules reproduced (apko-notes §1.7): existing directories keep their mode, the last package
 that ships a directory sets its mtime; package content is owned 0:0 in the image (the installed
@@ -21,10 +26,11 @@ import hashlib
 import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from builder.apk.model import Package
 from builder.errors import FormatError
-from builder.fsroot import BLOCK, CHAR, DIR, FIFO, FsRoot
+from builder.fsroot import BLOCK, CHAR, DIR, FIFO, Extent, FsModel, FsRoot
 from builder.gotar import TarHeader, TarWriter
 from builder.installed_db import FileRecord, format_record
 from builder.stages.expand import ExpandedPackage
@@ -44,7 +50,7 @@ CHAR_DEVICES = [("dev/zero", 1, 5, 0o666), ("dev/urandom", 1, 9, 0o666),
 
 @dataclass
 class InstallState:
-    fs: FsRoot
+    fs: FsModel
     apk_arch: str
     source_date_epoch: int  # stamps scripts.tar entries (the options' epoch, not image time)
     packages: dict[str, Package] = field(default_factory=dict)  # installed, in order
@@ -54,13 +60,13 @@ class InstallState:
     bytes_in: int = 0  # data-tar bytes laid down
 
 
-def ensure_char_devices(fs: FsRoot) -> None:
+def ensure_char_devices(fs: FsModel) -> None:
     for path, major, minor, mode in CHAR_DEVICES:
         if not fs.exists(path, follow=False):
             fs.mknod(path, CHAR, major, minor, mode)
 
 
-def init_db(fs: FsRoot, apk_arch: str, keys: list[tuple[str, bytes]],
+def init_db(fs: FsModel, apk_arch: str, keys: list[tuple[str, bytes]],
             repositories: list[str], world: list[str]) -> None:
     """apk's database skeleton, InitKeyring, SetRepositories and SetWorld (apko-notes §1.3)."""
     for path, mode in _BASE_DIRS:
@@ -151,10 +157,10 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
                     prev[:] = [r for r in prev
                                if r.is_dir or fs.resolve(r.path, follow=False) != canon]
             if e.type in ("0", "7"):
-                data.seek(e.data_offset)
-                fs.write_file(name, data, e.mode & 0o7777, mtime=e.mtime, package=pkg.name,
+                fs.write_file(name, Extent(exp.data_tar, e.data_offset, e.size, data),
+                              e.mode & 0o7777, mtime=e.mtime, package=pkg.name,
                               checksum=_sha1_hex(e.checksum) if e.checksum else "",
-                              size=e.size, who=who, xattrs=e.xattrs)
+                              who=who, xattrs=e.xattrs)
                 state.bytes_in += e.size
             elif e.type == "2":
                 fs.symlink(name, e.linkname, mtime=e.mtime, package=pkg.name,
@@ -196,7 +202,7 @@ def write_db(state: InstallState) -> None:
     fs.write_file(TRIGGERS, "".join(state.triggers).encode())
 
 
-def resolve_apk_db(fs: FsRoot) -> None:
+def resolve_apk_db(fs: FsModel) -> None:
     """`/lib/apk -> ../usr/lib/apk` unless `/lib` already is the usr-merged `usr/lib`."""
     if fs.resolve("lib") == "usr/lib":
         return
@@ -213,6 +219,27 @@ def install_reference(state: InstallState, expanded: list[ExpandedPackage]) -> N
     resolve_apk_db(state.fs)
 
 
+def install_fast(state: InstallState, expanded: list[ExpandedPackage]) -> None:
+    """The same rules as the reference; fast because `state.fs` is a MemFs (no file bytes
+    are copied: file nodes point into the data tars)."""
+    for exp in expanded:
+        install_package(state, exp)
+    write_db(state)
+    resolve_apk_db(state.fs)
+
+
+def new_filesystem(name: str, root: Path) -> FsModel:
+    """The filesystem model the install implementation `name` lays packages into (`root` is
+    where an on-disk model puts its files)."""
+    if name == "fast":
+        from builder.memfs import MemFs
+
+        return MemFs()
+    return FsRoot(root)
+
+
 IMPLEMENTATIONS: dict[str, Callable[[InstallState, list[ExpandedPackage]], None]] = {
     "reference": install_reference,
+    "fast": install_fast,
 }
+FAST = "fast"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from builder.config import ImageConfig, locked_json, runtime_repositories
 from builder.errors import ConfigError, FormatError
-from builder.fsroot import FILE, HARDLINK, FsRoot
+from builder.fsroot import FILE, HARDLINK, FsModel
 from builder.gojson import dumps_encoder
 from builder.stages.install import ensure_char_devices
 
@@ -33,14 +33,14 @@ class MutateResult:
     user: str  # OCI config User ("" when run-as is not set)
 
 
-def _read_lines(fs: FsRoot, path: str) -> tuple[list[str], bool]:
+def _read_lines(fs: FsModel, path: str) -> tuple[list[str], bool]:
     if not fs.exists(path):
         return [], False
     text = fs.read(path).decode("utf-8", "replace")
     return [ln for ln in text.splitlines() if ln.strip()], True
 
 
-def _write_text(fs: FsRoot, path: str, lines: list[str], mode: int, existed: bool) -> None:
+def _write_text(fs: FsModel, path: str, lines: list[str], mode: int, existed: bool) -> None:
     data = "".join(f"{ln}\n" for ln in lines).encode()
     if existed:
         m = fs.get(path)
@@ -50,7 +50,7 @@ def _write_text(fs: FsRoot, path: str, lines: list[str], mode: int, existed: boo
         fs.write_file(path, data, mode)
 
 
-def mutate_accounts(fs: FsRoot, cfg: ImageConfig) -> str:
+def mutate_accounts(fs: FsModel, cfg: ImageConfig) -> str:
     """groups, users (passwd/shadow, homes) and the numeric `run-as`."""
     acc = cfg.accounts
     if acc.groups:
@@ -82,7 +82,7 @@ def mutate_accounts(fs: FsRoot, cfg: ImageConfig) -> str:
     return run_as
 
 
-def _parse_passwd(fs: FsRoot) -> dict[str, tuple[int, int, str]]:
+def _parse_passwd(fs: FsModel) -> dict[str, tuple[int, int, str]]:
     out: dict[str, tuple[int, int, str]] = {}
     lines, _ = _read_lines(fs, "etc/passwd")
     for ln in lines:
@@ -92,7 +92,7 @@ def _parse_passwd(fs: FsRoot) -> dict[str, tuple[int, int, str]]:
     return out
 
 
-def _permissions(fs: FsRoot, path: str, mode: int, uid: int, gid: int,
+def _permissions(fs: FsModel, path: str, mode: int, uid: int, gid: int,
                  recursive: bool, who: str) -> None:
     canon = fs.resolve(path, who=who)
     if canon not in fs.meta:
@@ -108,7 +108,7 @@ def _permissions(fs: FsRoot, path: str, mode: int, uid: int, gid: int,
             m.uid, m.gid = uid, gid
 
 
-def mutate_paths(fs: FsRoot, cfg: ImageConfig) -> None:
+def mutate_paths(fs: FsModel, cfg: ImageConfig) -> None:
     for i, p in enumerate(cfg.paths):
         who = f"{cfg.source_file}: paths[{i}] ({p.path})"
         path = p.path.lstrip("/")
@@ -132,14 +132,14 @@ def mutate_paths(fs: FsRoot, cfg: ImageConfig) -> None:
             raise ConfigError(str(exc)) from None
 
 
-def write_services(fs: FsRoot, cfg: ImageConfig) -> None:
+def write_services(fs: FsModel, cfg: ImageConfig) -> None:
     for name, cmd in sorted(cfg.entrypoint.services.items()):
         fs.mkdir_all("sv", 0o777)
         fs.mkdir_all(f"sv/{name}", 0o777)
         fs.write_file(f"sv/{name}/run", f"#!/bin/execlineb\n{cmd}\n".encode(), 0o755)
 
 
-def busybox_links(fs: FsRoot) -> None:
+def busybox_links(fs: FsModel) -> None:
     """Links to /bin/busybox listed by packages in /etc/busybox-paths.d/*."""
     if not fs.exists("bin/busybox") or not fs.is_dir("etc/busybox-paths.d"):
         return
@@ -157,12 +157,12 @@ def busybox_links(fs: FsRoot) -> None:
             fs.symlink(target, "/bin/busybox")
 
 
-def write_apko_json(fs: FsRoot, ctx: MutateContext) -> None:
+def write_apko_json(fs: FsModel, ctx: MutateContext) -> None:
     doc = locked_json(ctx.cfg, ctx.arch, ctx.pinned)
     fs.write_file("etc/apko.json", dumps_encoder(doc), 0o444)
 
 
-def mutate_reference(fs: FsRoot, ctx: MutateContext) -> MutateResult:
+def mutate_reference(fs: FsModel, ctx: MutateContext) -> MutateResult:
     user = mutate_accounts(fs, ctx.cfg)
     write_apko_json(fs, ctx)
     mutate_paths(fs, ctx.cfg)
@@ -174,6 +174,6 @@ def mutate_reference(fs: FsRoot, ctx: MutateContext) -> MutateResult:
     return MutateResult(user=user)
 
 
-IMPLEMENTATIONS: dict[str, Callable[[FsRoot, MutateContext], MutateResult]] = {
+IMPLEMENTATIONS: dict[str, Callable[[FsModel, MutateContext], MutateResult]] = {
     "reference": mutate_reference,
 }

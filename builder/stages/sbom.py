@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from builder.fsroot import FsRoot
+from builder.fsroot import FsModel
 from builder.oci.sbom import SbomPackage, image_sbom, parse_os_release
 
 
-def sbom_reference(result: Any, fs: FsRoot, outdir: Path, repo: str) -> Path:
+def sbom_reference(result: Any, fs: FsModel, outdir: Path, repo: str) -> Path:
     os_release = parse_os_release(
         fs.read("etc/os-release").decode("utf-8", "replace")
         if fs.exists("etc/os-release") else None)
