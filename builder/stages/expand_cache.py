@@ -49,6 +49,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -74,8 +75,8 @@ from builder.stages.expand import ControlEntry, ExpandedPackage
 log = logging.getLogger(__name__)
 
 FORMAT = 1  # bump when the artefacts' content or meaning changes
-CHUNK = 1 << 20  # compressed bytes fed per decompress call
-OUT_LIMIT = 4 << 20  # most uncompressed bytes produced per decompress call
+CHUNK = 1 << 19  # compressed bytes fed per decompress call (512 KiB: measured best)
+OUT_LIMIT = 1 << 19  # most uncompressed bytes per decompress call (pieces stay in L2)
 COPY_CHUNK = 1 << 20
 
 
@@ -143,6 +144,27 @@ def _control_from_json(raw: bytes) -> tuple[dict[str, list[str]], list[ControlEn
         d["data"] = base64.b64decode(d["data"])
         control.append(ControlEntry(**d))
     return doc["pkginfo"], control
+
+
+# -- tar index JSON --------------------------------------------------------------------------
+
+_ENTRY_FIELDS = [f.name for f in dataclass_fields(TarEntry)]
+
+
+def tar_index_to_json(index: TarIndex) -> bytes:
+    """`TarIndex` as compact JSON: one array per entry (field order in "fields"). About twice
+    as fast to load as `TarIndex.to_json`'s object-per-entry form, which matters on hot loads
+    of packages with tens of thousands of files."""
+    rows = [[getattr(e, name) for name in _ENTRY_FIELDS] for e in index.entries]
+    return json.dumps({"end": index.end_offset, "fields": _ENTRY_FIELDS, "rows": rows},
+                      separators=(",", ":")).encode()
+
+
+def tar_index_from_json(raw: bytes) -> TarIndex:
+    doc = json.loads(raw)
+    if doc["fields"] != _ENTRY_FIELDS:
+        raise ValueError("tar index fields differ from this version's TarEntry")
+    return TarIndex(entries=[TarEntry(*row) for row in doc["rows"]], end_offset=doc["end"])
 
 
 # -- block index JSON ------------------------------------------------------------------------
@@ -239,7 +261,11 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths) -> FastExpanded
     if doc.get("data_section_size") != layout.data_size:
         raise _Stale("data section size differs from the manifest")
     arts = doc.get("artefacts") or {}
-    fields, control = _control_from_json(_read_checked(paths.control, arts.get(EXPANDED_CONTROL)))
+    try:
+        fields, control = _control_from_json(
+            _read_checked(paths.control, arts.get(EXPANDED_CONTROL)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _Stale(f"control info unreadable: {exc}") from None
     pkg = _package(layout, fields)
     if not pkg.datahash:
         # The key does not pin the data section: compare its hash with the manifest's.
@@ -248,7 +274,10 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths) -> FastExpanded
             got = _sha256_range(mm, layout.control_end, layout.size)
         if got != doc.get("data_section_sha256"):
             raise _Stale("data section differs from the one the artefacts were made from")
-    index = TarIndex.from_json(_read_checked(paths.tar_index, arts.get(EXPANDED_TAR_INDEX)))
+    try:
+        index = tar_index_from_json(_read_checked(paths.tar_index, arts.get(EXPANDED_TAR_INDEX)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _Stale(f"tar index unreadable: {exc}") from None
     tar_record = arts.get(EXPANDED_DATA_TAR)
     _check_data_tar(paths.data_tar, tar_record)
     return FastExpandedPackage(
@@ -366,7 +395,7 @@ def _build(layout: ApkLayout, cache: Cache, paths: ExpandedPaths) -> FastExpande
         view.release()
         with contextlib.suppress(BufferError):
             mm.close()
-    index_raw = index.to_json()
+    index_raw = tar_index_to_json(index)
     control_raw = _control_json(layout, fields, control)
     cache.write_bytes(paths.tar_index, index_raw)
     cache.write_bytes(paths.control, control_raw)
