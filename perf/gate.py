@@ -1,6 +1,8 @@
-"""The regression gate: a row fails when HEAD is *significantly* slower than BASE (its CI
-lies above 1 and the absolute change is above the floor) AND the median ratio exceeds the
-row's threshold. Thresholds: one for the total, optional per stage; stages not listed use
+"""The regression gate: a row fails when HEAD is *confidently* slower than BASE by more than
+the row's threshold: the verdict is "slower" (CI above 1, change above the absolute floor) AND
+the lower bound of the ratio's confidence interval exceeds 1 + threshold. Requiring the whole
+interval past the threshold, not just the median, is what keeps A/A runs on a shared, noisy
+machine from raising false alarms while a real slowdown (a far-off interval) still fails. Thresholds: one for the total, optional per stage; stages not listed use
 the stage default, which is looser because short stages are noisier (see `apkperf
 calibrate`)."""
 
@@ -57,13 +59,13 @@ class Failure:
         r = self.row
         return (f"{r.scenario}/{r.stage}: {100 * (r.ratio - 1):+.1f}% "
                 f"({r.base_median:.3f} s -> {r.head_median:.3f} s, 95% CI x{r.ci_lo:.2f}"
-                f"..x{r.ci_hi:.2f}) exceeds the {self.threshold_pct:g}% threshold")
+                f"..x{r.ci_hi:.2f}) is beyond the {self.threshold_pct:g}% threshold")
 
 
 def evaluate(rows: list[Row], thresholds: Thresholds) -> list[Failure]:
     failures = []
     for r in rows:
         limit = thresholds.for_stage(r.stage)
-        if r.verdict == stats.SLOWER and r.ratio > 1.0 + limit / 100.0:
+        if r.verdict == stats.SLOWER and r.ci_lo > 1.0 + limit / 100.0:
             failures.append(Failure(r, limit))
     return failures

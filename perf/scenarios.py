@@ -27,6 +27,7 @@ import subprocess
 import tarfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,7 +117,9 @@ def missing_from_cache(cache_dir: Path, packages: list[Package]) -> list[str]:
 
 
 def apk_requests(requests: list[dict]) -> list[str]:
-    return [r.get("path", "") for r in requests if str(r.get("path", "")).endswith(".apk")]
+    """Paths (URL-unquoted: `libstdc%2B%2B` -> `libstdc++`) of the `.apk` files requested."""
+    return [urllib.parse.unquote(str(r.get("path", ""))) for r in requests
+            if str(r.get("path", "")).endswith(".apk")]
 
 
 def packages_by_filename(packages: list[Package]) -> dict[str, Package]:
