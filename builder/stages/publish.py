@@ -3,15 +3,20 @@
 Interface: `publish(result, refs) -> PushSummary` where `result` is the pipeline's
 BuildResult and `refs` are image references (`host[:port]/repo[:tag]`); all refs must name the
 same registry repository when several tags are given for one push.
+
+Implementations: `reference` (one blob upload at a time) and `parallel` (the `fast`
+profile: up to PARALLEL_UPLOADS blob uploads at once, largest first, and one thread per
+target repository). Both skip blobs the registry already has (HEAD first).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from builder.oci.layout import BlobSource
-from builder.oci.registry import Registry, parse_reference, push_image
+from builder.oci.registry import PushResult, Registry, parse_reference, push_image
 from builder.pipeline import BuildResult
 
 
@@ -23,8 +28,11 @@ class PushSummary:
     bytes_uploaded: int = 0
 
 
-def publish_reference(result: BuildResult, refs: list[str]) -> PushSummary:
-    """Serial per repository: one push per distinct (registry, repository)."""
+PARALLEL_UPLOADS = 4
+
+
+def _publish(result: BuildResult, refs: list[str], workers: int,
+             concurrent_repos: bool) -> PushSummary:
     groups: dict[tuple[str, str], list[str]] = {}
     for ref in refs:
         r = parse_reference(ref)
@@ -35,9 +43,18 @@ def publish_reference(result: BuildResult, refs: list[str]) -> PushSummary:
     sizes = {s.digest: s.size for s in layers}
     sizes.update({img.config.digest: img.config.size for img in result.images})
     summary = PushSummary(index_digest=result.index.digest)
-    for (host, repo), tags in groups.items():
-        reg = Registry.for_host(host)
-        pushed = push_image(reg, repo, tags, result.index, result.images, layers, workers=1)
+
+    def push(target: tuple[str, str]) -> PushResult:
+        host, repo = target
+        return push_image(Registry.for_host(host), repo, groups[target], result.index,
+                          result.images, layers, workers=workers)
+
+    if concurrent_repos and len(groups) > 1:
+        with ThreadPoolExecutor(len(groups)) as pool:
+            results = list(pool.map(push, groups))
+    else:
+        results = [push(target) for target in groups]
+    for pushed in results:
         summary.index_digest = pushed.index_digest
         summary.uploaded += pushed.uploaded
         summary.skipped += pushed.skipped
@@ -45,6 +62,18 @@ def publish_reference(result: BuildResult, refs: list[str]) -> PushSummary:
     return summary
 
 
+def publish_reference(result: BuildResult, refs: list[str]) -> PushSummary:
+    """Serial: one repository after the other, one blob upload at a time."""
+    return _publish(result, refs, 1, False)
+
+
+def publish_parallel(result: BuildResult, refs: list[str]) -> PushSummary:
+    """Concurrent blob uploads (largest first) and repositories pushed side by side."""
+    return _publish(result, refs, PARALLEL_UPLOADS, True)
+
+
 IMPLEMENTATIONS: dict[str, Callable[[BuildResult, list[str]], PushSummary]] = {
     "reference": publish_reference,
+    "parallel": publish_parallel,
 }
+FAST = "parallel"

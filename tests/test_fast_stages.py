@@ -1,0 +1,388 @@
+"""The fast install/layer/compress stages: same bytes as the reference.
+
+Invariant 1 (DESIGN §2): with the same compressor the `fast` profile gives the reference's
+blob, manifest and index digests; with its own compressor (`isal-mt`) the same diffIDs and
+config digests. Checked on apko's golden fixture, real Alpine/Wolfi/melange packages, a
+generated corpus and random package sets (hypothesis); plus the pieces on their own: the
+streaming gzip sink and the in-memory filesystem's rules.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import random
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from builder import impl
+from builder.apk.index import index_record_from_apk, write_index
+from builder.apk.package import read_apk
+from builder.apk.signing import generate_key
+from builder.apk.writer import DataEntry, build_apk
+from builder.errors import ApkImageError, FormatError
+from builder.fsroot import FsRoot
+from builder.gzsink import GzipSink
+from builder.memfs import MemFs
+from builder.pipeline import BuildOptions, build
+from builder.spans import SpanRecorder
+from builder.stages.compress import IMPLEMENTATIONS as COMPRESSORS
+from builder.stages.compress import compress_zlib, parametric
+from builder.stages.layer import layer_fast, layer_reference
+from tests.conftest import FIXTURES
+from tests.test_golden import CONFIGS, DIFF_IDS, build_golden
+
+SAME_COMPRESSOR = "fast,compress=reference"
+
+
+def _build(config: Path, cache: Path, spec: str, work: Path) -> tuple[dict, list]:
+    """Build with `spec`; the summary (digests per arch) and the spans."""
+    rec = SpanRecorder()
+    work.mkdir(parents=True, exist_ok=True)
+    opts = BuildOptions(config=str(config), cache_dir=str(cache), impl=impl.parse_impl(spec),
+                        sbom=True)
+    res = build(opts, work, rec)
+    return res.summary(opts.impl), rec.spans
+
+
+def _assert_equivalent(config: Path, tmp: Path) -> None:
+    ref, _ = _build(config, tmp / "cache-ref", "reference", tmp / "w-ref")
+    same, _ = _build(config, tmp / "cache-fast", SAME_COMPRESSOR, tmp / "w-same")
+    fast, spans = _build(config, tmp / "cache-fast", "fast", tmp / "w-fast")
+    assert same["index_digest"] == ref["index_digest"]
+    for arch, m in ref["manifests"].items():
+        assert same["manifests"][arch] == m
+        assert fast["manifests"][arch]["diff_ids"] == m["diff_ids"]
+        assert fast["manifests"][arch]["config_digest"] == m["config_digest"]
+    comp = [s for s in spans if s.name == "compress"]
+    assert comp and all(s.attrs["compressor"] == "isal" and s.attrs["mode"] == "blocks"
+                        and s.attrs["streamed"] for s in comp)
+
+
+# ---------------------------------------------------------------------------- golden
+
+
+def test_golden_fast_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    ref = build_golden(tmp_path, tmp_path / "ref")["image"]
+    same = build_golden(tmp_path, tmp_path / "same", "--impl", SAME_COMPRESSOR)["image"]
+    doc = build_golden(tmp_path, tmp_path / "fast", "--impl", "fast")
+    fast = doc["image"]
+    assert same == {**ref, "impl": same["impl"]}
+    for arch in ("amd64", "arm64"):
+        assert fast["manifests"][arch]["diff_ids"] == [DIFF_IDS[arch]]
+        assert fast["manifests"][arch]["config_digest"] == CONFIGS[arch]
+    assert fast["impl"]["install"] == "fast" and fast["impl"]["layer"] == "fast"
+    # The compressor's settings are in the spans, not in the image config.
+    comp = [s for s in doc["spans"] if s["name"] == "compress"]
+    assert {s["attrs"]["level"] for s in comp} == {"1"}
+    assert {s["attrs"]["block_size"] for s in comp} == {str(1 << 20)}
+    blobs = tmp_path / "fast" / "blobs" / "sha256"
+    for arch in ("amd64", "arm64"):
+        cfg = (blobs / fast["manifests"][arch]["config_digest"][7:]).read_text()
+        assert "isal" not in cfg and "compress" not in cfg
+
+
+# ---------------------------------------------------------------------------- real packages
+
+REAL = {
+    "x86_64": ["alpine/curl-7.83.1-r1.apk", "alpine/strace-5.17-r0.apk",
+               "wolfi/ruby3.2-base64-0.2.0-r2.apk",
+               "melange-local/tzdata-2023c-r0.multimember.x86_64.apk",
+               "melange-local/pretend-baselayout-1.0.0-r0.apk",
+               "melange-local/replayout-1.0.0-r0.apk",  # replaces pretend-baselayout
+               "melange-local/hello-0.1.0-r0.apk"],
+    "aarch64": ["wolfi/hello-wolfi-2.12-r1.apk", "wolfi/libcap-2.69-r0.apk",
+                "wolfi/wolfi-base-1-r1.aarch64.apk", "wolfi/kubeflow-pipelines-2.1.3-r7.apk",
+                "alpine/alpine-baselayout-3.2.0-r23.aarch64.apk",
+                "melange-local/replaces-0.0.1-r0.apk"],
+}
+
+
+@pytest.fixture(scope="module")
+def signing_key() -> tuple[bytes, bytes]:
+    return generate_key(2048)
+
+
+def _repo_from_apks(tmp: Path, apks: dict[str, bytes], key: tuple[bytes, bytes],
+                    packages: list[str] | None = None, arch: str = "x86_64") -> Path:
+    """A signed repository of `apks` (file name -> bytes) for `arch` and an apko.yaml."""
+    private, public = key
+    repo = tmp / "repo" / arch
+    repo.mkdir(parents=True)
+    records = []
+    for name, data in apks.items():
+        rec = index_record_from_apk(read_apk(data, name), len(data))
+        rec.depends = []  # keep the repository self-contained
+        records.append(rec)
+        (repo / rec.filename).write_bytes(data)
+    (repo / "APKINDEX.tar.gz").write_bytes(write_index(records, private, "local.rsa.pub"))
+    (tmp / "local.rsa.pub").write_bytes(public)
+    names = packages if packages is not None else sorted(r.name for r in records)
+    cfg = tmp / "apko.yaml"
+    cfg.write_text(f"contents:\n  keyring: [{tmp / 'local.rsa.pub'}]\n"
+                   f"  repositories: [{tmp / 'repo'}]\n"
+                   f"  packages: [{', '.join(names)}]\n"
+                   "accounts:\n  users: [{username: app, uid: 1000}]\n  run-as: app\n"
+                   f"archs: [{arch}]\n")
+    return cfg
+
+
+@pytest.mark.parametrize("arch", sorted(REAL))
+def test_real_packages(tmp_path: Path, signing_key: tuple[bytes, bytes], arch: str) -> None:
+    apks = {p: (FIXTURES / "apk" / p).read_bytes() for p in REAL[arch]}
+    _assert_equivalent(_repo_from_apks(tmp_path, apks, signing_key, arch=arch), tmp_path)
+
+
+def test_generated_small_corpus(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from perf.workloads import prepare_workload
+
+    root = tmp_path_factory.mktemp("workloads")
+    wl = prepare_workload("small", root)
+    _assert_equivalent(wl.config_path, tmp_path_factory.mktemp("small-builds"))
+
+
+# ---------------------------------------------------------------------------- random sets
+
+_DIRS = ["usr", "usr/lib", "usr/bin", "etc", "etc/conf.d", "opt", "opt/x"]
+_LINK_TARGETS = ["f1", "../bin/f1", "/usr/lib", "usr/lib/f1", "/etc/../../f2", "opt",
+                 "/usr/bin", "l1"]
+_CONTENTS = [b"", b"same\n", b"x" * 700, bytes(range(256)) * 9]
+
+
+@st.composite
+def package_sets(draw: st.DrawFn) -> list[tuple[str, list[DataEntry], list[str]]]:
+    n = draw(st.integers(1, 3))
+    out = []
+    for i in range(n):
+        entries: dict[str, DataEntry] = {}
+        mtime = draw(st.sampled_from([0, 1000, 2000]))
+
+        def add_dir(path: str, entries: dict[str, DataEntry] = entries,
+                    mtime: int = mtime) -> None:
+            parent = path.rpartition("/")[0]
+            if parent:
+                add_dir(parent)
+            if path not in entries:
+                entries[path] = DataEntry(path, "dir", draw(st.sampled_from(
+                    [0o755, 0o700, 0o2775])), mtime=mtime)
+
+        if i == 0 and draw(st.booleans()):
+            entries["lib"] = DataEntry("lib", "symlink", linkname="usr/lib", mtime=mtime)
+        files: list[str] = []
+        for _ in range(draw(st.integers(0, 6))):
+            d = draw(st.sampled_from(_DIRS + ["lib"]))
+            kind = draw(st.sampled_from(["file", "file", "symlink", "hardlink", "dir"]))
+            path = f"{d}/{draw(st.sampled_from(['f1', 'f2', 'l1', 'sub']))}"
+            if path in entries or (d == "lib" and "lib" not in entries and i == 0):
+                continue
+            if d != "lib":
+                add_dir(d)
+            if kind == "file":
+                entries[path] = DataEntry(path, "file", draw(st.sampled_from(
+                    [0o644, 0o755, 0o4755])), mtime=mtime, data=draw(st.sampled_from(
+                        _CONTENTS)))
+                files.append(path)
+            elif kind == "symlink":
+                entries[path] = DataEntry(path, "symlink", linkname=draw(
+                    st.sampled_from(_LINK_TARGETS)), mtime=mtime)
+            elif kind == "hardlink" and files:
+                entries[path] = DataEntry(path, "hardlink", linkname=draw(
+                    st.sampled_from(files)), mtime=mtime)
+            elif kind == "dir":
+                add_dir(path)
+        replaces = draw(st.lists(st.sampled_from([f"p{j}" for j in range(i)]), unique=True)) \
+            if i else []
+        out.append((f"p{i}", list(entries.values()), replaces))
+    return out
+
+
+@settings(max_examples=20, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(pkgs=package_sets())
+def test_random_package_sets(pkgs: list[tuple[str, list[DataEntry], list[str]]],
+                             signing_key: tuple[bytes, bytes]) -> None:
+    """Random overlapping dirs, symlinks (usrmerge, absolute, escaping), hardlinks and
+    replaces: both ways succeed with the same digests, or fail with the same error."""
+    with tempfile.TemporaryDirectory(prefix="fast-prop-") as t:
+        tmp = Path(t)
+        apks = {}
+        for name, entries, replaces in pkgs:
+            info: dict[str, list[str]] = {"pkgname": [name], "pkgver": ["1-r0"],
+                                          "arch": ["x86_64"], "builddate": ["1700000000"],
+                                          "license": ["MIT"], "origin": [name]}
+            if replaces:
+                info["replaces"] = replaces
+            apks[f"{name}.apk"] = build_apk(info, entries, None, "none", level=1)
+        cfg = _repo_from_apks(tmp, apks, signing_key, [n for n, _, _ in pkgs])
+        outcome = {}
+        for spec in ("reference", SAME_COMPRESSOR):
+            try:
+                summary, _ = _build(cfg, tmp / f"cache-{spec}", spec, tmp / f"w-{spec}")
+                outcome[spec] = summary["index_digest"]
+            except ApkImageError as exc:
+                outcome[spec] = f"error: {exc}"
+        assert outcome["reference"] == outcome[SAME_COMPRESSOR]
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def _sample(n: int) -> bytes:
+    rnd = random.Random(n)
+    words = [bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 12))) for _ in range(300)]
+    return b"".join(rnd.choice(words) for _ in range(n // 6))[:n]
+
+
+@pytest.mark.parametrize("engine,level", [("zlib", 6), ("isal", 1)])
+def test_sink_serial_equals_file_compression(tmp_path: Path, engine: str, level: int) -> None:
+    data = _sample(2_700_000)
+    (tmp_path / "in").write_bytes(data)
+    want = compress_zlib(tmp_path / "in", tmp_path / "want.gz", level, engine)
+    rnd = random.Random(7)
+    sink = GzipSink(tmp_path / "got.gz", engine, level)
+    pos = 0
+    while pos < len(data):
+        n = rnd.choice([1, 511, 1 << 20, 3 << 19, 40_000])
+        sink.write(data[pos:pos + n])
+        pos += n
+    got = sink.close()
+    assert (got.digest, got.size, got.size_in) == (want.digest, want.size, len(data))
+
+
+def test_sink_blocks_deterministic_and_valid(tmp_path: Path) -> None:
+    data = _sample(3_500_000)
+    digests = set()
+    for threads, piece in [(1, 1 << 20), (2, 4096), (4, 999_999)]:
+        sink = GzipSink(tmp_path / "b.gz", "isal", 1, threads=threads, block_size=1 << 20)
+        for i in range(0, len(data), piece):
+            sink.write(bytearray(data[i:i + piece]))
+        res = sink.close()
+        raw = (tmp_path / "b.gz").read_bytes()
+        assert gzip.decompress(raw) == data
+        assert res.digest == "sha256:" + hashlib.sha256(raw).hexdigest()
+        assert raw[:10] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+        digests.add(res.digest)
+    assert len(digests) == 1
+    empty = GzipSink(tmp_path / "e.gz", "isal", 1, threads=2, block_size=1 << 20).close()
+    assert gzip.decompress((tmp_path / "e.gz").read_bytes()) == b"" and empty.size_in == 0
+
+
+def test_sink_abort_removes_output(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), GzipSink(tmp_path / "x.gz", "zlib", 6) as sink:
+        sink.write(b"abc")
+        raise RuntimeError("producer failed")
+    assert not (tmp_path / "x.gz").exists()
+
+
+def test_compressor_file_and_stream_agree(tmp_path: Path) -> None:
+    data = _sample(1_500_000)
+    (tmp_path / "in").write_bytes(data)
+    for comp in (COMPRESSORS["isal-mt"], parametric("isal:2"), parametric("zlib:1")):
+        assert comp is not None
+        whole = comp(tmp_path / "in", tmp_path / "w.gz")
+        sink = comp.sink(tmp_path / "s.gz")
+        sink.write(data)
+        assert sink.close().digest == whole.digest
+        assert gzip.decompress((tmp_path / "w.gz").read_bytes()) == data
+
+
+def _populate(fs: FsRoot | MemFs, tar_path: Path, offset: int) -> None:
+    from builder.fsroot import Extent
+
+    fs.mkdir_all("usr/lib", 0o755, mtime=5)
+    fs.symlink("lib", "usr/lib", mtime=6)
+    fs.write_file("lib/libz.so", Extent(tar_path, offset, 11), 0o755, mtime=7)
+    fs.hardlink("usr/lib/libz.hard", "lib/libz.so", mtime=8)
+    fs.write_file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\napp:x:7:7::/h:/bin/sh\n")
+    fs.mkdir("h", 0o700, uid=7, gid=7)
+    fs.symlink("usr/bin", "/usr/lib")
+    fs.write_file("usr/bin/tool", b"#!/bin/sh\n", 0o755)  # through the absolute link
+
+
+def test_memfs_matches_fsroot_walk_and_layer(tmp_path: Path) -> None:
+    payload = b"hello world"
+    (tmp_path / "data.tar").write_bytes(b"\0" * 100 + payload + b"\0" * 50)
+    disk, mem = FsRoot(tmp_path / "root"), MemFs()
+    for fs in (disk, mem):
+        fs.mkdir("etc")
+        _populate(fs, tmp_path / "data.tar", 100)
+    assert list(mem.walk()) == list(disk.walk())
+    assert mem.read("usr/lib/libz.hard") == disk.read("usr/lib/libz.hard") == payload
+    assert mem.read("usr/bin/tool") == b"#!/bin/sh\n"
+    ref = layer_reference(disk, tmp_path / "ref.tar")
+    fast = layer_fast(mem, tmp_path / "fast.tar")
+    assert (tmp_path / "ref.tar").read_bytes() == (tmp_path / "fast.tar").read_bytes()
+    assert (ref.diff_id, ref.size, ref.entries) == (fast.diff_id, fast.size, fast.entries)
+    with tarfile.open(tmp_path / "fast.tar") as tf:
+        assert tf.extractfile("usr/lib/libz.so").read() == payload  # type: ignore[union-attr]
+        assert tf.getmember("h").uname == "app"
+
+
+@pytest.mark.parametrize("bad", ["../x", "usr/../../x", "/etc/x"])
+def test_memfs_rejects_escapes_like_fsroot(tmp_path: Path, bad: str) -> None:
+    errors = []
+    for fs in (FsRoot(tmp_path / "root"), MemFs()):
+        with pytest.raises(FormatError) as info:
+            fs.check_entry_name(bad, "pkg-1")
+            fs.resolve(bad, who="pkg-1")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and "pkg-1" in errors[0]
+
+
+def test_memfs_symlink_cannot_lead_out(tmp_path: Path) -> None:
+    """An absolute link target is relative to the image root; one that climbs above the
+    root is an error — in both models, with the same message."""
+    errors = []
+    for fs in (FsRoot(tmp_path / "root"), MemFs()):
+        fs.mkdir("etc")
+        fs.symlink("abs", "/etc")
+        fs.write_file("abs/shadow", b"mine")
+        assert fs.resolve("abs/shadow") == "etc/shadow" and fs.read("etc/shadow") == b"mine"
+        fs.symlink("up", "../../../../etc")
+        with pytest.raises(FormatError) as info:
+            fs.write_file("up/shadow", b"theirs", who="pkg-2")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and "escapes the image root" in errors[0]
+    assert not (tmp_path / "etc").exists()
+
+
+def test_layer_fast_truncated_data_tar(tmp_path: Path) -> None:
+    from builder.fsroot import Extent
+
+    (tmp_path / "short.tar").write_bytes(b"abc")
+    fs = MemFs()
+    fs.write_file("f", Extent(tmp_path / "short.tar", 0, 10))
+    with pytest.raises(FormatError, match="short.tar"):
+        layer_fast(fs, tmp_path / "l.tar")
+
+
+def test_scripts_and_db_identical_in_golden(tmp_path: Path) -> None:
+    """installed, scripts.tar and triggers come out byte-identical from the memory model."""
+    def files(out: Path) -> dict[str, bytes]:
+        index = json.loads((out / "index.json").read_text())
+        blobs = out / "blobs" / "sha256"
+        man = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
+        blob = (blobs / man["layers"][0]["digest"][7:]).read_bytes()
+        got = {}
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob))) as tf:
+            for ti in tf:
+                if ti.name.startswith("usr/lib/apk/db/") and ti.isfile():
+                    got[ti.name] = tf.extractfile(ti).read()  # type: ignore[union-attr]
+        return got
+
+    build_golden(tmp_path, tmp_path / "r")
+    build_golden(tmp_path, tmp_path / "f", "--impl", "fast")
+    ref, fast = files(tmp_path / "r"), files(tmp_path / "f")
+    assert set(ref) >= {"usr/lib/apk/db/installed", "usr/lib/apk/db/scripts.tar",
+                        "usr/lib/apk/db/triggers"}
+    assert ref == fast
+    shutil.rmtree(tmp_path / "r")
