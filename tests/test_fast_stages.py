@@ -386,3 +386,37 @@ def test_scripts_and_db_identical_in_golden(tmp_path: Path) -> None:
                         "usr/lib/apk/db/triggers"}
     assert ref == fast
     shutil.rmtree(tmp_path / "r")
+
+
+@pytest.mark.tools
+def test_publish_parallel_pushes_then_skips(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The fast profile publishes through concurrent uploads; a second push of the same
+    image, to two repositories at once, uploads only what the new repository lacks."""
+    import subprocess
+
+    from builder.cli import main
+    from tests.conftest import GOLDEN, require_tool
+    from tests.registry_fixture import run_registry
+    from tests.test_golden import golden_workdir
+
+    require_tool("docker-registry", "skopeo")
+    wd = golden_workdir(tmp_path)
+    with run_registry(tmp_path) as base:
+        host = base.split("://")[1]
+        argv = ["publish", str(GOLDEN / "apko.yaml"), f"{host}/golden:v1", "--workdir",
+                str(wd), "--cache-dir", str(tmp_path / "cache"), "--json", "--impl", "fast"]
+        assert main(argv) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert first["impl"]["publish"] == "parallel"
+        assert len(first["pushed"]["uploaded"]) == 4  # 2 layers + 2 configs
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                              f"docker://{host}/golden:v1"], check=True,
+                             capture_output=True).stdout
+        assert "sha256:" + hashlib.sha256(raw).hexdigest() == first["index_digest"]
+        argv[2:3] = [f"{host}/golden:v1", f"{host}/other:v1"]
+        assert main(argv) == 0
+        second = json.loads(capsys.readouterr().out)
+        assert second["index_digest"] == first["index_digest"]
+        assert sorted(second["pushed"]["skipped"]) == sorted(first["pushed"]["uploaded"])
+        assert sorted(second["pushed"]["uploaded"]) == sorted(first["pushed"]["uploaded"])
