@@ -173,6 +173,19 @@ def test_damaged_artefacts_are_detected_and_rebuilt(
     assert expand_cached(path, cache).from_cache  # and valid again
 
 
+def test_rebuild_removes_temp_files_left_by_a_killed_build(tmp_path: Path) -> None:
+    path = GOLDEN / "packages" / "x86_64" / "replayout-1.0.0-r0.apk"
+    cache = Cache(tmp_path)
+    pkg_dir = cache.expanded_paths(read_layout(path).key).dir
+    pkg_dir.mkdir(parents=True)
+    old, fresh = pkg_dir / ".tmp-old", pkg_dir / ".tmp-fresh"
+    old.write_bytes(b"x" * 1000)
+    fresh.write_bytes(b"y")
+    os.utime(old, (time.time() - 2 * expand_cache.STALE_TMP_SECONDS,) * 2)
+    assert not expand_cached(path, cache).from_cache
+    assert not old.exists() and fresh.exists()  # a live writer's temp file is left alone
+
+
 def _bad_package(tmp_path: Path) -> Path:
     good, evil = b"the real content\n", b"the evil content\n"
     entries = [

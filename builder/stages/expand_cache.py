@@ -45,6 +45,7 @@ import json
 import logging
 import mmap
 import os
+import time
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -78,6 +79,7 @@ FORMAT = 1  # bump when the artefacts' content or meaning changes
 CHUNK = 1 << 19  # compressed bytes fed per decompress call (512 KiB: measured best)
 OUT_LIMIT = 1 << 19  # most uncompressed bytes per decompress call (pieces stay in L2)
 COPY_CHUNK = 1 << 20
+STALE_TMP_SECONDS = 3600  # temp files untouched this long were left by a killed build
 
 
 def new_decompressor() -> Any:
@@ -452,7 +454,18 @@ def expand_cached(path: Path, cache: Cache) -> FastExpandedPackage:
         if reason != "no manifest":
             log.warning("cache: expansion of %s in %s is stale (%s); rebuilding",
                         path, paths.dir, reason)
+        _remove_stale_temps(paths.dir)
         return _build(layout, cache, paths)
+
+
+def _remove_stale_temps(directory: Path) -> None:
+    """Delete temp files a killed build left behind (a live writer, this stage's or a
+    download's, keeps touching its temp file, so only long-untouched ones go)."""
+    now = time.time()
+    for p in directory.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > STALE_TMP_SECONDS:
+                p.unlink()
 
 
 def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None = None,
