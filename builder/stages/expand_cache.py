@@ -157,7 +157,7 @@ def tar_index_to_json(index: TarIndex) -> bytes:
     """`TarIndex` as compact JSON: one array per entry (field order in "fields"). About twice
     as fast to load as `TarIndex.to_json`'s object-per-entry form, which matters on hot loads
     of packages with tens of thousands of files."""
-    rows = [[getattr(e, name) for name in _ENTRY_FIELDS] for e in index.entries]
+    rows = [list(vars(e).values()) for e in index.entries]  # __dict__ is in field order
     return json.dumps({"end": index.end_offset, "fields": _ENTRY_FIELDS, "rows": rows},
                       separators=(",", ":")).encode()
 
