@@ -186,6 +186,29 @@ def test_rebuild_removes_temp_files_left_by_a_killed_build(tmp_path: Path) -> No
     assert not old.exists() and fresh.exists()  # a live writer's temp file is left alone
 
 
+def test_package_without_datahash_is_keyed_by_its_data_too(tmp_path: Path) -> None:
+    """Without datahash the control member does not pin the data section: two .apks with
+    the same control and different data must not share an expansion."""
+    from builder.apk.writer import build_control, write_data_tar
+
+    control = build_control({"pkgname": ["nodh"], "pkgver": ["1-r0"]}, {}, 0)
+    apks = []
+    for i, text in enumerate((b"first\n", b"second\n")):
+        data, _ = write_data_tar([DataEntry("etc", "dir", 0o755),
+                                  DataEntry("etc/which", data=text)])
+        apks.append(tmp_path / f"nodh{i}.apk")
+        apks[-1].write_bytes(control + data)
+    cache = Cache(tmp_path / "cache")
+    first = expand_cached(apks[0], cache)
+    assert not first.package.datahash and not first.from_cache
+    assert expand_cached(apks[0], cache).from_cache
+    second = expand_cached(apks[1], cache)
+    assert not second.from_cache  # same key, other data: rebuilt, not reused
+    ref = expand_reference({"x": apks[1]}, tmp_path / "ref")["x"]
+    assert_same(ref, second)
+    assert second.read(second.entries[-1]) == b"second\n"
+
+
 def _bad_package(tmp_path: Path) -> Path:
     good, evil = b"the real content\n", b"the evil content\n"
     entries = [
