@@ -9,14 +9,15 @@ Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apk
         package.apk                 the .apk exactly as fetched (remote repositories only:
                                     local ones are read in place, but derived sections of
                                     their packages may still live in this directory)
-        data.tar                    the decompressed data section (fast `expand`)
-        tarindex.json               its tar-header index (`TarIndex.to_json`)
+        data.tar                    the decompressed data section (fast `expand`,
+                                    builder/stages/expand_cache.py)
+        tarindex.json               its tar-header index (TarEntry rows, compact JSON)
         control.json                control info install needs: .PKGINFO fields, scripts
                                     (base64), control SHA-1
         blocks.json                 DEFLATE block index of the data section (on demand)
-        expand.json                 manifest of the above, written LAST: size + SHA-256 of each
-                                    artefact (and a stat seal of data.tar); an artefact not
-                                    listed there, or not matching it, is rebuilt
+        expand.json                 manifest of the above, written LAST: size + SHA-256 of
+                                    each JSON artefact, size + CRC-32 of data.tar; an
+                                    artefact not listed there, or not matching it, is rebuilt
         .expand.lock                flock(2) taken while the artefacts are (re)built
       index/<uu>/<uhash>.json       one record per remote URL kept by URL (APKINDEX files,
                                     keyring keys), <uhash> = hex SHA-256 of the URL:
