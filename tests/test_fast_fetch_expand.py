@@ -252,6 +252,31 @@ def test_truncated_data_section_is_a_format_error(tmp_path: Path) -> None:
         expand_fast({"x": cut}, tmp_path / "wd", Cache(tmp_path / "cache"))
 
 
+@pytest.mark.parametrize("mangle", ["empty", "short", "garbage-after-data", "control-only",
+                                    "cut-in-control", "not-gzip"])
+def test_malformed_packages_are_format_errors_like_the_reference(mangle: str,
+                                                                 tmp_path: Path) -> None:
+    raw = TZDATA.read_bytes()
+    layout = read_layout(TZDATA)
+    bad = {
+        "empty": b"",
+        "short": raw[:10],
+        "garbage-after-data": raw + b"trailing junk",
+        "control-only": raw[: layout.control_end],
+        "cut-in-control": raw[: layout.control_start + 40],
+        "not-gzip": b"PK\x03\x04" + raw[4:],
+    }[mangle]
+    path = tmp_path / "bad.apk"
+    path.write_bytes(bad)
+    with pytest.raises(FormatError):
+        expand_reference({"x": path}, tmp_path / "ref")
+    # Trailing bytes also change the data section's SHA-256: the fast path checks datahash
+    # before it inflates, so it reports that.
+    fast_error = VerificationError if mangle == "garbage-after-data" else FormatError
+    with pytest.raises(fast_error):
+        expand_fast({"x": path}, tmp_path / "wd", Cache(tmp_path / "cache"))
+
+
 def _big_package(tmp_path: Path) -> Path:
     """A few MB of data so that concurrent expands really overlap."""
     entries = [DataEntry("usr", "dir", 0o755), DataEntry("usr/share", "dir", 0o755)]
