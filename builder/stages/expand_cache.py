@@ -2,7 +2,7 @@
 cache next to the package (keyed by the SHA-1 of its control member, what `C:` encodes).
 
 Artefacts per package directory (paths in `builder.repo.cache.ExpandedPaths`): `data.tar`
-(the decompressed data section), `tarindex.json` (`TarIndex`), `control.json` (.PKGINFO
+(the decompressed data section), `tarindex.json` (`TarIndex` as rows), `control.json` (.PKGINFO
 fields, control scripts, control SHA-1) and, on demand, `blocks.json` (DEFLATE block index).
 `expand.json`, the manifest, is written LAST and lists each artefact's size and hash; an
 artefact that is missing, unlisted or does not match is rebuilt.
@@ -442,10 +442,8 @@ def expand_cached(path: Path, cache: Cache) -> FastExpandedPackage:
     artefacts are valid, else built (once, under the package's lock) and cached."""
     layout = read_layout(path)
     paths = cache.expanded_paths(layout.key)
-    try:
+    with contextlib.suppress(_Stale):
         return _load(layout, cache, paths)
-    except _Stale as first:
-        reason = str(first)
     with _locked(paths):
         try:
             return _load(layout, cache, paths)  # another build may have just made it
