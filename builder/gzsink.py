@@ -74,6 +74,7 @@ class GzipSink:
         self._prev_tail: bytes | bytearray = b""
         self._closed = False
         self._inflight: deque[Future[None]] = deque()
+        self._free: deque[bytearray] = deque()  # unit-sized buffers the workers are done with
         self._depth = self.threads + 2
         self._file = open(self.path, "wb")  # noqa: SIM115 - closed in close()/abort()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="gzsink-write")
@@ -114,6 +115,18 @@ class GzipSink:
             rest = bytes(view[whole:])
             view.release()
             self._pending = bytearray(rest)
+
+    def reusable_buffer(self) -> bytearray | None:
+        """A unit-sized bytearray handed over by `write()` earlier that the workers no
+        longer use (for the producer to fill again instead of allocating), or None."""
+        try:
+            return self._free.popleft()
+        except IndexError:
+            return None
+
+    def _recycle(self, block: bytes | bytearray) -> None:
+        if isinstance(block, bytearray) and len(block) == self._unit:
+            self._free.append(block)
 
     def close(self) -> SinkResult:
         """Compress what is left, finish the member, wait for the workers; the result."""
@@ -165,7 +178,7 @@ class GzipSink:
             dictionary = self._prev_tail
             self._prev_tail = block[-WINDOW:]
             fut = self._pool.submit(self._deflate_block, block, dictionary)
-            job = lambda: self._retire_block(fut, len(block))  # noqa: E731
+            job = lambda: self._retire_block(fut, block)  # noqa: E731
         self._inflight.append(self._writer.submit(job))
         while len(self._inflight) > self._depth:
             self._inflight.popleft().result()  # back-pressure; re-raises worker errors
@@ -188,6 +201,7 @@ class GzipSink:
     def _serial(self, piece: bytes | bytearray) -> None:
         self._crc = zlib.crc32(piece, self._crc)
         self._emit(self._stream.compress(piece))
+        self._recycle(piece)
 
     def _deflate_block(self, block: bytes | bytearray,
                        dictionary: bytes | bytearray) -> tuple[bytes, int]:
@@ -195,10 +209,11 @@ class GzipSink:
         out = c.compress(block) + c.flush(self._lib.Z_SYNC_FLUSH)
         return out, self._lib.crc32(block)
 
-    def _retire_block(self, fut: Future[tuple[bytes, int]], length: int) -> None:
+    def _retire_block(self, fut: Future[tuple[bytes, int]], block: bytes | bytearray) -> None:
         out, crc = fut.result()
-        self._crc = _crc32_combine(self._crc, crc, length)
+        self._crc = _crc32_combine(self._crc, crc, len(block))
         self._emit(out)
+        self._recycle(block)
 
     def _finish(self) -> None:
         if self._pool is None:

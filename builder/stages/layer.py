@@ -135,8 +135,10 @@ class _BlockStream:
     """Assembles the tar in fresh FAST_BLOCK-sized buffers; full ones are hashed (diffID)
     and handed to `emit`."""
 
-    def __init__(self, emit: Callable[[bytearray], Any]) -> None:
+    def __init__(self, emit: Callable[[bytearray], Any],
+                 reuse: Callable[[], bytearray | None]) -> None:
         self._emit = emit
+        self._reuse = reuse  # a buffer the consumer is done with, or None
         self.hash = hashlib.sha256()
         self.size = 0
         self._buf = bytearray(FAST_BLOCK)
@@ -152,7 +154,7 @@ class _BlockStream:
         self.hash.update(buf)
         self.size += len(buf)
         self._emit(buf)
-        self._buf = bytearray(FAST_BLOCK)
+        self._buf = self._reuse() or bytearray(FAST_BLOCK)
         self._view = memoryview(self._buf)
         self._pos = 0
 
@@ -210,8 +212,18 @@ def layer_fast(fs: FsModel, out_path: Path | None, *, sink: Any = None) -> Layer
         raise ValueError("layer_fast: give exactly one of out_path and sink")
     users = _names(fs, "etc/passwd")
     groups = _names(fs, "etc/group")
-    out = open(out_path, "wb") if out_path is not None else None  # noqa: SIM115
-    stream = _BlockStream(sink.write if out is None else out.write)  # type: ignore[union-attr]
+    if out_path is not None:
+        out = open(out_path, "wb")  # noqa: SIM115 - closed below
+        spare: list[bytearray] = []
+
+        def to_file(buf: bytearray) -> None:
+            out.write(buf)
+            spare.append(buf)
+
+        stream = _BlockStream(to_file, lambda: spare.pop() if spare else None)
+    else:
+        out = None
+        stream = _BlockStream(sink.write, sink.reusable_buffer)
     count = 0
     try:
         put = stream.put
