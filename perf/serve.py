@@ -14,6 +14,7 @@ real network), and a JSON-lines request log. The harness reads the log to prove 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import ipaddress
@@ -24,6 +25,7 @@ import ssl
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -151,10 +153,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._conn_bytes = 0
 
     def do_GET(self) -> None:
-        self._serve(head=False)
+        with self.server.owner.in_flight():
+            self._serve(head=False)
 
     def do_HEAD(self) -> None:
-        self._serve(head=True)
+        with self.server.owner.in_flight():
+            self._serve(head=True)
 
     def _reply_empty(self, status: int, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -306,6 +310,10 @@ class RepoServer:
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        # Requests being answered: the client may see a response before it is logged, so
+        # `requests()` waits for these to finish.
+        self._busy = threading.Condition(self._lock)
+        self._in_flight = 0
         self._log: list[dict[str, Any]] = []
         self._log_file: Any = None
 
@@ -371,9 +379,22 @@ class RepoServer:
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def requests(self) -> list[dict[str, Any]]:
-        """Every request answered so far (oldest first), as logged."""
+    @contextlib.contextmanager
+    def in_flight(self) -> Iterator[None]:
         with self._lock:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                self._busy.notify_all()
+
+    def requests(self, settle_s: float = 5.0) -> list[dict[str, Any]]:
+        """Every request answered so far (oldest first), as logged — after waiting (at most
+        `settle_s`) for requests still being answered to be logged."""
+        with self._lock:
+            self._busy.wait_for(lambda: self._in_flight == 0, timeout=settle_s)
             return list(self._log)
 
     def clear_requests(self) -> None:
