@@ -24,29 +24,40 @@ provider, no recommends/suggests), `apt-get download` the `.deb`s into a cache, 
   each shared library's ELF dynamic section, `cmd:<name>` for executables in bin dirs;
 - two packages shipping the same file: the later one gets `replaces = <earlier>`.
 
-Downloads are cached by file name, conversions by the `.deb`'s SHA-256 plus the final
-`.PKGINFO` fields, so a second run is mostly copying.
+Everything is cached (see `convert_corpus`), so a second run is mostly copying: the closure
+by roots + the apt lists' stamp (apt-cache is slow: ~0.7 s a call), `.deb`s by apt's file
+name, their SHA-256 by (name, size, mtime), each `.deb`'s data section (parsed and compressed
+once — the only costly step) by its SHA-256, and each package's signature + control + index
+record by the `.deb` and the final `.PKGINFO` fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import lzma
+import os
 import posixpath
 import re
 import shutil
 import struct
 import subprocess
 import tarfile
+import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.apk.writer import DataEntry, build_apk
+from builder.apk.index import index_record_from_apk
+from builder.apk.model import Package
+from builder.apk.package import read_apk
+from builder.apk.signing import sign, signature_member
+from builder.apk.writer import DataEntry, build_apk, build_control, write_data_tar
 from perf.corpus import (
     ARCH,
     CorpusError,
@@ -375,28 +386,154 @@ def resolve_closure(roots: list[str]) -> list[str]:
     return sorted(real)
 
 
-def download(names: list[str], deb_dir: Path) -> dict[str, Path]:
-    """`apt-get download` every package not already in `deb_dir`; name → .deb path."""
+APT_LISTS = Path("/var/lib/apt/lists")
+APT_ETC = Path("/etc/apt")
+
+
+@dataclass(frozen=True)
+class DebFile:
+    """One `.deb` as apt names it: the file name `apt-get download` writes, its size and the
+    SHA-256 from the Packages index."""
+
+    name: str
+    filename: str
+    size: int
+    sha256: str
+
+
+def _apt_stamp() -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of the apt package lists and sources: what the closure and the
+    chosen `.deb` versions depend on. `apt-get update` changes it."""
+    stamp = []
+    candidates = [*(APT_LISTS.glob("*") if APT_LISTS.is_dir() else []),
+                  APT_ETC / "sources.list", *APT_ETC.glob("sources.list.d/*"),
+                  *APT_ETC.glob("preferences.d/*")]
+    for path in sorted(candidates):
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        if path.is_file() and path.name != "lock":
+            stamp.append((str(path), st.st_size, st.st_mtime_ns))
+    return stamp
+
+
+def apt_print_uris(names: list[str]) -> dict[str, DebFile]:
+    """The exact `.deb` apt would download for each of `names` (one `apt-get` call)."""
+    proc = subprocess.run(["apt-get", "download", "--print-uris", *names],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CorpusError(f"apt-get download --print-uris failed: {proc.stderr.strip()[-400:]}")
+    out: dict[str, DebFile] = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^'[^']+' (\S+) (\d+) SHA256:([0-9a-f]{64})$", line.strip())
+        if m:
+            filename = m.group(1)
+            name = filename.split("_", 1)[0]
+            out[name] = DebFile(name, filename, int(m.group(2)), m.group(3))
+    lost = sorted(set(names) - set(out))
+    if lost:
+        raise CorpusError(f"apt-get download --print-uris did not list: {', '.join(lost)}")
+    return out
+
+
+def resolve_debs(roots: list[str], cache_dir: Path) -> list[DebFile]:
+    """The closure of `roots` as exact `.deb` files, cached in `<cache>/closure/` under a key
+    of the roots and the apt lists' stamp (so only `apt-get update` invalidates it)."""
+    key_doc = {"roots": sorted(set(roots)), "apt": _apt_stamp(), "v": CONVERTER_VERSION}
+    key = hashlib.sha256(json.dumps(key_doc).encode()).hexdigest()[:24]
+    path = cache_dir / "closure" / f"{key}.json"
+    try:
+        doc = json.loads(path.read_text())
+        return [DebFile(**d) for d in doc["debs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    names = resolve_closure(roots)
+    files = apt_print_uris(names)
+    debs = [files[n] for n in names]
+    _write_atomic(path, json.dumps({"roots": key_doc["roots"],
+                                    "debs": [d.__dict__ for d in debs]}, indent=0).encode())
+    return debs
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def download(debs: list[DebFile], deb_dir: Path) -> dict[str, Path]:
+    """`apt-get download` every `.deb` not already in `deb_dir` (with its expected size);
+    name → path. Downloads land in a private temp dir first, so a concurrent run never sees
+    a partial file."""
     deb_dir.mkdir(parents=True, exist_ok=True)
 
-    def have() -> dict[str, Path]:
-        found: dict[str, Path] = {}
-        for p in sorted(deb_dir.glob("*.deb")):
-            found.setdefault(p.name.split("_")[0], p)
-        return found
+    def present(d: DebFile) -> bool:
+        try:
+            return (deb_dir / d.filename).stat().st_size == d.size
+        except OSError:
+            return False
 
-    present = have()
-    missing = [n for n in names if n not in present]
+    missing = [d for d in debs if not present(d)]
     if missing:
-        proc = subprocess.run(["apt-get", "download", "-q", *missing], cwd=deb_dir,
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise CorpusError(f"apt-get download failed: {proc.stderr.strip()[-400:]}")
-        present = have()
-    lost = [n for n in names if n not in present]
-    if lost:
-        raise CorpusError(f"apt-get download did not produce: {', '.join(lost)}")
-    return {n: present[n] for n in names}
+        tmp = Path(tempfile.mkdtemp(prefix=".download.", dir=deb_dir))
+        try:
+            proc = subprocess.run(["apt-get", "download", "-q", *(d.name for d in missing)],
+                                  cwd=tmp, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise CorpusError(f"apt-get download failed: {proc.stderr.strip()[-400:]}")
+            for d in missing:
+                got = tmp / d.filename
+                if not got.is_file():
+                    raise CorpusError(f"apt-get download did not produce {d.filename}")
+                os.replace(got, deb_dir / d.filename)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {d.name: deb_dir / d.filename for d in debs}
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DebHashes:
+    """SHA-256 of `.deb` files, computed once: `<deb dir>/sha256.json` maps a file name to
+    (size, mtime_ns, sha256), and a file whose size and mtime still match is not re-read."""
+
+    def __init__(self, deb_dir: Path) -> None:
+        self.path = deb_dir / "sha256.json"
+        try:
+            self.known: dict[str, list] = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.known = {}
+        self.changed = False
+        self.hashed = 0  # files actually read (for tests and progress)
+
+    def digest(self, path: Path, expected: str | None = None) -> str:
+        """The file's SHA-256; a mismatch with `expected` (apt's) is an error naming it."""
+        st = path.stat()
+        entry = self.known.get(path.name)
+        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
+            digest = str(entry[2])
+        else:
+            digest = _file_sha256(path)
+            self.hashed += 1
+            self.known[path.name] = [st.st_size, st.st_mtime_ns, digest]
+            self.changed = True
+        if expected and digest != expected:
+            raise CorpusError(f"{path}: SHA-256 {digest} does not match the Packages index "
+                              f"({expected}); delete the file to download it again")
+        return digest
+
+    def save(self) -> None:
+        if self.changed:
+            _write_atomic(self.path, json.dumps(self.known, sort_keys=True).encode())
+            self.changed = False
 
 
 # ----------------------------------------------------------------------------- conversion
@@ -483,10 +620,120 @@ def _baselayout() -> list[DataEntry]:
     return entries
 
 
+@dataclass
+class _Converted:
+    """A `.deb`'s field-independent conversion, cached under `<cache>/data/`: its content
+    summary and the gzip'ed APK data section (PAX SHA-1 records, usrmerge applied)."""
+
+    content: DebContent
+    data_path: Path
+    data_size: int
+    data_sha256: str
+    installed_size: int
+
+
+def _convert_data(deb: Path, digest: str, data_dir: Path) -> _Converted:
+    """Parse `deb` once and write its data section, unless the cache already has it."""
+    stem = data_dir / f"{digest}-v{CONVERTER_VERSION}"
+    meta, data_path = stem.with_suffix(".json"), stem.with_suffix(".data.gz")
+    try:
+        doc = json.loads(meta.read_text())
+        if data_path.stat().st_size == doc["data_size"]:
+            return _Converted(DebContent(**doc["content"]), data_path, doc["data_size"],
+                              doc["data_sha256"], doc["installed_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    content, entries = deb_entries(deb.read_bytes(), deb.name)
+    data, installed = write_data_tar(entries, COMPRESS_LEVEL, COMPRESS_ENGINE)
+    del entries
+    conv = _Converted(content, data_path, len(data), hashlib.sha256(data).hexdigest(), installed)
+    _write_atomic(data_path, data)
+    # The description goes last: it is what marks the entry complete.
+    _write_atomic(meta, json.dumps({"content": content.__dict__, "data_size": conv.data_size,
+                                    "data_sha256": conv.data_sha256,
+                                    "installed_size": installed}).encode())
+    return conv
+
+
+def _package_head(conv: _Converted, fields: dict[str, list[str]], private_pem: bytes,
+                  key_name: str, head_dir: Path, digest: str) -> tuple[bytes, Package]:
+    """Signature + control of the package (`fields` around the cached data section) and its
+    index record; both cached under `<cache>/heads/`, keyed by the `.deb` and the fields, so a
+    second run neither signs nor re-reads the package to index it."""
+    fields = {k: list(v) for k, v in fields.items()}
+    fields["size"] = [str(conv.installed_size)]
+    fields["datahash"] = [conv.data_sha256]
+    fkey = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+    stem = head_dir / f"{digest}-{fkey}-v{CONVERTER_VERSION}"
+    head_path, record_path = stem.with_suffix(".head"), stem.with_suffix(".json")
+    try:
+        record = Package(**json.loads(record_path.read_text()))
+        head = head_path.read_bytes()
+        if record.size == len(head) + conv.data_size:
+            return head, record
+    except (OSError, ValueError, TypeError):
+        pass
+    control = build_control(fields, {}, int(fields["builddate"][0]), COMPRESS_LEVEL,
+                            COMPRESS_ENGINE)
+    head = signature_member(key_name, sign(private_pem, control, "sha256"), "sha256") + control
+    # The record comes from parsing the assembled package, exactly as an indexer would.
+    apk = read_apk(head + conv.data_path.read_bytes(), fields["pkgname"][0])
+    record = index_record_from_apk(apk)
+    _write_atomic(head_path, head)
+    _write_atomic(record_path, json.dumps(dataclasses.asdict(record)).encode())
+    return head, record
+
+
+def _write_package(path: Path, head: bytes, data_path: Path) -> None:
+    """`head` + the cached data section, written atomically to `path`."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as out, data_path.open("rb") as src:
+        out.write(head)
+        out.flush()
+        size = os.fstat(src.fileno()).st_size
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(out.fileno(), src.fileno(), offset, size - offset)
+            if sent == 0:
+                raise CorpusError(f"{data_path}: shorter than expected while copying")
+            offset += sent
+    os.replace(tmp, path)
+
+
+def _signing_key(cache_dir: Path) -> bytes:
+    """The corpus key (derived from a fixed seed; deriving takes ~0.4 s, so it is cached)."""
+    path = cache_dir / "signing-key-debian.pem"
+    try:
+        return path.read_bytes()
+    except OSError:
+        pem = derive_rsa_key("debian")
+        _write_atomic(path, pem)
+        return pem
+
+
+def mirror_reachable(timeout: float = 4.0) -> bool:
+    """Whether `apt-get download` can reach the Debian mirror (probes one package URL)."""
+    if shutil.which("apt-get") is None:
+        return False
+    try:
+        proc = subprocess.run(["apt-get", "download", "--print-uris", "bash"],
+                              capture_output=True, text=True, timeout=20)
+        url = proc.stdout.split("'")[1]
+        import requests
+
+        return requests.head(url, timeout=timeout).status_code < 400
+    except Exception:
+        return False
+
+
 def convert_corpus(out: Path, preset: str = "small", packages: list[str] | None = None,
                    cache_dir: Path = DEFAULT_CACHE, repo_url: str | None = None,
                    progress: Callable[[str], None] | None = None) -> CorpusInfo:
-    """Download the closure of `packages` (or the preset's) and write a signed APK corpus."""
+    """Download the closure of `packages` (or the preset's) and write a signed APK corpus.
+
+    Cache (`cache_dir`): `closure/` (closure per roots + apt lists stamp), `debs/` (the
+    `.deb`s and their SHA-256 by name/size/mtime), `data/` (per `.deb`: content summary and
+    APK data section), `heads/` (per `.deb` + fields: signature+control and index record)."""
     if packages is None and preset not in PRESETS:
         raise CorpusError(f"unknown Debian preset {preset!r} (choose {', '.join(PRESETS)})")
     roots = list(packages or PRESETS[preset])
@@ -494,12 +741,16 @@ def convert_corpus(out: Path, preset: str = "small", packages: list[str] | None 
     say = progress or (lambda _msg: None)
     out = out.resolve()
     cache_dir = cache_dir.resolve()
-    names = resolve_closure(roots)
+    timings: dict[str, float] = {}
+    debs = resolve_debs(roots, cache_dir)
+    names = [d.name for d in debs]
     say(f"closure of {' '.join(roots)}: {len(names)} packages")
-    debs = download(names, cache_dir / "debs")
+    timings["resolve"] = time.perf_counter() - t0
+    paths = download(debs, cache_dir / "debs")
+    timings["download"] = time.perf_counter() - t0 - sum(timings.values())
 
     key_name = "apkperf-debian.rsa.pub"
-    private_pem = derive_rsa_key("debian")
+    private_pem = _signing_key(cache_dir)
     pub = write_keys(out, private_pem, key_name)
     writer = RepoWriter(out, private_pem, key_name)
     info = CorpusInfo(kind="debian", preset=preset if packages is None else "custom", seed=None,
@@ -507,22 +758,19 @@ def convert_corpus(out: Path, preset: str = "small", packages: list[str] | None 
                       top_level=[BASELAYOUT, *roots])
     stats = {"dropped_dependencies": 0, "dropped_constraints": 0, "dropped_entries": 0}
 
-    # Pass 1: parse (or load from cache) every package's metadata.
-    meta_dir = cache_dir / "meta"
-    meta_dir.mkdir(parents=True, exist_ok=True)
-    contents: dict[str, DebContent] = {}
+    # Pass 1: each .deb converted once into its data section + content summary (cached).
+    hashes = DebHashes(cache_dir / "debs")
+    data_dir = cache_dir / "data"
+    converted: dict[str, _Converted] = {}
     digests: dict[str, str] = {}
-    for name in names:
-        raw = debs[name].read_bytes()
-        digest = hashlib.sha256(raw).hexdigest()
-        digests[name] = digest
-        meta = meta_dir / f"{digest}-v{CONVERTER_VERSION}.json"
-        if meta.is_file():
-            contents[name] = DebContent(**json.loads(meta.read_text()))
-        else:
-            content, _ = deb_entries(raw, debs[name].name)
-            contents[name] = content
-            meta.write_text(json.dumps(content.__dict__))
+    try:
+        for d in debs:
+            digests[d.name] = hashes.digest(paths[d.name], d.sha256)
+            converted[d.name] = _convert_data(paths[d.name], digests[d.name], data_dir)
+    finally:
+        hashes.save()
+    timings["convert"] = time.perf_counter() - t0 - sum(timings.values())
+    contents = {n: c.content for n, c in converted.items()}
     available = {n: apk_version(c.control["Version"]) for n, c in contents.items()}
     provided: dict[str, str] = {}
     for n, c in contents.items():
@@ -540,8 +788,8 @@ def convert_corpus(out: Path, preset: str = "small", packages: list[str] | None 
     rec = writer.add(base_apk, BASELAYOUT)
     info.packages.append(PackageStats(BASELAYOUT, rec.version, 4, 0, len(base_apk)))
 
-    apk_dir = cache_dir / "apk"
-    apk_dir.mkdir(parents=True, exist_ok=True)
+    # Pass 2: fields (which depend on the whole set) around each cached data section.
+    head_dir = cache_dir / "heads"
     for name in names:
         content = contents[name]
         shared = {p for p in content.paths if p in owners and owners[p] != name}
@@ -557,26 +805,21 @@ def convert_corpus(out: Path, preset: str = "small", packages: list[str] | None 
                                  content.dropped)
         fields = _pkginfo(content, available, provided, replaces, stats)
         stats["dropped_entries"] += len(content.dropped)
-        fkey = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-        cached = apk_dir / f"{digests[name]}-{fkey}-v{CONVERTER_VERSION}.apk"
-        if cached.is_file():
-            apk = cached.read_bytes()
-        else:
-            _, entries = deb_entries(debs[name].read_bytes(), debs[name].name)
-            apk = build_apk(fields, entries, private_pem, key_name, level=COMPRESS_LEVEL,
-                            engine=COMPRESS_ENGINE)
-            tmp = cached.with_suffix(".tmp")
-            tmp.write_bytes(apk)
-            tmp.replace(cached)
-        rec = writer.add(apk, f"{name}.apk")
-        info.packages.append(PackageStats(name, rec.version, len(content.paths),
-                                          rec.installed_size, len(apk)))
-        say(f"{name}-{rec.version}: {len(content.paths)} files, "
-            f"{rec.installed_size / 1e6:.1f} MB -> {len(apk) / 1e6:.1f} MB")
+        conv = converted[name]
+        head, record = _package_head(conv, fields, private_pem, key_name, head_dir,
+                                     digests[name])
+        _write_package(writer.arch_dir / record.filename, head, conv.data_path)
+        writer.records.append(record)
+        info.packages.append(PackageStats(name, record.version, len(content.paths),
+                                          record.installed_size, record.size))
+        say(f"{name}-{record.version}: {len(content.paths)} files, "
+            f"{record.installed_size / 1e6:.1f} MB -> {record.size / 1e6:.1f} MB")
     writer.finish(f"Debian packages converted by apkperf ({' '.join(roots)})")
+    timings["write"] = time.perf_counter() - t0 - sum(timings.values())
     write_config(out / "apko.yaml", repo_url or str(out), pub, info.top_level,
                  extra={"entrypoint": {"command": "/bin/bash"}})
     info.seconds = round(time.perf_counter() - t0, 2)
-    info.extra = stats
+    info.extra = {**stats, "debs_hashed": hashes.hashed,
+                  "seconds_by_step": {k: round(v, 2) for k, v in timings.items()}}
     (out / "corpus.json").write_text(info.to_json())
     return info
