@@ -253,6 +253,13 @@ class Stitcher:
         if last_out < end:
             self._pending.append(memoryview(src.uncompressed)[last_out:end])
 
+    def detach(self) -> None:
+        """Stop referring to any source: pending bytes are copied, so the caller may unmap
+        the sources it passed so far (later `reuse` calls start a new run)."""
+        self._pending = [bytes(p) for p in self._pending]
+        self._run = None
+        self._at = None
+
     def _remember_window(self, tail: bytes | memoryview) -> None:
         if len(tail) >= WINDOW:
             self._window = bytes(tail[-WINDOW:])

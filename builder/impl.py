@@ -7,6 +7,7 @@ take a parameter (`compress=zlib:9`).
 
     --impl reference                      every stage: reference
     --impl fast                           every stage: its FAST implementation (error if none)
+    --impl stitched                       fast, with the `stitched` layer format
     --impl reference,compress=zlib:9      a profile, then per-stage overrides
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 from builder.errors import ConfigError
 from builder.spans import STAGES
 
-PROFILES = ("reference", "fast")
+PROFILES = ("reference", "fast", "stitched")
 
 
 def stage_module(stage: str) -> ModuleType | None:
@@ -74,7 +75,7 @@ def parse_impl(spec: str) -> dict[str, str]:
     if profile not in PROFILES:
         raise ConfigError(f"--impl: unknown profile {profile!r} (profiles: {', '.join(PROFILES)})")
     chosen = {stage: "reference" for stage in STAGES}
-    if profile == "fast":
+    if profile in ("fast", "stitched"):
         fast = {}
         for stage in STAGES:
             mod = stage_module(stage)
@@ -85,6 +86,8 @@ def parse_impl(spec: str) -> dict[str, str]:
             raise ConfigError("--impl fast: no fast implementation yet "
                               "(only the reference implementations exist)")
         chosen.update(fast)
+        if profile == "stitched":
+            chosen["layer"] = "stitched"
     chosen.update(overrides)
     for stage, name in chosen.items():
         get(stage, name)  # validate now, not halfway through a build

@@ -251,7 +251,26 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
     make_layer = impl.get("layer", chosen["layer"])
     compressor = impl.get("compress", chosen["compress"])
     settings = getattr(compressor, "settings", dict)()
-    if getattr(make_layer, "streams", False) and hasattr(compressor, "sink"):
+    if getattr(make_layer, "fused", False):
+        # The stitched format writes the blob from the packages' own DEFLATE blocks: the
+        # layer span covers it all; the compress span only records what was re-compressed.
+        with rec.span("layer", aarch, impl=chosen["layer"], fused=True) as s:
+            lres, st = make_layer(fs, adir / "layer.tar.gz",
+                                  packages=[expanded[p.name] for p in ordered])
+            s.bytes_out = lres.size
+            s.attrs.update(entries=lres.entries, entries_kept=st.stats.entries_kept,
+                           entries_rewritten=st.stats.entries_rewritten,
+                           entries_cut=st.stats.entries_cut,
+                           final_entries=st.stats.final_entries)
+        with rec.span("compress", aarch, impl="stitched", fused=True,
+                      compressor="stitched+zlib:6") as s:
+            s.bytes_in, s.bytes_out = lres.size, st.blob_size
+            s.attrs.update(reused_bytes=st.reused_bytes, recompressed_in=st.recompressed_in,
+                           recompressed_out=st.recompressed_out)
+        from builder.stages.compress import CompressResult
+
+        cres = CompressResult(adir / "layer.tar.gz", st.digest, st.blob_size)
+    elif getattr(make_layer, "streams", False) and hasattr(compressor, "sink"):
         # The layer streams its tar into the compressor's worker threads: compression
         # overlaps tar generation (accounted in the layer span; the compress span is the
         # drain after the last byte) and no uncompressed layer file is written.

@@ -5,11 +5,15 @@ Interface: `layer(fs, out_path) -> LayerResult`. An implementation with the attr
 `streams = True` also accepts `sink=` (a `builder.gzsink.GzipSink`) and then writes the tar
 into it instead of a file (`out_path` None, `LayerResult.path` None).
 
+An implementation with `fused = True` writes the compressed blob itself (see
+`layer_stitched`); the pipeline then skips the compress stage's work.
+
 Implementations: `reference` (TarWriter over the walk, file bytes read through the model);
 `fast` (the same bytes, assembled in fresh 1 MiB blocks: headers encoded in place, file
 bytes copied with `preadv` straight from the package data tars — each opened once — the
 diffID hashed block by block, each block handed to the compressor's worker threads or
-written to `out_path`; the layer is never held in memory).
+written to `out_path`; the layer is never held in memory); `stitched` (another layer format:
+package-ordered, stitched from the packages' own compressed bytes — same tree, other bytes).
 
 Header rules (apko-notes §1.9): name without leading `/` or trailing `/`; mode = permission
 and special bits; owner from the side table (0:0 for package content); uname/gname looked up
@@ -19,9 +23,10 @@ character devices with their numbers; xattrs only on files and directories.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -108,6 +113,32 @@ def header_for(path: str, m: Meta, users: dict[int, str],
     return h
 
 
+def layer_walk(fs: FsModel, already: Iterable[str] = ()) -> Iterator[tuple[str, Meta]]:
+    """The sorted walk as the layer records it.
+
+    One deliberate difference from apko: apko writes every hardlink as a TypeLink to its
+    target, even when the link sorts before the target — a tar no unpacker can extract (the
+    link's target does not exist yet). Here the first path of a group of hardlinked paths
+    in walk order carries the content (with the target's metadata) and every later one links
+    to it. When the target sorts first — the usual case — the bytes are apko's. `already`
+    names regular files written earlier in the same tar (the stitched format's package
+    streams), which keep their content."""
+    first: dict[str, str] = {p: p for p in already}
+    for path, m in fs.walk():
+        if m.kind == FILE:
+            head = first.setdefault(path, path)
+            if head != path:
+                m = dataclasses.replace(m, kind=HARDLINK, linkname=head, size=0)
+        elif m.kind == HARDLINK:
+            head = first.get(m.linkname)
+            if head is None:
+                first[m.linkname] = path
+                m = dataclasses.replace(fs.meta[m.linkname], package=m.package)
+            elif head != m.linkname:
+                m = dataclasses.replace(m, linkname=head)
+        yield path, m
+
+
 def layer_reference(fs: FsModel, out_path: Path) -> LayerResult:
     users = _names(fs, "etc/passwd")
     groups = _names(fs, "etc/group")
@@ -115,7 +146,7 @@ def layer_reference(fs: FsModel, out_path: Path) -> LayerResult:
     with open(out_path, "wb") as raw:
         hw = _HashingWriter(raw)
         tw = TarWriter(hw)  # type: ignore[arg-type]
-        for path, m in fs.walk():
+        for path, m in layer_walk(fs):
             h = header_for(path, m, users, groups)
             if m.kind == FILE and m.size:
                 with fs.open(path) as src:
@@ -227,7 +258,7 @@ def layer_fast(fs: FsModel, out_path: Path | None, *, sink: Any = None) -> Layer
     count = 0
     try:
         put = stream.put
-        for path, m in fs.walk():
+        for path, m in layer_walk(fs):
             put(encode_header(header_for(path, m, users, groups)))
             count += 1
             if m.kind != FILE or not m.size:
@@ -255,8 +286,25 @@ def layer_fast(fs: FsModel, out_path: Path | None, *, sink: Any = None) -> Layer
 
 layer_fast.streams = True  # type: ignore[attr-defined]
 
-IMPLEMENTATIONS: dict[str, Callable[..., LayerResult]] = {
+
+def layer_stitched(fs: FsModel, out_gz: Path, *, packages: list[Any], level: int = 6
+                   ) -> tuple[LayerResult, Any]:
+    """The `stitched` layer format (builder/stitched.py): writes the gzip blob itself from the
+    packages' own DEFLATE blocks, so layer and compression are one step. Returns the layer
+    result and the `builder.stitched.StitchResult` (blob digest, reuse statistics)."""
+    from builder.stitched import stitch_layer
+
+    res = stitch_layer(fs, packages, out_gz, _names(fs, "etc/passwd"),
+                       _names(fs, "etc/group"), level)
+    entries = (res.stats.entries_kept + res.stats.entries_rewritten + res.stats.final_entries)
+    return LayerResult(None, res.diff_id, res.size, entries), res
+
+
+layer_stitched.fused = True  # type: ignore[attr-defined]
+
+IMPLEMENTATIONS: dict[str, Callable[..., Any]] = {
     "reference": layer_reference,
     "fast": layer_fast,
+    "stitched": layer_stitched,
 }
 FAST = "fast"

@@ -1,0 +1,272 @@
+"""The `stitched` layer format: the layer is built from the packages' own DEFLATE blocks.
+
+The tar is package-ordered: each package's data-tar entries, in install order, taken verbatim
+from its data section, then one final stretch with everything else the image holds (files apko
+makes, the installed db, accounts, paths, keys...) and every directory with its final metadata,
+then the end-of-archive marker. Unpacked with the last-entry-wins rule of containerd and umoci,
+it gives the same tree as the `sorted` layer of the same build (DESIGN.md invariant 4).
+
+Which entries a package stream keeps is decided against the finished filesystem model
+(`builder.memfs.MemFs`, whose files point into the cached data tars):
+
+- a file, symlink, hardlink or device is kept when it is the *winner* — the model's node at
+  that path came from exactly this tar entry — and its header already says what the image
+  must hold (path in canonical form, mode, owner, mtime, link target, xattrs); a winner whose
+  header differs (apko flattens owners to 0:0, `paths` may change modes, a package path
+  through a symlinked directory) gets a rewritten header: a cut, the content is still reused;
+- every other non-directory entry (one a later package replaces, one an earlier package
+  keeps, the APKv1 leading control files) is cut out;
+- a directory entry is kept when the model has a directory at that very path (its final
+  metadata is re-emitted at the end anyway), else cut (e.g. a `lib` directory where the image
+  has the usrmerge symlink `lib -> usr/lib`);
+- the package's end-of-archive marker is always cut.
+
+`builder.deflate_stitch.Stitcher` turns that plan into one gzip member, reusing the original
+blocks between cuts and re-compressing only near them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.apk.tarindex import TarEntry
+from builder.deflate_stitch import Source, Stitcher
+from builder.errors import ApkImageError, FormatError
+from builder.fsroot import DIR, FILE, HARDLINK, SYMLINK, Extent, FsModel, Meta
+from builder.gotar import END_MARKER, encode_header, padding
+
+_KINDS = {"0": FILE, "7": FILE, "1": HARDLINK, "2": SYMLINK, "3": "char", "4": "block",
+          "5": DIR, "6": "fifo"}
+
+
+@dataclass
+class Keep:
+    """Reuse bytes [start, end) of the package's data tar."""
+
+    start: int
+    end: int
+
+
+@dataclass
+class Header:
+    """New header bytes for a winner whose own header differs; its content follows as Keep."""
+
+    data: bytes
+
+
+@dataclass
+class StitchStats:
+    entries_kept: int = 0
+    entries_rewritten: int = 0
+    entries_cut: int = 0
+    final_entries: int = 0
+
+
+def _canonical(fs: FsModel, path: str) -> str | None:
+    try:
+        return fs.resolve(fs.check_entry_name(path, "stitch"), follow=False, who="stitch")
+    except FormatError:
+        return None
+
+
+def _same_header(e: TarEntry, canon: str, m: Meta) -> bool:
+    return (e.path == canon and (e.mode & 0o7777) == m.mode and e.uid == m.uid
+            and e.gid == m.gid and e.mtime == m.mtime and e.xattrs == m.xattrs)
+
+
+def plan_package(fs: FsModel, package: str, data_tar: Path, tar: bytes | memoryview,
+                 entries: list[TarEntry], users: dict[int, str], groups: dict[int, str],
+                 placed: set[str], stats: StitchStats) -> list[Keep | Header]:
+    """The pieces of one package's stream (`tar` is its data tar); adds the canonical paths
+    it places to `placed`."""
+    from builder.stages.layer import header_for
+
+    plan: list[Keep | Header] = []
+
+    def keep(start: int, end: int) -> None:
+        if plan and isinstance(plan[-1], Keep) and plan[-1].end == start:
+            plan[-1].end = end
+        else:
+            plan.append(Keep(start, end))
+
+    for e in entries:
+        canon = _canonical(fs, e.path)
+        m = fs.meta.get(canon) if canon else None
+        kind = _KINDS.get(e.type)
+        if m is None or kind is None:
+            stats.entries_cut += 1
+            continue
+        if kind == DIR:
+            if m.kind == DIR and canon == e.path:
+                keep(e.header_offset, e.end_offset)
+                stats.entries_kept += 1
+            else:
+                stats.entries_cut += 1
+            continue
+        if m.kind != kind or not _is_winner(fs, canon, m, e, package, data_tar):
+            stats.entries_cut += 1
+            continue
+        placed.add(canon)
+        if _same_header(e, canon, m) and not _has_global_header(tar, e):
+            keep(e.header_offset, e.end_offset)
+            stats.entries_kept += 1
+        else:
+            plan.append(Header(encode_header(header_for(canon, m, users, groups))))
+            if kind == FILE and e.size:
+                keep(e.data_offset, e.end_offset)
+            stats.entries_rewritten += 1
+    return plan
+
+
+def _is_winner(fs: FsModel, canon: str, m: Meta, e: TarEntry, package: str,
+               data_tar: Path) -> bool:
+    """Whether the model's node at `canon` was made by exactly this tar entry."""
+    if m.kind == FILE:
+        content = fs.content(canon)
+        return (isinstance(content, Extent) and content.path == data_tar
+                and content.offset == e.data_offset and content.size == e.size)
+    if m.package != package or m.mtime != e.mtime:
+        return False
+    if m.kind == SYMLINK:
+        return m.linkname == e.linkname
+    if m.kind == HARDLINK:
+        return m.linkname == _canonical(fs, e.linkname)
+    return m.devmajor == e.devmajor and m.devminor == e.devminor
+
+
+def _has_global_header(tar: bytes | memoryview, e: TarEntry) -> bool:
+    """A PAX global header (`g`) among the entry's headers would apply to every later entry
+    of the layer, not just this package's: such an entry gets a fresh header instead."""
+    pos = e.header_offset
+    while pos < e.data_offset - 512:
+        if tar[pos + 156] == ord("g"):
+            return True
+        size_field = bytes(tar[pos + 124: pos + 136]).split(b"\0", 1)[0].strip() or b"0"
+        pos += 512 + -(-int(size_field, 8) // 512) * 512
+    return False
+
+
+def final_entries(fs: FsModel, placed: set[str], users: dict[int, str],
+                  groups: dict[int, str], stats: StitchStats) -> Iterator[bytes]:
+    """Tar bytes of the final stretch: every directory, and every node no package stream
+    placed, in the sorted layer's order; then the end-of-archive marker."""
+    from builder.stages.layer import header_for, layer_walk
+
+    files = [p for p in placed if fs.meta[p].kind == FILE]
+    for path, m in layer_walk(fs, files):
+        if m.kind != DIR and path in placed:
+            continue
+        stats.final_entries += 1
+        yield encode_header(header_for(path, m, users, groups))
+        if m.kind == FILE and m.size:
+            content = fs.content(path)
+            if isinstance(content, Extent):
+                with open(content.path, "rb") as f:
+                    f.seek(content.offset)
+                    data = f.read(content.size)
+                if len(data) != content.size:
+                    raise FormatError(f"builder: {path!r}: {content.path} is truncated")
+            else:
+                data = bytes(content)
+            yield data
+            yield padding(m.size)
+    yield END_MARKER
+
+
+@dataclass
+class StitchResult:
+    diff_id: str
+    size: int  # uncompressed tar bytes
+    digest: str  # of the gzip blob
+    blob_size: int
+    stats: StitchStats
+    reused_bytes: int
+    recompressed_in: int
+    recompressed_out: int
+
+
+class _HashingFile:
+    def __init__(self, path: Path) -> None:
+        self.f = open(path, "wb")  # noqa: SIM115 - closed by close()
+        self.h = hashlib.sha256()
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.h.update(data)
+        self.f.write(data)
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, str],
+                 groups: dict[int, str], level: int = 6) -> StitchResult:
+    """Write the stitched layer blob for `packages` (fast-expanded, in install order)."""
+    from builder.stages.expand_cache import FastExpandedPackage
+
+    for exp in packages:
+        if not isinstance(exp, FastExpandedPackage):
+            raise ApkImageError(f"layer=stitched: {exp.package} was not expanded by the fast "
+                                "expand stage (it needs the cached data sections)")
+    stats = StitchStats()
+    placed: set[str] = set()
+    diff = hashlib.sha256()
+    size = 0
+    out = _HashingFile(out_path)
+    try:
+        stitcher = Stitcher(out.write, level)
+        for exp in packages:
+            # One package's maps at a time: pages of finished packages leave the process.
+            with ExitStack() as stack:
+                src = _source(stack, exp)
+                tar = src.uncompressed
+                plan = plan_package(fs, exp.package.name, exp.data_tar, tar, exp.entries,
+                                    users, groups, placed, stats)
+                for piece in plan:
+                    if isinstance(piece, Keep):
+                        stitcher.reuse(src, piece.start, piece.end)
+                        diff.update(tar[piece.start:piece.end])
+                        size += piece.end - piece.start
+                    else:
+                        stitcher.literal(piece.data)
+                        diff.update(piece.data)
+                        size += len(piece.data)
+                stitcher.detach()
+        for chunk in final_entries(fs, placed, users, groups, stats):
+            stitcher.literal(chunk)
+            diff.update(chunk)
+            size += len(chunk)
+        stitcher.finish()
+    except BaseException:
+        out.close()
+        out_path.unlink(missing_ok=True)
+        raise
+    out.close()
+    return StitchResult(
+        diff_id="sha256:" + diff.hexdigest(), size=size, digest="sha256:" + out.h.hexdigest(),
+        blob_size=stitcher.compressed_size, stats=stats, reused_bytes=stitcher.reused_bytes,
+        recompressed_in=stitcher.recompressed_in, recompressed_out=stitcher.recompressed_out)
+
+
+def _source(stack: ExitStack, exp) -> Source:
+    """The package's data section (compressed, from the .apk) and data tar, memory-mapped."""
+    def mapped(path: Path) -> mmap.mmap:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
+        finally:
+            os.close(fd)
+
+    apk = memoryview(mapped(exp.apk_path))
+    stack.callback(apk.release)
+    section = apk[exp.data_section_offset: exp.data_section_offset + exp.data_section_size]
+    stack.callback(section.release)
+    tar = memoryview(mapped(exp.data_tar))
+    stack.callback(tar.release)
+    return Source(compressed=section, index=exp.block_index(), uncompressed=tar,
+                  name=str(exp.package))
