@@ -94,6 +94,18 @@ def parse_impl(spec: str) -> dict[str, str]:
     return chosen
 
 
+def with_layer_format(chosen: dict[str, str], layer_format: str | None) -> dict[str, str]:
+    """Apply `--layer-format`: `stitched` selects the stitched layer and the fast expand and
+    install it is built from; `sorted` keeps a sorted layer (fast if the profile was
+    stitched); None leaves the profile's choice."""
+    out = dict(chosen)
+    if layer_format == "stitched":
+        out.update(layer="stitched", expand="fast", install="fast")
+    elif layer_format == "sorted" and out["layer"] == "stitched":
+        out["layer"] = "fast"
+    return out
+
+
 def get(stage: str, name: str) -> Callable[..., Any]:
     """The callable implementing `stage` as `name`."""
     mod = stage_module(stage)

@@ -121,3 +121,14 @@ def test_stitched_blob_is_one_valid_gzip_member(tmp_path: Path) -> None:
         import hashlib
 
         assert "sha256:" + hashlib.sha256(tar).hexdigest() == m["diff_ids"][0]
+
+
+def test_layer_format_flag_selects_stitched(tmp_path: Path) -> None:
+    wd = golden_workdir(tmp_path)
+    doc = _build(GOLDEN / "apko.yaml", tmp_path / "a", "reference", tmp_path / "cache",
+                 "--workdir", str(wd), "--layer-format", "stitched", *ANNOTATIONS)
+    assert doc["image"]["impl"]["layer"] == "stitched"
+    assert doc["image"]["impl"]["expand"] == doc["image"]["impl"]["install"] == "fast"
+    back = _build(GOLDEN / "apko.yaml", tmp_path / "b", "stitched", tmp_path / "cache",
+                  "--workdir", str(wd), "--layer-format", "sorted", *ANNOTATIONS)
+    assert back["image"]["impl"]["layer"] == "fast"

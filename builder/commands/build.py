@@ -49,7 +49,11 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                         "(default: the config file's directory)")
     p.add_argument("--impl", default="reference",
                    help="implementation profile and per-stage overrides, "
-                        "e.g. reference | fast | reference,compress=zlib:9")
+                        "e.g. reference | fast | stitched | reference,compress=zlib:9")
+    p.add_argument("--layer-format", choices=("sorted", "stitched"), default=None,
+                   help="sorted: apko's byte-compatible layer (the default of every profile); "
+                        "stitched: package-ordered, built from the packages' own compressed "
+                        "bytes (same tree; needs and selects the fast expand and install)")
     p.add_argument("--spans", default=None, metavar="FILE", help="write stage spans JSON")
     p.add_argument("--json", action="store_true", help="print the image summary as JSON")
     p.add_argument("--ca-file", default=None, metavar="PEM",
@@ -81,7 +85,8 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         package_append=list(args.package_append), annotations=list(args.annotations),
         build_date=args.build_date, offline=args.offline, cache_dir=args.cache_dir,
         sbom=args.sbom_path is not None, workdir=args.workdir, ca_file=args.ca_file,
-        allow_untrusted=args.allow_untrusted, impl=impl.parse_impl(args.impl),
+        allow_untrusted=args.allow_untrusted,
+        impl=impl.with_layer_format(impl.parse_impl(args.impl), args.layer_format),
     )
 
 
