@@ -4,8 +4,11 @@
   `<root>/<preset>-s<seed>-v<generator version>/` and reused afterwards. A seed can be given
   as `small:7`. The directory is complete once `corpus.json` exists: it is generated into a
   temporary sibling and renamed into place, so two harness processes never see half a corpus.
-- `debian-go`, `debian-small`: Debian packages converted to APKs (`perf.corpus.debian`);
-  needs the Debian mirror the first time, cached afterwards.
+- `debian-go`, `debian-small`: Debian packages converted to APKs (`perf.corpus.debian`) into
+  `<root>/debian-<preset>-v<converter version>/`, the same way (temp sibling, then rename).
+  Needs the Debian mirror the first time; the downloads and conversions are cached in
+  `debian_cache` (default: `$APKPERF_DEBIAN_CACHE`, else `<root>/debian-cache`), so
+  regenerating a removed workload takes seconds.
 - any PATH to an existing directory holding `apko.yaml` (and `<arch>/APKINDEX.tar.gz`).
 """
 
@@ -105,7 +108,14 @@ def _fix_paths(d: Path, tmp_name: str, final: Path) -> None:
     config.write_text(yaml.safe_dump(doc, sort_keys=False, width=1 << 20))
 
 
-def prepare_workload(name: str, root: str | os.PathLike[str]) -> Workload:
+def debian_cache_dir(root: Path, debian_cache: str | os.PathLike[str] | None = None) -> Path:
+    """Where Debian downloads/conversions are cached for workloads under `root`."""
+    chosen = debian_cache or os.environ.get("APKPERF_DEBIAN_CACHE") or root / "debian-cache"
+    return Path(chosen).resolve()
+
+
+def prepare_workload(name: str, root: str | os.PathLike[str],
+                     debian_cache: str | os.PathLike[str] | None = None) -> Workload:
     """Make workload `name` available under `root` (generating or converting it if needed)
     and describe it."""
     root = Path(root).resolve()
@@ -125,16 +135,17 @@ def prepare_workload(name: str, root: str | os.PathLike[str]) -> Workload:
             _generate_into(final, make)
         return _from_dir(name, final)
     if base in DEBIAN:
-        from perf.corpus.debian import CONVERTER_VERSION, DEFAULT_CACHE, convert_corpus
+        from perf.corpus.debian import CONVERTER_VERSION, convert_corpus
 
         preset = DEBIAN[base]
+        cache = debian_cache_dir(root, debian_cache)
         final = root / f"{base}-v{CONVERTER_VERSION}"
         if not _complete(final, preset, None, CONVERTER_VERSION):
             if final.exists():
                 shutil.rmtree(final)
 
             def make_debian(tmp: Path) -> None:
-                convert_corpus(tmp, preset, None, DEFAULT_CACHE, repo_url=str(final))
+                convert_corpus(tmp, preset, None, cache, repo_url=str(final))
                 _fix_paths(tmp, str(tmp.resolve()), final)
 
             _generate_into(final, make_debian)
