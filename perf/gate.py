@@ -1,10 +1,10 @@
-"""The regression gate: a row fails when HEAD is *confidently* slower than BASE by more than
-the row's threshold: the verdict is "slower" (CI above 1, change above the absolute floor) AND
-the lower bound of the ratio's confidence interval exceeds 1 + threshold. Requiring the whole
+"""The regression gate: a row fails when HEAD is *confidently* slower than BASE by more than the
+row's threshold: the verdict is "slower" (CI above 1, change above the absolute floor) AND the
+lower bound of the ratio's confidence interval exceeds 1 + threshold. Requiring the whole
 interval past the threshold, not just the median, is what keeps A/A runs on a shared, noisy
-machine from raising false alarms while a real slowdown (a far-off interval) still fails. Thresholds: one for the total, optional per stage; stages not listed use
-the stage default, which is looser because short stages are noisier (see `apkperf
-calibrate`)."""
+machine from raising false alarms while a real slowdown (a far-off interval) still fails.
+Thresholds: one for the total, optional per stage; stages not listed use the stage default,
+which is looser because short stages are noisier (see `apkperf calibrate`)."""
 
 from __future__ import annotations
 
