@@ -1,9 +1,9 @@
-"""Debian → APK conversion: version mapping, ELF SONAME reader, and (network) a round trip."""
+"""Debian → APK conversion: version mapping, ELF SONAME reader, caches (closure, .deb hashes,
+conversions), and (network) a round trip, a cached second run and the debian workload."""
 
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import tarfile
 import zlib
@@ -11,19 +11,25 @@ from pathlib import Path
 
 import pytest
 
+import perf.corpus.debian as debian
 from builder.apk.index import read_index
 from builder.apk.package import read_apk, verify_apk
 from builder.apk.signing import Keyring
-from perf.corpus import CorpusInfo
+from perf.corpus import CorpusError, CorpusInfo
 from perf.corpus.content import ContentGenerator
 from perf.corpus.debian import (
+    DebFile,
+    DebHashes,
     _parse_relations,
     _satisfies,
     apk_version,
     convert_corpus,
     elf_soname,
+    mirror_reachable,
+    resolve_debs,
     usrmerge_path,
 )
+from perf.workloads import prepare_workload
 
 APK_VERSION_RE = (r"^([0-9]+)((\.[0-9]+)*)([a-z]?)((_alpha|_beta|_pre|_rc)([0-9]*))?"
                   r"((_cvs|_svn|_git|_hg|_p)([0-9]*))?((-r)([0-9]+))?$")
@@ -73,23 +79,9 @@ def test_elf_soname_reader() -> None:
         assert elf_soname(system.read_bytes()) == "libc.so.6"
 
 
-def _mirror_reachable() -> bool:
-    if shutil.which("apt-get") is None:
-        return False
-    try:
-        proc = subprocess.run(["apt-get", "download", "--print-uris", "bash"],
-                              capture_output=True, text=True, timeout=20)
-        url = proc.stdout.split("'")[1]
-        import requests
-
-        return requests.head(url, timeout=4).status_code < 400
-    except Exception:
-        return False
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if not _mirror_reachable():
+    if not mirror_reachable():
         pytest.skip("Debian mirror unreachable (apt-get download)")
     out = tmp_path_factory.mktemp("deb-bash")
     cache = tmp_path_factory.mktemp("deb-cache")
@@ -139,3 +131,81 @@ def test_converted_repo_verifies(converted: tuple[Path, Path]) -> None:
         for dep in pkg.depends:
             name = dep.split(">")[0].split("<")[0].split("=")[0]
             assert name in pkgs or name in provided, f"{pkg.name}: unsatisfied {dep}"
+
+
+def test_deb_hashes_read_each_file_once(tmp_path: Path) -> None:
+    import hashlib
+    import os
+
+    deb = tmp_path / "x_1.0-1_amd64.deb"
+    deb.write_bytes(b"first")
+    want = hashlib.sha256(b"first").hexdigest()
+    hashes = DebHashes(tmp_path)
+    assert hashes.digest(deb, want) == want and hashes.hashed == 1
+    hashes.save()
+    again = DebHashes(tmp_path)  # a new run: the recorded digest, the file is not read
+    assert again.digest(deb) == want and again.hashed == 0
+    deb.write_bytes(b"other")  # new size and mtime: hashed again
+    os.utime(deb, ns=(1, 1))
+    assert again.digest(deb) == hashlib.sha256(b"other").hexdigest() and again.hashed == 1
+    with pytest.raises(CorpusError, match=r"x_1\.0-1_amd64\.deb: SHA-256 .* does not match"):
+        again.digest(deb, want)
+
+
+def test_closure_cached_until_apt_lists_change(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[list[str]] = []
+    stamp = [("/var/lib/apt/lists/x_Packages", 10, 1)]
+
+    def closure(roots: list[str]) -> list[str]:
+        calls.append(list(roots))
+        return sorted({*roots, "libc6"})
+
+    def uris(names: list[str]) -> dict[str, DebFile]:
+        return {n: DebFile(n, f"{n}_1_amd64.deb", 100, "0" * 64) for n in names}
+
+    monkeypatch.setattr(debian, "resolve_closure", closure)
+    monkeypatch.setattr(debian, "apt_print_uris", uris)
+    monkeypatch.setattr(debian, "_apt_stamp", lambda: stamp)
+    first = resolve_debs(["bash"], tmp_path)
+    assert [d.name for d in first] == ["bash", "libc6"] and len(calls) == 1
+    assert resolve_debs(["bash"], tmp_path) == first and len(calls) == 1
+    assert [d.name for d in resolve_debs(["coreutils"], tmp_path)] == ["coreutils", "libc6"]
+    assert len(calls) == 2
+    stamp[0] = ("/var/lib/apt/lists/x_Packages", 10, 2)  # apt-get update
+    resolve_debs(["bash"], tmp_path)
+    assert len(calls) == 3
+
+
+@pytest.mark.network
+def test_second_run_reuses_everything(converted: tuple[Path, Path], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same cache, second run: no apt-cache, no .deb parsed or hashed, nothing compressed or
+    signed, no package re-read for its index record — and the same bytes."""
+    first, cache = converted
+
+    def forbidden(*_a: object, **_k: object) -> None:
+        raise AssertionError("a cached step ran again")
+
+    for name in ("resolve_closure", "apt_print_uris", "deb_entries", "write_data_tar",
+                 "build_control", "read_apk", "_file_sha256"):
+        monkeypatch.setattr(debian, name, forbidden)
+    info = convert_corpus(tmp_path / "again", "small", ["bash"], cache)
+    assert info.extra["debs_hashed"] == 0
+    for path in sorted((first / "x86_64").iterdir()):
+        assert (tmp_path / "again" / "x86_64" / path.name).read_bytes() == path.read_bytes()
+
+
+@pytest.mark.network
+def test_debian_workload_prepared_once(converted: tuple[Path, Path], tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """`prepare_workload("debian-small")`: generated into place (no temp dirs left), with
+    paths pointing at the final directory; a second call reuses it."""
+    _, cache = converted
+    w = prepare_workload("debian-small", tmp_path / "wl", debian_cache=cache)
+    assert w.repo_dir == tmp_path / "wl" / f"debian-small-v{debian.CONVERTER_VERSION}"
+    assert sorted(p.name for p in (tmp_path / "wl").iterdir()) == [w.repo_dir.name]
+    assert str(w.repo_dir) in w.config_path.read_text()
+    assert w.key_path.is_file() and (w.repo_dir / "x86_64" / "APKINDEX.tar.gz").is_file()
+    monkeypatch.setattr(debian, "convert_corpus", lambda *a, **k: pytest.fail("regenerated"))
+    assert prepare_workload("debian-small", tmp_path / "wl", debian_cache=cache) == w
