@@ -27,9 +27,12 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from isal import isal_zlib
+
 from builder.apk.deflate_index import BlockIndex, BlockStart, _lib
 
 WINDOW = 32 * 1024
+_ENGINES = {"zlib": zlib, "isal": isal_zlib}
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
 
 
@@ -129,9 +132,15 @@ _STORED_EMPTY = b"\x00\x00\xff\xff"
 class Stitcher:
     """Writes one gzip member built from reused and new pieces. See the module docstring."""
 
-    def __init__(self, write: Callable[[bytes | memoryview], object], level: int = 6) -> None:
+    def __init__(self, write: Callable[[bytes | memoryview], object], level: int = 6,
+                 engine: str = "zlib") -> None:
+        """`engine`/`level`: what compresses the bytes that are not reused — "zlib" (levels
+        1-9) or "isal" (ISA-L, levels 0-3, many times faster at a slightly lower ratio)."""
+        if engine not in _ENGINES:
+            raise ValueError(f"unknown compression engine {engine!r}")
         self._write = write
         self._level = level
+        self._engine = _ENGINES[engine]
         self._bits = 0  # pending output bits (< 8 of them), LSB first
         self._nbits = 0
         self._crc = 0
@@ -272,9 +281,9 @@ class Stitcher:
         data = b"".join(self._pending)
         self._pending = []
         self._align()
-        comp = zlib.compressobj(self._level, zlib.DEFLATED, -15, 9,
-                                zdict=self._window) if self._window else \
-            zlib.compressobj(self._level, zlib.DEFLATED, -15, 9)
+        engine = self._engine
+        comp = engine.compressobj(self._level, engine.DEFLATED, -15, 9, zdict=self._window) \
+            if self._window else engine.compressobj(self._level, engine.DEFLATED, -15, 9)
         out = comp.compress(data) + comp.flush(zlib.Z_FINISH if final else zlib.Z_SYNC_FLUSH)
         self._emit(out)
         self.recompressed_in += len(data)

@@ -262,8 +262,10 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
                            entries_rewritten=st.stats.entries_rewritten,
                            entries_cut=st.stats.entries_cut,
                            final_entries=st.stats.final_entries)
+        from builder.stages.layer import STITCH_ENGINE, STITCH_LEVEL
+
         with rec.span("compress", aarch, impl="stitched", fused=True,
-                      compressor="stitched+zlib:6") as s:
+                      compressor=f"stitched+{STITCH_ENGINE}:{STITCH_LEVEL}") as s:
             s.bytes_in, s.bytes_out = lres.size, st.blob_size
             s.attrs.update(reused_bytes=st.reused_bytes, recompressed_in=st.recompressed_in,
                            recompressed_out=st.recompressed_out)

@@ -31,6 +31,7 @@ import hashlib
 import mmap
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ from pathlib import Path
 from builder.apk.tarindex import TarEntry
 from builder.deflate_stitch import Source, Stitcher
 from builder.errors import ApkImageError, FormatError
-from builder.fsroot import DIR, FILE, HARDLINK, SYMLINK, Extent, FsModel, Meta
+from builder.fsroot import DIR, FILE, HARDLINK, SYMLINK, Extent, FsModel, Meta, name_key
 from builder.gotar import END_MARKER, encode_header, padding
 
 _KINDS = {"0": FILE, "7": FILE, "1": HARDLINK, "2": SYMLINK, "3": "char", "4": "block",
@@ -158,10 +159,12 @@ def final_entries(fs: FsModel, placed: set[str], users: dict[int, str],
     placed, in the sorted layer's order; then the end-of-archive marker."""
     from builder.stages.layer import header_for, layer_walk
 
+    # Only this part of the walk: the order of a sorted pre-order walk is the order of the
+    # paths' component lists.
+    rest = sorted((p for p, m in fs.meta.items() if m.kind == DIR or p not in placed),
+                  key=lambda p: [name_key(c) for c in p.split("/")])
     files = [p for p in placed if fs.meta[p].kind == FILE]
-    for path, m in layer_walk(fs, files):
-        if m.kind != DIR and path in placed:
-            continue
+    for path, m in layer_walk(fs, files, ((p, fs.meta[p]) for p in rest)):
         stats.final_entries += 1
         yield encode_header(header_for(path, m, users, groups))
         if m.kind == FILE and m.size:
@@ -204,9 +207,36 @@ class _HashingFile:
         self.f.close()
 
 
+class _OrderedHasher:
+    """SHA-256 fed on one worker thread, in submission order: the diffID is hashed on the
+    second core while the main thread stitches (hashlib releases the GIL on large buffers)."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffid")
+        self._last: Future | None = None
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._last = self._pool.submit(self._h.update, data)
+
+    def drain(self) -> None:
+        """Wait until every buffer handed over so far is hashed (before unmapping it)."""
+        if self._last is not None:
+            self._last.result()
+
+    def hexdigest(self) -> str:
+        self.drain()
+        return self._h.hexdigest()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
 def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, str],
-                 groups: dict[int, str], level: int = 6) -> StitchResult:
-    """Write the stitched layer blob for `packages` (fast-expanded, in install order)."""
+                 groups: dict[int, str], engine: str = "isal", level: int = 2
+                 ) -> StitchResult:
+    """Write the stitched layer blob for `packages` (fast-expanded, in install order).
+    `engine`/`level` compress the few bytes that are not reused."""
     from builder.stages.expand_cache import FastExpandedPackage
 
     for exp in packages:
@@ -215,40 +245,44 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
                                 "expand stage (it needs the cached data sections)")
     stats = StitchStats()
     placed: set[str] = set()
-    diff = hashlib.sha256()
+    diff = _OrderedHasher()
     size = 0
     out = _HashingFile(out_path)
     try:
-        stitcher = Stitcher(out.write, level)
+        stitcher = Stitcher(out.write, level, engine)
         for exp in packages:
             # One package's maps at a time: pages of finished packages leave the process.
             with ExitStack() as stack:
                 src = _source(stack, exp)
+                stack.callback(diff.drain)  # runs before the maps are closed
                 tar = src.uncompressed
                 plan = plan_package(fs, exp.package.name, exp.data_tar, tar, exp.entries,
                                     users, groups, placed, stats)
                 for piece in plan:
                     if isinstance(piece, Keep):
-                        stitcher.reuse(src, piece.start, piece.end)
                         diff.update(tar[piece.start:piece.end])
+                        stitcher.reuse(src, piece.start, piece.end)
                         size += piece.end - piece.start
                     else:
-                        stitcher.literal(piece.data)
                         diff.update(piece.data)
+                        stitcher.literal(piece.data)
                         size += len(piece.data)
                 stitcher.detach()
         for chunk in final_entries(fs, placed, users, groups, stats):
-            stitcher.literal(chunk)
             diff.update(chunk)
+            stitcher.literal(chunk)
             size += len(chunk)
         stitcher.finish()
+        diff_id = "sha256:" + diff.hexdigest()
     except BaseException:
         out.close()
         out_path.unlink(missing_ok=True)
         raise
+    finally:
+        diff.close()
     out.close()
     return StitchResult(
-        diff_id="sha256:" + diff.hexdigest(), size=size, digest="sha256:" + out.h.hexdigest(),
+        diff_id=diff_id, size=size, digest="sha256:" + out.h.hexdigest(),
         blob_size=stitcher.compressed_size, stats=stats, reused_bytes=stitcher.reused_bytes,
         recompressed_in=stitcher.recompressed_in, recompressed_out=stitcher.recompressed_out)
 

@@ -39,9 +39,9 @@ def _source(data: bytes, level: int = 6, members: int = 1, name: str = "src") ->
     return Source(compressed=comp, index=scan_blocks(comp, name), uncompressed=data, name=name)
 
 
-def _stitch(pieces) -> tuple[bytes, Stitcher]:
+def _stitch(pieces, engine: str = "zlib", level: int = 6) -> tuple[bytes, Stitcher]:
     out = io.BytesIO()
-    st_ = Stitcher(out.write)
+    st_ = Stitcher(out.write, level, engine)
     expected = []
     for piece in pieces:
         if isinstance(piece, bytes):
@@ -118,8 +118,8 @@ def test_crc32_combine() -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 399_999), st.integers(0, 60_000)),
                 min_size=1, max_size=8),
-       st.integers(1, 9))
-def test_random_pieces(spec, level) -> None:
+       st.sampled_from([("zlib", 1), ("zlib", 9), ("isal", 0), ("isal", 2), ("isal", 3)]))
+def test_random_pieces(spec, engine_level) -> None:
     sources = _SOURCES
     pieces = []
     for which, start, length in spec:
@@ -128,7 +128,7 @@ def test_random_pieces(spec, level) -> None:
         else:
             src = sources[which]
             pieces.append((src, start, min(start + length * 5, len(src.uncompressed))))
-    _stitch(pieces)
+    _stitch(pieces, *engine_level)
 
 
 _SOURCES = [_source(_corpus(10, 400_000), level=9, name="s0"),

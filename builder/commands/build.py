@@ -121,7 +121,12 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir() and any(out.iterdir()) and not (out / "oci-layout").exists():
         raise ConfigError(f"{out}: directory is not empty and is not an OCI layout")
     rec = SpanRecorder()
-    with tempfile.TemporaryDirectory(prefix="apkimage-build-") as tmp:
+    # The work directory sits beside OUT, so the finished blobs are hardlinked, not copied,
+    # into the output.
+    parent = out.resolve().parent
+    if not parent.is_dir():
+        raise ConfigError(f"{out}: parent directory {parent} does not exist")
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=parent) as tmp:
         progress(f"building {args.config}")
         result = build(opts, Path(tmp), rec)
         with rec.span("oci", impl=opts.impl["oci"]) as s:

@@ -55,10 +55,15 @@ class BlobSource:
         return hexpart
 
     def copy_to(self, dest: Path) -> None:
+        """Put the blob at `dest`: a hardlink when the file system allows it (blobs are
+        immutable and content-addressed; the build's files are its own), else a copy."""
         if self.data is not None:
             dest.write_bytes(self.data)
         elif self.path is not None:
-            shutil.copyfile(self.path, dest)
+            try:
+                os.link(self.path, dest)
+            except OSError:
+                shutil.copyfile(self.path, dest)
             got = dest.stat().st_size
             if got != self.size:
                 raise FormatError(f"blob {self.path}: expected {self.size} bytes, found {got}")

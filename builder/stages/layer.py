@@ -113,7 +113,8 @@ def header_for(path: str, m: Meta, users: dict[int, str],
     return h
 
 
-def layer_walk(fs: FsModel, already: Iterable[str] = ()) -> Iterator[tuple[str, Meta]]:
+def layer_walk(fs: FsModel, already: Iterable[str] = (),
+               walk: Iterable[tuple[str, Meta]] | None = None) -> Iterator[tuple[str, Meta]]:
     """The sorted walk as the layer records it.
 
     One deliberate difference from apko: apko writes every hardlink as a TypeLink to its
@@ -122,9 +123,9 @@ def layer_walk(fs: FsModel, already: Iterable[str] = ()) -> Iterator[tuple[str, 
     in walk order carries the content (with the target's metadata) and every later one links
     to it. When the target sorts first — the usual case — the bytes are apko's. `already`
     names regular files written earlier in the same tar (the stitched format's package
-    streams), which keep their content."""
+    streams), which keep their content; `walk` replaces `fs.walk()` with a part of it."""
     first: dict[str, str] = {p: p for p in already}
-    for path, m in fs.walk():
+    for path, m in (fs.walk() if walk is None else walk):
         if m.kind == FILE:
             head = first.setdefault(path, path)
             if head != path:
@@ -287,7 +288,11 @@ def layer_fast(fs: FsModel, out_path: Path | None, *, sink: Any = None) -> Layer
 layer_fast.streams = True  # type: ignore[attr-defined]
 
 
-def layer_stitched(fs: FsModel, out_gz: Path, *, packages: list[Any], level: int = 6
+# What compresses the bytes the stitched layer does not reuse (pinned: part of its bytes).
+STITCH_ENGINE, STITCH_LEVEL = "isal", 2
+
+
+def layer_stitched(fs: FsModel, out_gz: Path, *, packages: list[Any]
                    ) -> tuple[LayerResult, Any]:
     """The `stitched` layer format (builder/stitched.py): writes the gzip blob itself from the
     packages' own DEFLATE blocks, so layer and compression are one step. Returns the layer
@@ -295,7 +300,7 @@ def layer_stitched(fs: FsModel, out_gz: Path, *, packages: list[Any], level: int
     from builder.stitched import stitch_layer
 
     res = stitch_layer(fs, packages, out_gz, _names(fs, "etc/passwd"),
-                       _names(fs, "etc/group"), level)
+                       _names(fs, "etc/group"), STITCH_ENGINE, STITCH_LEVEL)
     entries = (res.stats.entries_kept + res.stats.entries_rewritten + res.stats.final_entries)
     return LayerResult(None, res.diff_id, res.size, entries), res
 
