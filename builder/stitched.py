@@ -70,6 +70,10 @@ class StitchStats:
 
 
 def _canonical(fs: FsModel, path: str) -> str | None:
+    # Fast path: a key of the model is canonical (install stores nodes only under canonical
+    # paths and drops a directory's children when it is replaced), so it needs no resolving.
+    if path in fs.meta:
+        return path
     try:
         return fs.resolve(fs.check_entry_name(path, "stitch"), follow=False, who="stitch")
     except FormatError:
@@ -195,15 +199,19 @@ class StitchResult:
 
 
 class _HashingFile:
+    """The blob file; its SHA-256 is computed on its own thread, in write order."""
+
     def __init__(self, path: Path) -> None:
         self.f = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self.h = hashlib.sha256()
+        self.h = _OrderedHasher("digest")
 
     def write(self, data: bytes | memoryview) -> None:
         self.h.update(data)
         self.f.write(data)
 
     def close(self) -> None:
+        self.h.drain()
+        self.h.close()
         self.f.close()
 
 
@@ -211,9 +219,9 @@ class _OrderedHasher:
     """SHA-256 fed on one worker thread, in submission order: the diffID is hashed on the
     second core while the main thread stitches (hashlib releases the GIL on large buffers)."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
         self._h = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="diffid")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._last: Future | None = None
 
     def update(self, data: bytes | memoryview) -> None:
@@ -245,7 +253,7 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
                                 "expand stage (it needs the cached data sections)")
     stats = StitchStats()
     placed: set[str] = set()
-    diff = _OrderedHasher()
+    diff = _OrderedHasher("diffid")
     size = 0
     out = _HashingFile(out_path)
     try:
@@ -254,7 +262,9 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
             # One package's maps at a time: pages of finished packages leave the process.
             with ExitStack() as stack:
                 src = _source(stack, exp)
-                stack.callback(diff.drain)  # runs before the maps are closed
+                # Both hashers must be done with this package's maps before they close.
+                stack.callback(out.h.drain)
+                stack.callback(diff.drain)
                 tar = src.uncompressed
                 plan = plan_package(fs, exp.package.name, exp.data_tar, tar, exp.entries,
                                     users, groups, placed, stats)
@@ -274,6 +284,7 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
             size += len(chunk)
         stitcher.finish()
         diff_id = "sha256:" + diff.hexdigest()
+        blob_digest = out.h.hexdigest()
     except BaseException:
         out.close()
         out_path.unlink(missing_ok=True)
@@ -282,7 +293,7 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
         diff.close()
     out.close()
     return StitchResult(
-        diff_id=diff_id, size=size, digest="sha256:" + out.h.hexdigest(),
+        diff_id=diff_id, size=size, digest="sha256:" + blob_digest,
         blob_size=stitcher.compressed_size, stats=stats, reused_bytes=stitcher.reused_bytes,
         recompressed_in=stitcher.recompressed_in, recompressed_out=stitcher.recompressed_out)
 
