@@ -1,37 +1,22 @@
-"""`apkimage` command line. Each subcommand lives in `builder/commands/<name>.py` and exposes
-`add_parser(subparsers)` (registering itself, with `func=run`) and `run(args) -> int`."""
+"""`apkimage` command line (subcommands in `builder/commands/`)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from builder.errors import ApkImageError
+from builder.clitool import build_parser as _build_parser
+from builder.clitool import run_main
 
 COMMANDS = ["verify", "index", "resolve", "build", "publish"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="apkimage", description="Build OCI images from APK packages."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMANDS:
-        importlib.import_module(f"builder.commands.{name}").add_parser(sub)
-    return parser
+    return _build_parser("apkimage", "Build OCI images from APK packages.", "builder", COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except ApkImageError as exc:
-        print(f"apkimage: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("apkimage: interrupted", file=sys.stderr)
-        return 130
+    return run_main(build_parser(), argv)
 
 
 if __name__ == "__main__":

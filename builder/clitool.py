@@ -1,0 +1,34 @@
+"""What `apkimage` and `apkperf` share: subcommands as modules, one-line errors, exit codes.
+
+Each subcommand lives in `<package>/commands/<name>.py` and exposes `add_parser(subparsers)`
+(registering itself, with `func=run`) and `run(args) -> int`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from builder.errors import ApkImageError
+
+
+def build_parser(prog: str, description: str, package: str,
+                 commands: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in commands:
+        importlib.import_module(f"{package}.commands.{name}").add_parser(sub)
+    return parser
+
+
+def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse and run; an ApkImageError is one `prog: error: …` line and exit status 1."""
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ApkImageError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
