@@ -209,3 +209,26 @@ def test_debian_workload_prepared_once(converted: tuple[Path, Path], tmp_path: P
     assert w.key_path.is_file() and (w.repo_dir / "x86_64" / "APKINDEX.tar.gz").is_file()
     monkeypatch.setattr(debian, "convert_corpus", lambda *a, **k: pytest.fail("regenerated"))
     assert prepare_workload("debian-small", tmp_path / "wl", debian_cache=cache) == w
+
+
+def test_closure_walks_first_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One recursive listing; first alternatives, virtual names through their first provider;
+    a chosen package missing from the listing is asked for; an unknown root is an error."""
+    listing = {
+        "app": [[("libc6", [])], [("mawk", []), ("gawk", [])], [("<awk-virtual>", ["gawk"])],
+                [("late", [])]],
+        "libc6": [], "mawk": [[("libc6", [])]], "gawk": [], "unused": [],
+    }
+    calls: list[tuple[tuple[str, ...], bool]] = []
+
+    def depends(names: list[str], recurse: bool = False) -> dict:
+        calls.append((tuple(names), recurse))
+        if recurse:
+            return {n: g for n, g in listing.items() if n != "late"}
+        return {n: [] for n in names if n in ("late", "app")}
+
+    monkeypatch.setattr(debian, "_apt_depends", depends)
+    assert debian.resolve_closure(["app"]) == ["app", "gawk", "late", "libc6", "mawk"]
+    assert calls == [(("app",), True), (("late",), False)]
+    with pytest.raises(CorpusError, match="no such Debian package: nope"):
+        debian.resolve_closure(["app", "nope"])
