@@ -34,7 +34,7 @@ _MAX_LINKS = 40
 _COPY = 1 << 20
 
 
-@dataclass
+@dataclass(slots=True)
 class Meta:
     """What the layer records for one path."""
 
@@ -70,6 +70,11 @@ Content = bytes | Extent
 
 def _split(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
+
+
+def _parent(canonical: str) -> str:
+    """The parent of a canonical path ("" for a top-level name)."""
+    return canonical.rpartition("/")[0]
 
 
 def name_key(name: str) -> bytes:
@@ -124,8 +129,16 @@ class ExtentReader(io.RawIOBase):
 class FsModel:
     """Path rules and metadata of the image filesystem; content storage is the subclass's."""
 
+    # Storage that copies file bytes at install time can use an Extent's open handle.
+    uses_fileobj = True
+
     def __init__(self) -> None:
         self.meta: dict[str, Meta] = {}
+        # Canonical form of directory paths already resolved (raw path -> canonical). A
+        # resolution depends only on the symlinks in `meta`, so the cache is emptied whenever
+        # a symlink appears or may disappear (`symlink`, `_clear`); `meta` changes only
+        # through this class's methods.
+        self._dirs: dict[str, str] = {}
 
     # ------------------------------------------------------------------ storage hooks
 
@@ -163,7 +176,38 @@ class FsModel:
 
     def resolve(self, path: str, *, follow: bool = True, who: str = "builder") -> str:
         """Canonical image path (no symlinks in it, except the last component when
-        `follow` is False). Raises FormatError if the path would leave the root."""
+        `follow` is False). Raises FormatError if the path would leave the root.
+
+        Fast path: the parent directory's canonical form comes from a cache, and the last
+        component is appended (it is not followed, or it is not a symlink). Anything else —
+        a last component that is empty, `.`, `..` or a symlink to follow, a parent that does
+        not resolve — takes the full walk, so results and errors are exactly the walk's."""
+        parent, _, last = path.rpartition("/")
+        if last and last != "." and last != "..":
+            pc = self._dirs.get(parent)
+            if pc is None:
+                pc = self._resolve_dir(parent)
+            if pc is not None:
+                cur = f"{pc}/{last}" if pc else last
+                if not follow:
+                    return cur
+                m = self.meta.get(cur)
+                if m is None or m.kind != SYMLINK:
+                    return cur
+        return self._walk_resolve(path, follow, who)
+
+    def _resolve_dir(self, path: str) -> str | None:
+        """Canonical form of the directory path `path` (cached), None if it does not
+        resolve (the caller then repeats the full walk for its own error message)."""
+        try:
+            c = self._walk_resolve(path, True, "builder")
+        except FormatError:
+            return None
+        self._dirs[path] = c
+        return c
+
+    def _walk_resolve(self, path: str, follow: bool, who: str) -> str:
+        """`resolve` by walking every component."""
         parts = _split(path)
         done: list[str] = []
         hops = 0
@@ -190,6 +234,9 @@ class FsModel:
 
     def check_entry_name(self, name: str, who: str) -> str:
         """Validate a name from a package: relative, no `..` components. Returns it cleaned."""
+        if (name and name[0] != "/" and name[0] != "." and name[-1] != "/"
+                and "//" not in name and "/." not in name):
+            return name  # no empty, `.` or `..` component: already clean
         if name.startswith("/"):
             raise FormatError(f"{who}: absolute path {name!r} in package data")
         parts = _split(name)
@@ -213,15 +260,19 @@ class FsModel:
     # ------------------------------------------------------------------ creation
 
     def _parent_ok(self, canonical: str, who: str) -> None:
-        parent = posixpath.dirname(canonical)
-        if parent and (parent not in self.meta or self.meta[parent].kind != DIR):
-            raise FormatError(f"{who}: parent of {canonical!r} is not a directory")
+        parent = canonical.rpartition("/")[0]
+        if parent:
+            m = self.meta.get(parent)
+            if m is None or m.kind != DIR:
+                raise FormatError(f"{who}: parent of {canonical!r} is not a directory")
 
     def _clear(self, canonical: str) -> None:
         """Remove whatever is at `canonical` (a directory with everything under it)."""
         m = self.meta.pop(canonical, None)
         if m is None:
             return
+        if m.kind == SYMLINK or m.kind == DIR:  # a symlink goes (maybe inside the dir)
+            self._dirs.clear()
         if m.kind == DIR:
             prefix = canonical + "/"
             for k in [k for k in self.meta if k.startswith(prefix)]:
@@ -265,11 +316,12 @@ class FsModel:
     def write_file(self, path: str, data: bytes | BinaryIO | Extent, mode: int = 0o644, *,
                    mtime: int = 0, uid: int = 0, gid: int = 0, package: str = "",
                    checksum: str = "", size: int | None = None, who: str = "builder",
-                   xattrs: dict[str, str] | None = None) -> str:
+                   xattrs: dict[str, str] | None = None, canonical: str | None = None) -> str:
         """Write a regular file (replacing a non-directory at the path). `data` is the
         content, a readable file positioned at it (`size` bytes, or to its end), or an
-        Extent of a data tar."""
-        c = self.resolve(path, follow=False, who=who)
+        Extent of a data tar. `canonical`, when the caller already has it, is
+        `resolve(path, follow=False)` (saves resolving twice)."""
+        c = self.resolve(path, follow=False, who=who) if canonical is None else canonical
         if not c:
             raise FormatError(f"{who}: cannot write a file at the image root")
         self._parent_ok(c, who)
@@ -279,15 +331,15 @@ class FsModel:
         self._clear(c)
         written = self._store_file(c, data, size)
         self.meta[c] = Meta(FILE, mode, uid, gid, mtime, size=written, package=package,
-                            checksum=checksum, xattrs=dict(xattrs or {}))
+                            checksum=checksum, xattrs=dict(xattrs) if xattrs else {})
         return c
 
     def symlink(self, path: str, target: str, *, mtime: int | None = None, uid: int = 0,
                 gid: int = 0, package: str = "", checksum: str = "",
-                who: str = "builder") -> str:
+                who: str = "builder", canonical: str | None = None) -> str:
         """Create a symlink; `mtime=None` copies the parent directory's mtime (apko rule for
-        links it creates itself)."""
-        c = self.resolve(path, follow=False, who=who)
+        links it creates itself). `canonical`: as for `write_file`."""
+        c = self.resolve(path, follow=False, who=who) if canonical is None else canonical
         if not c:
             raise FormatError(f"{who}: cannot replace the image root with a symlink")
         self._parent_ok(c, who)
@@ -300,11 +352,13 @@ class FsModel:
             mtime = self._parent_mtime(c)
         self.meta[c] = Meta(SYMLINK, 0o777, uid, gid, mtime, linkname=target,
                             package=package, checksum=checksum)
+        self._dirs.clear()
         return c
 
     def hardlink(self, path: str, target: str, *, mtime: int = 0, package: str = "",
-                 who: str = "builder") -> str:
-        """A hardlink to an existing regular file `target` (image path)."""
+                 who: str = "builder", canonical: str | None = None) -> str:
+        """A hardlink to an existing regular file `target` (image path). `canonical`: as for
+        `write_file`."""
         tc = self.resolve(target, who=who)
         tm = self.meta.get(tc)
         if tm is None or tm.kind not in (FILE, HARDLINK):
@@ -312,7 +366,7 @@ class FsModel:
         if tm.kind == HARDLINK:
             tc = tm.linkname
             tm = self.meta[tc]
-        c = self.resolve(path, follow=False, who=who)
+        c = self.resolve(path, follow=False, who=who) if canonical is None else canonical
         if c == tc:
             raise FormatError(f"{who}: hardlink {path!r} -> {target!r}: links to itself")
         self._parent_ok(c, who)
@@ -323,9 +377,11 @@ class FsModel:
         return c
 
     def mknod(self, path: str, kind: str, major: int, minor: int, mode: int, *,
-              mtime: int | None = None, who: str = "builder") -> str:
-        """A device or fifo (its numbers live in the metadata)."""
-        c = self.resolve(path, follow=False, who=who)
+              mtime: int | None = None, who: str = "builder",
+              canonical: str | None = None) -> str:
+        """A device or fifo (its numbers live in the metadata). `canonical`: as for
+        `write_file`."""
+        c = self.resolve(path, follow=False, who=who) if canonical is None else canonical
         self._parent_ok(c, who)
         self._clear(c)
         self._store_node(c)
@@ -335,8 +391,8 @@ class FsModel:
         return c
 
     def _parent_mtime(self, canonical: str) -> int:
-        parent = posixpath.dirname(canonical)
-        return self.meta[parent].mtime if parent in self.meta else 0
+        m = self.meta.get(canonical.rpartition("/")[0])
+        return m.mtime if m is not None else 0
 
     def remove(self, path: str) -> None:
         self._clear(self.resolve(path, follow=False))

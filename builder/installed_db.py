@@ -61,19 +61,95 @@ def _path_compare(a: FileRecord, b: FileRecord) -> int:
     return -1 if not a_dir else 1
 
 
+def _is_clean(path: str) -> bool:
+    """True when `posixpath.normpath(path) == path` is certain (no empty, `.` or `..`
+    component, not absolute)."""
+    return bool(path) and path[0] != "/" and path[0] != "." and path[-1] != "/" \
+        and "//" not in path and "/." not in path
+
+
+def _order_key(f: FileRecord) -> str:
+    """A string whose order is `_path_compare`'s, except that a directory sorts before the
+    paths under it (which `_path_compare` calls equal): components joined by NUL, each
+    prefixed by \\x01 if it is a directory (every component but the last, and the last
+    when the record is a directory), \\x00 otherwise. Names must not contain \\x00 or \\x01."""
+    p = f.path
+    if _is_clean(p):
+        if f.is_dir:
+            return "\x01" + p.replace("/", "\x00\x01")
+        head, _, base = p.rpartition("/")
+        return "\x01" + head.replace("/", "\x00\x01") + "\x00\x00" + base if head \
+            else "\x00" + base
+    parts = posixpath.normpath(p).split("/")
+    last = len(parts) - 1
+    return "\x00".join(("\x01" if i < last or f.is_dir else "\x00") + c
+                        for i, c in enumerate(parts))
+
+
+def _sorted_by_key(files: list[FileRecord]) -> list[FileRecord] | None:
+    """`sorted(files, key=cmp_to_key(_path_compare))`, computed with a string key, or None
+    when that is not provably the same list.
+
+    `_path_compare` orders like `_order_key` except for pairs it calls equal where the key
+    does not: a directory and a path under it, or a directory and a non-directory with the
+    same path. The sort only ever asks whether a later element is less than an earlier one,
+    so its decisions — and its result — are the key's as long as no such pair appears in
+    the input with the directory (the key's smaller element) later. That is checked here in
+    one pass; package data tars list directories before their contents, so it holds."""
+    if not files:
+        return []
+    dirs: set[str] = set()  # normalised paths of directory records seen so far
+    above: set[str] = set()  # strict ancestors of every record seen so far
+    keys = []
+    for f in files:
+        p = f.path
+        if "\x00" in p or "\x01" in p:
+            return None
+        norm = p if _is_clean(p) else posixpath.normpath(p)
+        if f.is_dir:
+            if norm in above:
+                return None
+            dirs.add(norm)
+        elif norm in dirs:
+            return None
+        up = norm
+        while "/" in up:
+            up = up.rpartition("/")[0]
+            if up in above:
+                break
+            above.add(up)
+        keys.append(_order_key(f))
+    order = sorted(range(len(files)), key=keys.__getitem__)
+    return [files[i] for i in order]
+
+
 def clean_file_list(files: list[FileRecord]) -> list[FileRecord]:
     """Sort (files before subdirectories within a directory) and drop orphans."""
-    ordered = sorted(files, key=functools.cmp_to_key(_path_compare))
+    ordered = _sorted_by_key(files)
+    if ordered is None:
+        ordered = sorted(files, key=functools.cmp_to_key(_path_compare))
     dirs = {f.path.rstrip("/") for f in ordered if f.is_dir} | {"", "."}
+    known: dict[str, bool] = {}  # parent -> every directory above it is listed
     out = []
     for f in ordered:
         parent = posixpath.dirname(f.path.rstrip("/"))
-        keep = True
-        while parent not in ("", "."):
-            if parent not in dirs:
-                keep = False
-                break
-            parent = posixpath.dirname(parent)
+        keep = known.get(parent)
+        if keep is None:
+            keep = True
+            walked = []
+            while parent not in ("", "."):
+                done = known.get(parent)
+                if done is not None:
+                    keep = done
+                    break
+                walked.append(parent)
+                if parent not in dirs:
+                    keep = False
+                    break
+                parent = posixpath.dirname(parent)
+            # every walked parent shares the outcome: each one's chain is a suffix of this
+            for w in walked:
+                known[w] = keep
         if keep:
             out.append(f)
     return out
@@ -106,7 +182,7 @@ def format_record(pkg: Package, files: list[FileRecord]) -> bytes:
         if top_needed:
             lines.append("F:")
             top_needed = False
-        lines.append(f"R:{posixpath.basename(f.path)}")
+        lines.append(f"R:{f.path.rpartition('/')[2]}")
         if perm != 0o644 or f.uid or f.gid:
             lines.append(f"a:{f.uid}:{f.gid}:{perm:04o}")
         if f.checksum:

@@ -19,6 +19,8 @@ _COPY = 1 << 20
 class MemFs(FsModel):
     """An in-memory image filesystem whose file nodes point into package data tars."""
 
+    uses_fileobj = False  # nothing is copied at install time
+
     def __init__(self) -> None:
         super().__init__()
         self.data: dict[str, Content] = {}
@@ -29,7 +31,8 @@ class MemFs(FsModel):
     def _store_file(self, canonical: str, data: bytes | BinaryIO | Extent,
                     size: int | None) -> int:
         if isinstance(data, Extent):
-            self.data[canonical] = Extent(data.path, data.offset, data.size)
+            self.data[canonical] = (data if data.fileobj is None
+                                    else Extent(data.path, data.offset, data.size))
             return data.size
         if isinstance(data, (bytes, bytearray, memoryview)):
             raw = bytes(data)

@@ -125,7 +125,13 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
     records: list[FileRecord] = []
     state.files[pkg.name] = records
     leading = True
-    with open(exp.data_tar, "rb") as data:
+    meta = fs.meta
+    name_of = pkg.name
+    tar_path = exp.data_tar
+    # Each entry's path is resolved once (canonical=...): nothing between the conflict check
+    # and the write changes a symlink.
+    with open(tar_path, "rb") as data:
+        fileobj = data if fs.uses_fileobj else None
         for e in exp.entries:
             name = fs.check_entry_name(e.path, who)
             if leading and "/" not in name and name.startswith("."):
@@ -133,48 +139,51 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
             leading = False
             if not name:
                 continue
-            rec = FileRecord(name, e.type == "5", e.mode & 0o7777, e.uid, e.gid, e.checksum)
-            if e.type == "5":
-                fs.mkdir(name, e.mode & 0o777, mtime=e.mtime, package=pkg.name, who=who,
+            t = e.type
+            rec = FileRecord(name, t == "5", e.mode & 0o7777, e.uid, e.gid, e.checksum)
+            if t == "5":
+                fs.mkdir(name, e.mode & 0o777, mtime=e.mtime, package=name_of, who=who,
                          xattrs=e.xattrs)
                 records.append(rec)
                 continue
             canon = fs.resolve(name, follow=False, who=who)
-            old = fs.meta.get(canon)
+            old = meta.get(canon)
+            if t == "2":
+                new_sum = _symlink_sha1(e.linkname)
+            elif e.checksum and (old is not None or t == "0" or t == "7"):
+                new_sum = _sha1_hex(e.checksum)
+            else:
+                new_sum = ""
             if old is not None:
                 if old.kind == DIR:
                     raise FormatError(f"{who}: {name} is a directory in the image, "
                                       "the package has a non-directory there")
-                if e.type == "2":
-                    new_sum = _symlink_sha1(e.linkname)
-                else:
-                    new_sum = _sha1_hex(e.checksum) if e.checksum else ""
                 same = bool(new_sum) and new_sum == old.checksum
                 if not _conflict_winner(state, pkg, old.package, name, same):
                     continue
-                if old.package and old.package != pkg.name:
+                if old.package and old.package != name_of:
                     prev = state.files[old.package]
                     prev[:] = [r for r in prev
                                if r.is_dir or fs.resolve(r.path, follow=False) != canon]
-            if e.type in ("0", "7"):
-                fs.write_file(name, Extent(exp.data_tar, e.data_offset, e.size, data),
-                              e.mode & 0o7777, mtime=e.mtime, package=pkg.name,
-                              checksum=_sha1_hex(e.checksum) if e.checksum else "",
-                              who=who, xattrs=e.xattrs)
+            if t == "0" or t == "7":
+                fs.write_file(name, Extent(tar_path, e.data_offset, e.size, fileobj),
+                              e.mode & 0o7777, mtime=e.mtime, package=name_of,
+                              checksum=new_sum, who=who, xattrs=e.xattrs, canonical=canon)
                 state.bytes_in += e.size
-            elif e.type == "2":
-                fs.symlink(name, e.linkname, mtime=e.mtime, package=pkg.name,
-                           checksum=_symlink_sha1(e.linkname), who=who)
-            elif e.type == "1":
+            elif t == "2":
+                fs.symlink(name, e.linkname, mtime=e.mtime, package=name_of, checksum=new_sum,
+                           who=who, canonical=canon)
+            elif t == "1":
                 target = fs.check_entry_name(e.linkname, who)
-                fs.hardlink(name, target, mtime=e.mtime, package=pkg.name, who=who)
-            elif e.type in ("3", "4", "6"):
-                kind = {"3": CHAR, "4": BLOCK, "6": FIFO}[e.type]
+                fs.hardlink(name, target, mtime=e.mtime, package=name_of, who=who,
+                            canonical=canon)
+            elif t in ("3", "4", "6"):
+                kind = {"3": CHAR, "4": BLOCK, "6": FIFO}[t]
                 fs.mknod(name, kind, e.devmajor, e.devminor, e.mode & 0o7777, mtime=e.mtime,
-                         who=who)
+                         who=who, canonical=canon)
             else:
-                raise FormatError(f"{who}: {name}: unsupported tar entry type {e.type!r}")
-            fs.meta[canon].package = pkg.name
+                raise FormatError(f"{who}: {name}: unsupported tar entry type {t!r}")
+            meta[canon].package = name_of
             records.append(rec)
     b64 = base64.b64encode(exp.control_sha1).decode()
     for c in exp.control:
