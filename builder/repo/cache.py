@@ -19,6 +19,11 @@ Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apk
                                     each JSON artefact, size + CRC-32 of data.tar; an
                                     artefact not listed there, or not matching it, is rebuilt
         .expand.lock                flock(2) taken while the artefacts are (re)built
+        apk.verified                stamp (builder/repo/stamp.py): identity of the .apk file
+                                    (the cached copy or the local repository's) whose data
+                                    section last hashed to its datahash
+        data.tar.verified           stamp: identity of data.tar when it last matched the
+                                    manifest's CRC-32
       index/<uu>/<uhash>.json       one record per remote URL kept by URL (APKINDEX files,
                                     keyring keys), <uhash> = hex SHA-256 of the URL:
                                     {"url", "sha256", "size", "etag", "last_modified"}
@@ -34,7 +39,10 @@ Rules that make two builds at once safe:
 - A record that points at content (index JSON -> blob) is written after the content, so a
   record never names a missing blob except through outside damage, which reads detect.
 - Nothing read from the cache is trusted: blobs are re-hashed against their name, packages
-  are re-verified against the index (`C:`, `datahash`, size) by the fetch stage.
+  are re-verified against the index (`C:`, `datahash`, size) by the fetch stage. The two
+  big content checks (a package's datahash, a data tar's CRC-32) are skipped while a
+  verification stamp (`*.verified`, builder/repo/stamp.py) shows the file has not changed
+  since it last passed them.
 """
 
 from __future__ import annotations
@@ -60,6 +68,8 @@ EXPANDED_CONTROL = "control.json"
 EXPANDED_BLOCKS = "blocks.json"
 EXPANDED_MANIFEST = "expand.json"
 EXPANDED_LOCK = ".expand.lock"
+VERIFIED_APK = "apk.verified"
+VERIFIED_DATA_TAR = "data.tar.verified"
 
 
 def default_cache_dir() -> Path:

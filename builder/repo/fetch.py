@@ -23,8 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
-import requests
-
 from builder.apk.model import Package
 from builder.errors import FetchError, FormatError, VerificationError
 from builder.repo.cache import Cache, CorruptEntry, IndexRecord
@@ -32,6 +30,8 @@ from builder.repo.http import HttpOptions, download, make_session
 from builder.repo.repository import INDEX_FILENAME, Repository
 
 if TYPE_CHECKING:
+    import requests
+
     from builder.apk.signing import Keyring
 
 log = logging.getLogger(__name__)

@@ -16,13 +16,15 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import dataclass, field
-from typing import BinaryIO
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import FetchError
+
+if TYPE_CHECKING:
+    import requests
+
+# `requests` (with urllib3, ~50 ms to import) is imported by the functions that talk HTTP,
+# so builds from local repositories or a warm cache never load it.
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 CHUNK = 256 * 1024
@@ -42,6 +44,10 @@ class HttpOptions:
 
 def make_session(options: HttpOptions) -> requests.Session:
     """A Session with a retrying, pooled adapter for http:// and https://."""
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.util.retry import Retry
+
     retry = Retry(
         total=options.retries,
         connect=options.retries,
@@ -128,6 +134,8 @@ def _download_once(
     conditional: dict[str, str] | None,
     max_size: int | None,
 ) -> Download:
+    import requests
+
     try:
         resp = session.get(
             url, stream=True, timeout=options.timeout, headers=conditional or {}
