@@ -130,3 +130,27 @@ def test_expand_stamp_skips_crc_until_the_data_tar_changes(
     rebuilt = expand_cached(APK, cache)
     assert not rebuilt.from_cache
     assert rebuilt.data_tar.read_bytes() == original
+
+
+def test_hot_fetch_of_a_local_repository_uses_stamps_and_catches_damage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from builder.apk.signing import Keyring
+    from builder.repo.indexes import load_indexes
+    from builder.repo.repository import Repository
+    from builder.stages.fetch import fetch_fast
+    from tests.test_repo_fetch import REPO_DIR, fast_fetcher
+
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO_DIR, repo)
+    _settle()
+    keyring = Keyring.from_paths([GOLDEN / "melange.rsa.pub"])
+    with fast_fetcher(tmp_path / "cache") as fetcher:
+        pkgs = load_indexes([Repository(str(repo))], "x86_64", keyring, fetcher)
+        cold = fetch_fast(pkgs, "x86_64", fetcher, None)  # hashes and stamps
+        with monkeypatch.context() as m:
+            m.setattr(fetch.hashlib, "sha256", _no_sha256)
+            assert fetch_fast(pkgs, "x86_64", fetcher, None) == cold
+        victim = cold["replayout"]
+        _corrupt_in_place(victim, victim.stat().st_size - 50)
+        with pytest.raises(VerificationError, match="replayout.*datahash mismatch"):
+            fetch_fast(pkgs, "x86_64", fetcher, None)

@@ -117,6 +117,10 @@ class _Stale(Exception):
     """The cached artefacts are missing or do not match their manifest (message says why)."""
 
 
+class _NotQuick(Exception):
+    """A quick load (`_load(quick=True)`) would have to hash or CRC a large file."""
+
+
 # -- control ---------------------------------------------------------------------------------
 
 
@@ -236,11 +240,11 @@ def _read_checked(path: Path, record: dict[str, Any] | None) -> bytes:
 
 
 def _check_data_tar(path: Path, record: dict[str, Any] | None, cache: Cache | None = None,
-                    stamp_path: Path | None = None) -> None:
+                    stamp_path: Path | None = None, quick: bool = False) -> None:
     """`data.tar` against its manifest record: size always, CRC-32 unless `stamp_path` (a
     `data.tar.verified` stamp, builder/repo/stamp.py) shows this very file (same device,
     inode, size, mtime, ctime) already matched this size and CRC-32. A full pass that
-    succeeds writes the stamp."""
+    succeeds writes the stamp; with `quick`, _NotQuick is raised instead of a full pass."""
     if record is None:
         raise _Stale(f"{path.name} is not in the manifest")
     facts = {"size": record.get("size"), "crc32": record.get("crc32")}
@@ -254,6 +258,8 @@ def _check_data_tar(path: Path, record: dict[str, Any] | None, cache: Cache | No
                 raise _Stale(f"{path.name}: size differs from the manifest")
             if stamp_path is not None and stamp.is_stamped(stamp_path, before, facts):
                 return
+            if quick:
+                raise _NotQuick(path.name)
             buf = bytearray(COPY_CHUNK)
             view = memoryview(buf)
             while n := f.readinto(buf):
@@ -275,14 +281,19 @@ def _small_record(raw: bytes) -> dict[str, Any]:
 # -- hot load --------------------------------------------------------------------------------
 
 
-def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths) -> FastExpandedPackage:
-    """The expansion from the cache, or _Stale. Never inflates anything."""
+def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
+          quick: bool = False) -> FastExpandedPackage:
+    """The expansion from the cache, or _Stale. Never inflates anything. With `quick`, a
+    load that would have to hash or CRC a large file raises _NotQuick instead."""
     doc = _read_manifest(paths)
     if doc.get("key") != layout.key:
         raise _Stale("manifest is for another package")
     if doc.get("data_section_size") != layout.data_size:
         raise _Stale("data section size differs from the manifest")
     arts = doc.get("artefacts") or {}
+    tar_record = arts.get(EXPANDED_DATA_TAR)
+    # data.tar first: a quick load gives up before parsing anything when it is not stamped.
+    _check_data_tar(paths.data_tar, tar_record, cache, paths.dir / VERIFIED_DATA_TAR, quick)
     try:
         fields, control = _control_from_json(
             _read_checked(paths.control, arts.get(EXPANDED_CONTROL)))
@@ -290,6 +301,8 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths) -> FastExpanded
         raise _Stale(f"control info unreadable: {exc}") from None
     pkg = _package(layout, fields)
     if not pkg.datahash:
+        if quick:
+            raise _NotQuick("no datahash")
         # The key does not pin the data section: compare its hash with the manifest's.
         with open(layout.path, "rb") as f, \
                 mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
@@ -300,8 +313,6 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths) -> FastExpanded
         index = tar_index_from_json(_read_checked(paths.tar_index, arts.get(EXPANDED_TAR_INDEX)))
     except (ValueError, KeyError, TypeError) as exc:
         raise _Stale(f"tar index unreadable: {exc}") from None
-    tar_record = arts.get(EXPANDED_DATA_TAR)
-    _check_data_tar(paths.data_tar, tar_record, cache, paths.dir / VERIFIED_DATA_TAR)
     return FastExpandedPackage(
         package=pkg, control_sha1=layout.control_sha1, pkginfo=fields, control=control,
         data_tar=paths.data_tar, entries=index.entries, data_size=int(tar_record["size"]),
@@ -486,12 +497,23 @@ def _remove_stale_temps(directory: Path) -> None:
                 p.unlink()
 
 
+def _load_quick(path: Path, cache: Cache) -> FastExpandedPackage:
+    """`expand_cached`'s result when it is a load that needs no large read; _Stale or
+    _NotQuick when it is not."""
+    layout = read_layout(path)
+    return _load(layout, cache, cache.expanded_paths(layout.key), quick=True)
+
+
 def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None = None,
                     workers: int | None = None) -> dict[str, ExpandedPackage]:
-    """The fast `expand` stage: `expand_cached` for every package on a thread pool (largest
-    first; ISA-L, hashlib and file I/O release the GIL). Without a cache, one under `workdir`
-    is used (nothing then survives the build). The first failure in package order is raised.
-    """
+    """The fast `expand` stage: `expand_cached` for every package. Without a cache, one under
+    `workdir` is used (nothing then survives the build). The first failure in package order
+    is raised.
+
+    Packages whose artefacts load without a large read (stamped data tar) are loaded first,
+    on this thread: that is JSON parsing, which holds the GIL, so threads would only add
+    switching. The rest — builds, CRC and hash passes — go to a thread pool, largest first
+    (ISA-L, hashlib and file I/O release the GIL)."""
     if cache is None:
         cache = Cache(workdir / "expand-cache")
     names = list(paths)
@@ -503,14 +525,27 @@ def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None =
             sizes[name] = paths[name].stat().st_size
         except OSError as exc:
             raise FormatError(f"{paths[name]}: cannot read package: {exc.strerror}") from None
-    n = max(1, min(workers or (os.cpu_count() or 2), len(names)))
-    if n == 1:
-        return {name: expand_cached(paths[name], cache) for name in names}
+    done: dict[str, ExpandedPackage | Exception] = {}
+    todo = []
+    for name in names:
+        try:
+            done[name] = _load_quick(paths[name], cache)
+        except (_Stale, _NotQuick):
+            todo.append(name)
+        except Exception as exc:  # noqa: BLE001 - raised below, in package order
+            done[name] = exc
+    n = max(1, min(workers or (os.cpu_count() or 2), len(todo)))
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="expand") as pool:
         futures = {name: pool.submit(expand_cached, paths[name], cache)
-                   for name in sorted(names, key=lambda x: -sizes[x])}
+                   for name in sorted(todo, key=lambda x: -sizes[x])}
         try:
-            return {name: futures[name].result() for name in names}
+            out: dict[str, ExpandedPackage] = {}
+            for name in names:
+                got = done[name] if name in done else futures[name].result()
+                if isinstance(got, Exception):
+                    raise got
+                out[name] = got
+            return out
         except BaseException:
             for fut in futures.values():
                 fut.cancel()

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from builder.apk.layout import read_layout, read_pkginfo
 from builder.apk.model import Package
 from builder.apk.pkginfo import pkginfo_to_package
-from builder.errors import FetchError, VerificationError
+from builder.errors import FetchError, FormatError, VerificationError
 from builder.repo import stamp
 from builder.repo.cache import VERIFIED_APK, Cache
 from builder.repo.fetch import Fetcher, fetch_packages, fetch_packages_parallel
@@ -41,7 +41,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None) -> None:
+class _NotQuick(Exception):
+    """`verify_package_fast(quick=True)` would have to hash the data section."""
+
+
+def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None,
+                        quick: bool = False) -> None:
     """`verify_package_file`'s checks (size, `C:`, name/version, datahash), reading only the
     `.apk`'s head and hashing its data section in place.
 
@@ -49,7 +54,8 @@ def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None) ->
     stamp (builder/repo/stamp.py) shows this very file — same device, inode, size, mtime and
     ctime — already hashed to this datahash; every other check runs every time. The head is
     always re-read, so `C:` still pins `.PKGINFO` and with it the datahash compared with the
-    stamp. A full pass that succeeds writes the stamp."""
+    stamp. A full pass that succeeds writes the stamp; with `quick`, _NotQuick is raised
+    instead of a full pass."""
     layout = read_layout(path)
     if pkg.size and layout.size != pkg.size:
         raise VerificationError(
@@ -75,6 +81,8 @@ def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None) ->
         before = os.fstat(f.fileno())
         if stamp_path is not None and stamp.is_stamped(stamp_path, before, facts):
             return
+        if quick:
+            raise _NotQuick(str(path))
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             view = memoryview(mm)
             data = view[layout.control_end:]
@@ -99,6 +107,28 @@ def _fetch_one_fast(fetcher: Fetcher, pkg: Package, arch: str) -> Path:
                                  lambda path: verify_package_fast(path, pkg, fetcher.cache))
 
 
+def _fetch_one_quick(fetcher: Fetcher, pkg: Package, arch: str) -> Path | None:
+    """`_fetch_one_fast`'s result when the package is on disk (local repository or cache)
+    and its stamp spares the hash; None when a download or a hash pass is needed."""
+    repo = Repository(url=pkg.repository, tag=pkg.repository_tag)
+    if repo.is_remote and not (pkg.checksum and fetcher.cache.package_path(
+            pkg.checksum, f"{pkg} ({repo.url})").is_file()):
+        return None
+
+    def check(path: Path) -> None:
+        try:
+            verify_package_fast(path, pkg, fetcher.cache, quick=True)
+        except (VerificationError, FormatError):
+            # Anything wrong (a damaged cache entry to fetch again, a bad local file to
+            # report) is left to the full path, which warns, refetches or raises.
+            raise _NotQuick(str(path)) from None
+
+    try:
+        return fetcher.fetch_package(repo, pkg, arch, check)
+    except _NotQuick:
+        return None
+
+
 def fetch_fast(
     packages: Iterable[Package],
     arch: str,
@@ -106,22 +136,42 @@ def fetch_fast(
     keyring: Keyring | None = None,
     workers: int | None = None,
 ) -> dict[str, Path]:
-    """Concurrent fetch (cache first) with the in-place verification. Same result, checks
-    and cache entries as the reference; the first failure in package order is raised.
-    `workers` defaults to the fetcher's connection pool size. Largest packages start first,
-    so the longest download or hash does not start last."""
+    """Fetch (cache first) with the in-place verification. Same result, checks and cache
+    entries as the reference; the first failure in package order is raised.
+
+    Packages already on disk whose stamps spare the hash are checked first, on this thread
+    (reading a few KiB each: threads would only add switching). The rest — downloads and
+    hash passes — run on a thread pool of `workers` (default: the fetcher's connection pool
+    size), largest first, so the longest download or hash does not start last."""
     pkgs = list(packages)
     for pkg in pkgs:
         if not pkg.repository:
             raise FetchError(f"{pkg}: no repository recorded for this package")
     if not pkgs:
         return {}
-    n = max(1, min(workers or fetcher.http.pool_size, len(pkgs)))
+    done: dict[int, Path | Exception] = {}
+    todo = []
+    for pkg in pkgs:
+        try:
+            got = _fetch_one_quick(fetcher, pkg, arch)
+        except Exception as exc:  # noqa: BLE001 - raised below, in package order
+            got = exc
+        if got is None:
+            todo.append(pkg)
+        else:
+            done[id(pkg)] = got
+    n = max(1, min(workers or fetcher.http.pool_size, len(todo)))
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="fetch") as pool:
         futures = {id(pkg): pool.submit(_fetch_one_fast, fetcher, pkg, arch)
-                   for pkg in sorted(pkgs, key=lambda p: -p.size)}
+                   for pkg in sorted(todo, key=lambda p: -p.size)}
         try:
-            return {pkg.name: futures[id(pkg)].result() for pkg in pkgs}
+            out: dict[str, Path] = {}
+            for pkg in pkgs:
+                res = done[id(pkg)] if id(pkg) in done else futures[id(pkg)].result()
+                if isinstance(res, Exception):
+                    raise res
+                out[pkg.name] = res
+            return out
         except BaseException:
             for fut in futures.values():
                 fut.cancel()
