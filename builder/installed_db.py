@@ -12,9 +12,9 @@ directory forces a bare `F:`.
 
 from __future__ import annotations
 
-import base64
 import functools
 import posixpath
+from binascii import b2a_base64
 from dataclasses import dataclass
 
 from builder.apk.model import Package
@@ -41,7 +41,7 @@ def q1_checksum(checksum: str, who: str = "") -> str:
         raw = bytes.fromhex(checksum)
     except ValueError:
         raise FormatError(f"{who}: checksum {checksum!r} is neither hex nor Q1") from None
-    return "Q1" + base64.b64encode(raw).decode()
+    return "Q1" + b2a_base64(raw, newline=False).decode()
 
 
 def _path_compare(a: FileRecord, b: FileRecord) -> int:
@@ -105,7 +105,17 @@ def _sorted_by_key(files: list[FileRecord]) -> list[FileRecord] | None:
         p = f.path
         if "\x00" in p or "\x01" in p:
             return None
-        norm = p if _is_clean(p) else posixpath.normpath(p)
+        if _is_clean(p):
+            norm = p
+            if f.is_dir:
+                key = "\x01" + p.replace("/", "\x00\x01")
+            else:
+                head, _, base = p.rpartition("/")
+                key = "\x01" + head.replace("/", "\x00\x01") + "\x00\x00" + base if head \
+                    else "\x00" + base
+        else:
+            norm = posixpath.normpath(p)
+            key = _order_key(f)
         if f.is_dir:
             if norm in above:
                 return None
@@ -118,7 +128,7 @@ def _sorted_by_key(files: list[FileRecord]) -> list[FileRecord] | None:
             if up in above:
                 break
             above.add(up)
-        keys.append(_order_key(f))
+        keys.append(key)
     order = sorted(range(len(files)), key=keys.__getitem__)
     return [files[i] for i in order]
 
@@ -132,7 +142,9 @@ def clean_file_list(files: list[FileRecord]) -> list[FileRecord]:
     known: dict[str, bool] = {}  # parent -> every directory above it is listed
     out = []
     for f in ordered:
-        parent = posixpath.dirname(f.path.rstrip("/"))
+        p = f.path
+        # posixpath.dirname of a clean path is what precedes its last "/"
+        parent = p.rpartition("/")[0] if _is_clean(p) else posixpath.dirname(p.rstrip("/"))
         keep = known.get(parent)
         if keep is None:
             keep = True
@@ -171,6 +183,7 @@ def format_record(pkg: Package, files: list[FileRecord]) -> bytes:
     if pkg.checksum:
         lines.append(f"C:{pkg.checksum}")
     top_needed = True
+    who = ""
     for f in clean_file_list(files):
         perm = f.mode & 0o7777
         if f.is_dir:
@@ -185,6 +198,14 @@ def format_record(pkg: Package, files: list[FileRecord]) -> bytes:
         lines.append(f"R:{f.path.rpartition('/')[2]}")
         if perm != 0o644 or f.uid or f.gid:
             lines.append(f"a:{f.uid}:{f.gid}:{perm:04o}")
-        if f.checksum:
-            lines.append(f"Z:{q1_checksum(f.checksum, str(pkg))}")
+        c = f.checksum
+        if c:
+            if len(c) == 40 and not c.startswith("Q1"):
+                try:  # the usual hex form, converted inline
+                    lines.append(f"Z:Q1{b2a_base64(bytes.fromhex(c), newline=False).decode()}")
+                    continue
+                except ValueError:
+                    pass
+            who = who or str(pkg)
+            lines.append(f"Z:{q1_checksum(c, who)}")
     return ("\n".join(lines) + "\n\n").encode()
