@@ -68,6 +68,7 @@ from builder.apk.package import parse_sha1
 from builder.apk.pkginfo import pkginfo_to_package
 from builder.apk.tarindex import TarEntry, TarIndex, index_tar
 from builder.errors import ApkImageError, FetchError, FormatError, VerificationError
+from builder.gcpause import paused
 from builder.repo import stamp
 from builder.repo.cache import (
     EXPANDED_BLOCKS,
@@ -527,13 +528,14 @@ def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None =
             raise FormatError(f"{paths[name]}: cannot read package: {exc.strerror}") from None
     done: dict[str, ExpandedPackage | Exception] = {}
     todo = []
-    for name in names:
-        try:
-            done[name] = _load_quick(paths[name], cache)
-        except (_Stale, _NotQuick):
-            todo.append(name)
-        except Exception as exc:  # noqa: BLE001 - raised below, in package order
-            done[name] = exc
+    with paused():  # tens of thousands of acyclic TarEntry objects (builder/gcpause.py)
+        for name in names:
+            try:
+                done[name] = _load_quick(paths[name], cache)
+            except (_Stale, _NotQuick):
+                todo.append(name)
+            except Exception as exc:  # noqa: BLE001 - raised below, in package order
+                done[name] = exc
     n = max(1, min(workers or (os.cpu_count() or 2), len(todo)))
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="expand") as pool:
         futures = {name: pool.submit(expand_cached, paths[name], cache)

@@ -31,6 +31,7 @@ from pathlib import Path
 from builder.apk.model import Package
 from builder.errors import FormatError
 from builder.fsroot import BLOCK, CHAR, DIR, FIFO, Extent, FsModel, FsRoot
+from builder.gcpause import paused
 from builder.gotar import TarHeader, TarWriter
 from builder.installed_db import FileRecord, format_record
 from builder.stages.expand import ExpandedPackage
@@ -230,11 +231,13 @@ def install_reference(state: InstallState, expanded: list[ExpandedPackage]) -> N
 
 def install_fast(state: InstallState, expanded: list[ExpandedPackage]) -> None:
     """The same rules as the reference; fast because `state.fs` is a MemFs (no file bytes
-    are copied: file nodes point into the data tars)."""
-    for exp in expanded:
-        install_package(state, exp)
-    write_db(state)
-    resolve_apk_db(state.fs)
+    are copied: file nodes point into the data tars) and the cyclic garbage collector is
+    paused while the model's nodes are created (builder/gcpause.py)."""
+    with paused():
+        for exp in expanded:
+            install_package(state, exp)
+        write_db(state)
+        resolve_apk_db(state.fs)
 
 
 def new_filesystem(name: str, root: Path) -> FsModel:
