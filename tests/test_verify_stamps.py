@@ -93,16 +93,15 @@ def test_stamp_needs_same_identity_and_facts(tmp_path: Path) -> None:
     f = tmp_path / "f"
     f.write_bytes(b"abc")
     _settle()
-    cache = Cache(tmp_path / "cache")
     s = tmp_path / "cache" / "f.verified"
     st = f.stat()
-    assert stamp.write_stamp(cache, s, st, st, {"crc32": 1}, stamp.check_started())
+    assert stamp.write_stamp(s, st, st, {"crc32": 1}, stamp.check_started())
     assert stamp.is_stamped(s, f.stat(), {"crc32": 1})
     assert not stamp.is_stamped(s, f.stat(), {"crc32": 2})
     os.chmod(f, 0o600)  # metadata change: ctime moves, the stamp no longer applies
     assert not stamp.is_stamped(s, f.stat(), {"crc32": 1})
     other = f.stat()
-    assert not stamp.write_stamp(cache, s, st, other, {"crc32": 1}, stamp.check_started())
+    assert not stamp.write_stamp(s, st, other, {"crc32": 1}, stamp.check_started())
     s.write_text("not json")
     assert not stamp.is_stamped(s, f.stat(), {"crc32": 1})
 

@@ -26,14 +26,13 @@ the full check runs again (and writes a fresh stamp when it passes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from builder.errors import ApkImageError
-from builder.repo.cache import Cache
 
 SETTLE_NS = 2_000_000_000  # a file changed more recently than this is not stamped
 _IDENTITY = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
@@ -65,7 +64,7 @@ def check_started() -> int:
     return time.time_ns()
 
 
-def write_stamp(cache: Cache, stamp: Path, before: os.stat_result, after: os.stat_result,
+def write_stamp(stamp: Path, before: os.stat_result, after: os.stat_result,
                 facts: dict[str, Any], started_ns: int) -> bool:
     """Record a passed full check of a file whose stat was `before` when the check began
     and `after` when it ended. Nothing is written (False) if the file changed meanwhile or
@@ -73,8 +72,20 @@ def write_stamp(cache: Cache, stamp: Path, before: os.stat_result, after: os.sta
     if identity(before) != identity(after) or before.st_ctime_ns + SETTLE_NS > started_ns:
         return False
     doc = {"file": identity(before), "facts": facts, "checked_ns": started_ns}
+    # Temp file + rename, without the fsyncs of `Cache.write_bytes`: a stamp lost or torn
+    # by a crash is just not a stamp (the full check runs again), and a hot build that
+    # stamps every package should not wait for the disk ~100 times.
     try:
-        cache.write_bytes(stamp, json.dumps(doc, sort_keys=True).encode())
-    except (OSError, ApkImageError):  # a read-only cache still builds, without stamps
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=stamp.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(json.dumps(doc, sort_keys=True).encode())
+            os.replace(tmp, stamp)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError:  # a read-only cache still builds, without stamps
         return False
     return True

@@ -240,7 +240,7 @@ def _read_checked(path: Path, record: dict[str, Any] | None) -> bytes:
     return raw
 
 
-def _check_data_tar(path: Path, record: dict[str, Any] | None, cache: Cache | None = None,
+def _check_data_tar(path: Path, record: dict[str, Any] | None,
                     stamp_path: Path | None = None, quick: bool = False) -> None:
     """`data.tar` against its manifest record: size always, CRC-32 unless `stamp_path` (a
     `data.tar.verified` stamp, builder/repo/stamp.py) shows this very file (same device,
@@ -271,8 +271,8 @@ def _check_data_tar(path: Path, record: dict[str, Any] | None, cache: Cache | No
         raise _Stale(f"{path.name}: {exc.strerror or exc}") from None
     if total != record.get("size") or crc != record.get("crc32"):
         raise _Stale(f"{path.name}: content does not match the manifest (CRC-32)")
-    if stamp_path is not None and cache is not None:
-        stamp.write_stamp(cache, stamp_path, before, after, facts, started)
+    if stamp_path is not None:
+        stamp.write_stamp(stamp_path, before, after, facts, started)
 
 
 def _small_record(raw: bytes) -> dict[str, Any]:
@@ -294,7 +294,7 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
     arts = doc.get("artefacts") or {}
     tar_record = arts.get(EXPANDED_DATA_TAR)
     # data.tar first: a quick load gives up before parsing anything when it is not stamped.
-    _check_data_tar(paths.data_tar, tar_record, cache, paths.dir / VERIFIED_DATA_TAR, quick)
+    _check_data_tar(paths.data_tar, tar_record, paths.dir / VERIFIED_DATA_TAR, quick)
     try:
         fields, control = _control_from_json(
             _read_checked(paths.control, arts.get(EXPANDED_CONTROL)))

@@ -98,7 +98,7 @@ def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None,
             f"{path} hashes to {actual}"
         )
     if stamp_path is not None:
-        stamp.write_stamp(cache, stamp_path, before, after, facts, started)  # type: ignore[arg-type]
+        stamp.write_stamp(stamp_path, before, after, facts, started)
 
 
 def _fetch_one_fast(fetcher: Fetcher, pkg: Package, arch: str) -> Path:
