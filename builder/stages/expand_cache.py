@@ -15,8 +15,11 @@ work once: the compressed data section is hashed (SHA-256, checked against `.PKG
 each artefact is committed (temp + fsync + rename) and the manifest last.
 
 Hot: only the `.apk`'s signature and control members are read (a few KiB) to find the key;
-the manifest, `control.json` and `tarindex.json` are loaded and checked, `data.tar` is
-checked, and the result points at it. The data section is never inflated again.
+the manifest is read, `data.tar` is checked (size; CRC-32 unless its stamp vouches for it),
+`control.json` and `tarindex.json` are loaded and checked, and the result points at it. The
+data section is never inflated again. Hot loads run on the calling thread with the cyclic
+GC paused (JSON parsing holds the GIL); only loads that need a CRC or hash pass, and cold
+builds, go to the thread pool.
 
 Decisions:
 - Integrity of `data.tar` on a hot load: size every time; CRC-32 (ISA-L, ~6 GB/s here: ~50
