@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m compileall -q builder perf >/dev/null
 	touch $(STAMP)
 
 # Debian tools the tests drive (registry, skopeo, umoci, bwrap). Installed only when missing.

@@ -128,6 +128,9 @@ def build_env(extra: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("SOURCE_DATE_EPOCH", "0")
     env.pop("PYTHONPATH", None)  # the tree's own venv decides what `builder` is
+    # Measured builds run as an installed tool does: with its bytecode cached (the warm-up
+    # writes it), not recompiling every module in every process.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env.update(extra)
     return env
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from builder.oci.layout import BlobSource
-from builder.oci.registry import PushResult, Registry, parse_reference, push_image
 from builder.pipeline import BuildResult
+
+if TYPE_CHECKING:  # the registry client (and requests) is loaded only when publishing
+    from builder.oci.registry import PushResult
 
 
 @dataclass
@@ -33,6 +36,8 @@ PARALLEL_UPLOADS = 4
 
 def _publish(result: BuildResult, refs: list[str], workers: int,
              concurrent_repos: bool) -> PushSummary:
+    from builder.oci.registry import Registry, parse_reference, push_image
+
     groups: dict[tuple[str, str], list[str]] = {}
     for ref in refs:
         r = parse_reference(ref)
