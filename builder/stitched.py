@@ -261,18 +261,31 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
         for exp in packages:
             # One package's maps at a time: pages of finished packages leave the process.
             with ExitStack() as stack:
-                src = _source(stack, exp)
+                mapped = _source(stack, exp)
+                src = mapped.src
                 # Both hashers must be done with this package's maps before they close.
                 stack.callback(out.h.drain)
                 stack.callback(diff.drain)
                 tar = src.uncompressed
+                # Planning reads a few header bytes per entry: without fault-around, only
+                # those pages become resident, and they are let go before stitching.
+                mapped.tar.madvise(mmap.MADV_RANDOM)
                 plan = plan_package(fs, exp.package.name, exp.data_tar, tar, exp.entries,
                                     users, groups, placed, stats)
+                mapped.tar.madvise(mmap.MADV_DONTNEED)
+                mapped.tar.madvise(mmap.MADV_SEQUENTIAL)
+                dropped_to = 0
                 for piece in plan:
                     if isinstance(piece, Keep):
-                        diff.update(tar[piece.start:piece.end])
-                        stitcher.reuse(src, piece.start, piece.end)
-                        size += piece.end - piece.start
+                        for a, b in _chunks(src, piece.start, piece.end):
+                            diff.update(tar[a:b])
+                            stitcher.reuse(src, a, b)
+                            size += b - a
+                            if b - dropped_to >= CHUNK:  # keep the resident set small
+                                diff.drain()
+                                out.h.drain()
+                                mapped.drop(dropped_to, b)
+                                dropped_to = b
                     else:
                         diff.update(piece.data)
                         stitcher.literal(piece.data)
@@ -298,7 +311,55 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
         recompressed_in=stitcher.recompressed_in, recompressed_out=stitcher.recompressed_out)
 
 
-def _source(stack: ExitStack, exp) -> Source:
+@dataclass
+class _Mapped:
+    src: Source
+    apk: mmap.mmap
+    tar: mmap.mmap
+    section_offset: int
+
+    def drop(self, start: int, end: int) -> None:
+        """Let the pages behind uncompressed bytes [start, end) (and the compressed blocks
+        that hold them) leave the process: they are still in the page cache, and are read
+        back from it should they be touched again."""
+        _drop(self.tar, start, end)
+        _drop(self.apk, self.section_offset + self._bit_at(start) // 8,
+              self.section_offset + self._bit_at(end) // 8)
+
+    def _bit_at(self, offset: int) -> int:
+        """Bit offset of the block holding uncompressed byte `offset`."""
+        member = self.src.member_of(min(offset, self.src.index.size - 1))
+        i = self.src.last_block_at_or_before(member, offset)
+        blocks = self.src.blocks(member)
+        return blocks[i].bit if i >= 0 else self.src.index.members[member].data_bit
+
+
+def _drop(m: mmap.mmap, start: int, end: int) -> None:
+    page = mmap.PAGESIZE
+    lo = start // page * page
+    if end > lo:
+        m.madvise(mmap.MADV_DONTNEED, lo, min(end, len(m)) - lo)
+
+
+def _chunks(src: Source, start: int, end: int) -> Iterator[tuple[int, int]]:
+    """[start, end) in pieces of about CHUNK bytes, cut at block boundaries (so the pieces
+    stitch exactly as the whole would)."""
+    a = start
+    while end - a > CHUNK:
+        member = src.member_of(a)
+        i = src.first_block_at_or_after(member, a + CHUNK)
+        blocks = src.blocks(member)
+        if i >= len(blocks) or blocks[i].out >= end:
+            break
+        yield a, blocks[i].out
+        a = blocks[i].out
+    yield a, end
+
+
+CHUNK = 64 << 20  # bytes of data tar stitched and hashed between page releases
+
+
+def _source(stack: ExitStack, exp) -> _Mapped:
     """The package's data section (compressed, from the .apk) and data tar, memory-mapped."""
     def mapped(path: Path) -> mmap.mmap:
         fd = os.open(path, os.O_RDONLY)
@@ -307,11 +368,14 @@ def _source(stack: ExitStack, exp) -> Source:
         finally:
             os.close(fd)
 
-    apk = memoryview(mapped(exp.apk_path))
+    apk_map = mapped(exp.apk_path)
+    apk = memoryview(apk_map)
     stack.callback(apk.release)
     section = apk[exp.data_section_offset: exp.data_section_offset + exp.data_section_size]
     stack.callback(section.release)
-    tar = memoryview(mapped(exp.data_tar))
+    tar_map = mapped(exp.data_tar)
+    tar = memoryview(tar_map)
     stack.callback(tar.release)
-    return Source(compressed=section, index=exp.block_index(), uncompressed=tar,
-                  name=str(exp.package))
+    src = Source(compressed=section, index=exp.block_index(), uncompressed=tar,
+                 name=str(exp.package))
+    return _Mapped(src, apk_map, tar_map, exp.data_section_offset)
