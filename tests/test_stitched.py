@@ -132,3 +132,23 @@ def test_layer_format_flag_selects_stitched(tmp_path: Path) -> None:
     back = _build(GOLDEN / "apko.yaml", tmp_path / "b", "stitched", tmp_path / "cache",
                   "--workdir", str(wd), "--layer-format", "sorted", *ANNOTATIONS)
     assert back["image"]["impl"]["layer"] == "fast"
+
+
+@pytest.mark.tools
+def test_paths_mutations_rewrite_headers(tmp_path: Path,
+                                          signing_key: tuple[bytes, bytes]) -> None:  # noqa: F811
+    """apko's `paths` change a package file's mode and owner (a rewritten header, content
+    still reused), add files, dirs and links: the stitched tree still equals the sorted one."""
+    apks = {p: (FIXTURES / "apk" / p).read_bytes()
+            for p in ["wolfi/hello-wolfi-2.12-r1.apk", "wolfi/libcap-2.69-r0.apk"]}
+    cfg = _repo_from_apks(tmp_path, apks, signing_key, arch="aarch64")
+    cfg.write_text(cfg.read_text() + (
+        "paths:\n"
+        "  - {path: usr/bin/hello, type: permissions, permissions: 0o4750, uid: 1000, gid: 5}\n"
+        "  - {path: srv/data, type: directory, permissions: 0o770, uid: 1000}\n"
+        "  - {path: srv/data/empty, type: empty-file, permissions: 0o600}\n"
+        "  - {path: srv/hello, type: symlink, source: /usr/bin/hello}\n"
+        "  - {path: usr/share/locale, type: permissions, permissions: 0o700, recursive: true}\n"))
+    doc = _compare_trees(cfg, tmp_path)
+    layer = next(s for s in doc["spans"] if s["name"] == "layer")
+    assert layer["attrs"]["entries_rewritten"] > 0
