@@ -233,8 +233,12 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
         s.attrs.update(fetcher.stats.as_dict())
     with rec.span("expand", aarch, impl=chosen["expand"]) as s:
         s.bytes_in = sum(p.stat().st_size for p in paths.values())
+        # The stitched layer reads each data section's block index: made during expand.
+        block_index = chosen["layer"] == "stitched"
+        s.attrs["block_index"] = block_index
         expanded = impl.get("expand", chosen["expand"])(
-            {p.name: paths[p.name] for p in ordered}, adir / "expand", cache=fetcher.cache)
+            {p.name: paths[p.name] for p in ordered}, adir / "expand", cache=fetcher.cache,
+            block_index=block_index)
         s.attrs["cache_hits"] = sum(1 for e in expanded.values()
                                     if getattr(e, "from_cache", False))
         s.bytes_out = sum(e.data_size for e in expanded.values())

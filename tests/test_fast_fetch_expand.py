@@ -352,6 +352,121 @@ def test_block_index_on_demand_and_cached(tmp_path: Path,
     assert hot.block_index() == want
 
 
+def _counting_scan(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+
+    def counting(data: object, source: str = "", sink: object = None) -> object:
+        calls.append(source)
+        return scan_blocks(data, source, sink)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(expand_cache, "scan_blocks", counting)
+    return calls
+
+
+def _no_isal(*a: object) -> object:
+    raise AssertionError("ISA-L inflate used although the block index was asked for")
+
+
+def _want_index(path: Path):  # noqa: ANN202 - BlockIndex
+    return scan_blocks(path.read_bytes()[read_layout(path).control_end:], path.name)
+
+
+def test_block_index_recorded_in_the_single_cold_pass(reference: dict, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With block_index, each data section is inflated once, by the Z_BLOCK scan, which
+    writes data.tar (same bytes as the ISA-L path) and the index (same as a separate scan)
+    together; a hot expand then inflates nothing and reads blocks.json."""
+    wants = {_key(p): _want_index(p) for p in GOOD}
+    plain = expand_fast({_key(p): p for p in GOOD}, tmp_path / "wd0", Cache(tmp_path / "isal"))
+    cache = Cache(tmp_path / "cache")
+    paths = {_key(p): p for p in GOOD}
+    calls = _counting_scan(monkeypatch)
+    monkeypatch.setattr(expand_cache, "new_decompressor", _no_isal)
+    cold = expand_fast(paths, tmp_path / "wd", cache, block_index=True)
+    distinct = len({read_layout(p).key for p in GOOD})  # some fixtures are the same package
+    assert len(calls) == distinct  # one pass per package, nothing else
+    for name, exp in cold.items():
+        assert_same(reference[name], exp)
+        assert exp.data_tar.read_bytes() == plain[name].data_tar.read_bytes()
+        assert exp.known_block_index == wants[name]  # made in the pass, or loaded
+        assert exp.block_index() == wants[name]
+        doc = json.loads((exp.cache_dir / "expand.json").read_bytes())
+        isal_doc = json.loads((plain[name].cache_dir / "expand.json").read_bytes())
+        assert doc["artefacts"]["data.tar"] == isal_doc["artefacts"]["data.tar"]  # CRC, size
+        assert "blocks.json" in doc["artefacts"]
+    assert len(calls) == distinct  # block_index() reused what the expand recorded
+    assert len(wants["melange-local/" + TZDATA.name].members) > 1
+
+    def forbidden(*a: object) -> None:
+        raise AssertionError("a hot expand decompressed a data section")
+
+    monkeypatch.setattr(expand_cache, "new_decompressor", forbidden)
+    monkeypatch.setattr(expand_cache, "scan_blocks", forbidden)
+    hot = expand_fast(paths, tmp_path / "wd2", cache, block_index=True)
+    for name, exp in hot.items():
+        assert exp.from_cache
+        assert_same(reference[name], exp)
+        assert exp.block_index() == wants[name]
+
+
+def test_block_index_added_to_an_expansion_made_without_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache filled by a fast build (no block index) used by a stitched one: the index
+    is scanned once, in the expand stage; data.tar is neither inflated again nor rewritten."""
+    cache = Cache(tmp_path)
+    first = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache)["tz"]
+    manifest = first.cache_dir / "expand.json"
+    assert "blocks.json" not in json.loads(manifest.read_bytes())["artefacts"]
+    inode = first.data_tar.stat().st_ino
+    calls = _counting_scan(monkeypatch)
+    monkeypatch.setattr(expand_cache, "new_decompressor", _no_isal)
+    again = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache, block_index=True)["tz"]
+    assert isinstance(again, FastExpandedPackage)
+    assert again.from_cache and len(calls) == 1
+    assert again.known_block_index == _want_index(TZDATA)
+    assert again.data_tar.stat().st_ino == inode
+    assert "blocks.json" in json.loads(manifest.read_bytes())["artefacts"]
+    third = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache, block_index=True)["tz"]
+    assert len(calls) == 1 and third.block_index() == again.known_block_index
+
+
+def test_single_pass_with_tiny_output_pieces(reference: dict, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scan's output buffer far smaller than tzdata's members: data.tar is written in
+    many pieces that cross block and member ends, and is still byte for byte the same."""
+    from builder.apk import deflate_index
+
+    monkeypatch.setattr(deflate_index, "_OUT_CHUNK", 777)
+    got = expand_cached(TZDATA, Cache(tmp_path), block_index=True)
+    assert_same(reference[_key(TZDATA)], got)
+    monkeypatch.undo()
+    assert got.known_block_index == _want_index(TZDATA)
+
+
+@pytest.mark.parametrize("mangle", ["truncated", "corrupt"])
+def test_single_pass_bad_data_is_an_error_and_nothing_cached(mangle: str,
+                                                             tmp_path: Path) -> None:
+    """A data section that does not inflate (the datahash is left out so the check reaches
+    the inflate): FormatError, no manifest, no data.tar, no temp files."""
+    from builder.apk.writer import build_control, write_data_tar
+
+    data, _ = write_data_tar([DataEntry("etc", "dir", 0o755),
+                              DataEntry("etc/f", data=bytes(range(256)) * 400)])
+    if mangle == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        raw = bytearray(data)
+        raw[len(raw) // 2: len(raw) // 2 + 4] = b"\xff\x00\xff\x00"
+        data = bytes(raw)
+    path = tmp_path / "bad.apk"
+    path.write_bytes(build_control({"pkgname": ["bad"], "pkgver": ["1-r0"]}, {}, 0) + data)
+    cache = Cache(tmp_path / "cache")
+    with pytest.raises(FormatError, match="bad.apk: data section: (corrupt|truncated)"):
+        expand_fast({"bad": path}, tmp_path / "wd", cache, block_index=True)
+    pkg_dir = cache.expanded_paths(read_layout(path).key).dir
+    assert not [p.name for p in pkg_dir.iterdir() if not p.name.startswith(".expand.lock")]
+
+
 # -- fetch ------------------------------------------------------------------------------------
 
 

@@ -9,14 +9,20 @@ boundaries and re-compresses only around cuts.
 Offsets are absolute: `bit` counts from the first byte of `data`, `out` from the start of the
 concatenated uncompressed output of all members. Each member's own data start (just after its
 gzip header) is recorded as a boundary with `member_start=True`.
+
+The scan is a full inflate. With a `sink`, the uncompressed bytes it produces are handed on
+in order (the fast expand writes them to its cached data tar), so one pass yields both the
+data and its block index.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from isal import isal_zlib
 
 from builder.errors import FormatError
 
@@ -24,7 +30,7 @@ _Z_BLOCK = 5
 _Z_OK = 0
 _Z_STREAM_END = 1
 _Z_BUF_ERROR = -5
-_OUT_CHUNK = 1 << 18
+_OUT_CHUNK = 1 << 20  # output buffer: filled across block boundaries, then handed to the sink
 
 
 class _ZStream(ctypes.Structure):
@@ -99,71 +105,109 @@ class BlockIndex:
         return self.members[-1].out_end if self.members else 0
 
 
-def scan_blocks(data: bytes, source: str = "gzip stream") -> BlockIndex:
-    """Find every DEFLATE block start in the gzip members of `data`."""
+def _input(data: bytes | bytearray | memoryview) -> tuple[int, object]:
+    """Address of `data`'s bytes and the object that keeps them alive. No copy for `bytes`
+    or any writable buffer (e.g. an `mmap.ACCESS_COPY` map); other read-only buffers are
+    copied once."""
+    if isinstance(data, bytes):
+        keep: object = ctypes.c_char_p(data)  # points at the bytes object's own storage
+        return ctypes.cast(keep, ctypes.c_void_p).value or 0, keep
+    view = memoryview(data)
+    if not view.readonly and view.contiguous:
+        arr = (ctypes.c_char * view.nbytes).from_buffer(view.cast("B"))
+        return ctypes.addressof(arr), arr
+    arr = ctypes.create_string_buffer(view.tobytes(), view.nbytes)
+    return ctypes.addressof(arr), arr
+
+
+def scan_blocks(data: bytes | bytearray | memoryview, source: str = "gzip stream",
+                sink: Callable[[memoryview], object] | None = None) -> BlockIndex:
+    """Find every DEFLATE block start in the gzip members of `data`.
+
+    `sink`, when given, receives the uncompressed output of all members, in order, in pieces
+    of up to 1 MiB. Each piece is a view of a reused buffer, valid only during the call:
+    write or copy it there. A corrupt or truncated stream raises FormatError, possibly after
+    some pieces were delivered."""
     lib = _lib()
     version = lib.zlibVersion()
-    inbuf = ctypes.create_string_buffer(bytes(data), len(data)) if data else None
-    if inbuf is None:
+    size = memoryview(data).nbytes
+    if not size:
         raise FormatError(f"{source}: empty gzip stream")
-    base = ctypes.addressof(inbuf)
+    base, keep = _input(data)
     outbuf = ctypes.create_string_buffer(_OUT_CHUNK)
     out_addr = ctypes.addressof(outbuf)
+    out_view = memoryview(outbuf).cast("B")
     blocks: list[BlockStart] = []
     members: list[MemberInfo] = []
     pos = 0
     out_base = 0
     member_no = 0
-    while pos < len(data):
-        stream = _ZStream()
-        rc = lib.inflateInit2_(ctypes.byref(stream), 31, version, ctypes.sizeof(_ZStream))
-        if rc != _Z_OK:
-            raise FormatError(f"{source}: inflateInit2 failed ({rc})")
-        stream.next_in = base + pos
-        stream.avail_in = len(data) - pos
-        crc = 0
-        data_bit = -1
-        end_bit = -1
-        try:
-            while True:
-                stream.next_out = out_addr
-                stream.avail_out = _OUT_CHUNK
-                before_out = stream.total_out
-                rc = lib.inflate(ctypes.byref(stream), _Z_BLOCK)
-                produced = stream.total_out - before_out
-                if produced:
-                    crc = zlib.crc32(memoryview(outbuf)[:produced], crc)
-                if rc not in (_Z_OK, _Z_STREAM_END):
-                    msg = stream.msg.decode() if stream.msg else f"zlib error {rc}"
-                    raise FormatError(
-                        f"{source}: corrupt gzip data in member {member_no} "
-                        f"at byte {pos + stream.total_in}: {msg}"
-                    )
-                dt = stream.data_type
-                bit = (pos + stream.total_in) * 8 - (dt & 7)
-                if rc == _Z_STREAM_END:
-                    break
-                if dt & 128 and not dt & 64:
-                    # At a block boundary. The end-of-last-block point (dt & 64) is not a start.
-                    if data_bit < 0:
-                        data_bit = bit
-                    blocks.append(BlockStart(bit=bit, out=out_base + stream.total_out, crc=crc,
-                                             member=member_no,
-                                             member_start=(data_bit == bit)))
-                elif dt & 128 and end_bit < 0:
-                    end_bit = bit  # just after the last block's end-of-block code
-                if rc == _Z_OK and produced == 0 and stream.avail_in == 0:
-                    raise FormatError(f"{source}: truncated gzip member {member_no}")
-            consumed = stream.total_in
-            total_out = stream.total_out
-        finally:
-            lib.inflateEnd(ctypes.byref(stream))
-        if end_bit < 0 or data_bit < 0:
-            raise FormatError(f"{source}: gzip member {member_no} has no complete final block")
-        members.append(MemberInfo(start=pos, data_bit=data_bit, end_bit=end_bit,
-                                  end=pos + consumed, out_start=out_base,
-                                  out_end=out_base + total_out, crc=crc))
-        pos += consumed
-        out_base += total_out
-        member_no += 1
+    filled = 0  # bytes of outbuf not yet handed to the sink
+    try:
+        while pos < size:
+            stream = _ZStream()
+            rc = lib.inflateInit2_(ctypes.byref(stream), 31, version, ctypes.sizeof(_ZStream))
+            if rc != _Z_OK:
+                raise FormatError(f"{source}: inflateInit2 failed ({rc})")
+            stream.next_in = base + pos
+            stream.avail_in = size - pos
+            crc = 0
+            data_bit = -1
+            end_bit = -1
+            try:
+                while True:
+                    if filled == _OUT_CHUNK:
+                        if sink is not None:
+                            sink(out_view)
+                        filled = 0
+                    stream.next_out = out_addr + filled
+                    stream.avail_out = _OUT_CHUNK - filled
+                    before_out = stream.total_out
+                    rc = lib.inflate(ctypes.byref(stream), _Z_BLOCK)
+                    produced = stream.total_out - before_out
+                    if produced:
+                        crc = isal_zlib.crc32(out_view[filled:filled + produced], crc)  # ~4x zlib's
+                        filled += produced
+                    if rc == _Z_BUF_ERROR and stream.avail_in == 0:
+                        raise FormatError(f"{source}: truncated gzip member {member_no}")
+                    if rc not in (_Z_OK, _Z_STREAM_END):
+                        msg = stream.msg.decode() if stream.msg else f"zlib error {rc}"
+                        raise FormatError(
+                            f"{source}: corrupt gzip data in member {member_no} "
+                            f"at byte {pos + stream.total_in}: {msg}"
+                        )
+                    dt = stream.data_type
+                    bit = (pos + stream.total_in) * 8 - (dt & 7)
+                    if rc == _Z_STREAM_END:
+                        break
+                    if dt & 128 and not dt & 64:
+                        # At a block boundary. The end-of-last-block point (dt & 64) is not
+                        # a start.
+                        if data_bit < 0:
+                            data_bit = bit
+                        blocks.append(BlockStart(bit=bit, out=out_base + stream.total_out,
+                                                 crc=crc, member=member_no,
+                                                 member_start=(data_bit == bit)))
+                    elif dt & 128 and end_bit < 0:
+                        end_bit = bit  # just after the last block's end-of-block code
+                    if rc == _Z_OK and produced == 0 and stream.avail_in == 0:
+                        raise FormatError(f"{source}: truncated gzip member {member_no}")
+                consumed = stream.total_in
+                total_out = stream.total_out
+            finally:
+                lib.inflateEnd(ctypes.byref(stream))
+            if end_bit < 0 or data_bit < 0:
+                raise FormatError(f"{source}: gzip member {member_no} has no complete final "
+                                  "block")
+            members.append(MemberInfo(start=pos, data_bit=data_bit, end_bit=end_bit,
+                                      end=pos + consumed, out_start=out_base,
+                                      out_end=out_base + total_out, crc=crc))
+            pos += consumed
+            out_base += total_out
+            member_no += 1
+        if filled and sink is not None:
+            sink(out_view[:filled])
+    finally:
+        out_view.release()
+        del keep
     return BlockIndex(blocks=blocks, members=members)

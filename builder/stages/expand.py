@@ -2,9 +2,12 @@
 once (to a file in the build's work directory), verify every regular file's
 `APK-TOOLS.checksum.SHA1`, and index the tar headers.
 
-Interface (every implementation): `expand(paths, workdir, cache=None) -> dict[name,
-ExpandedPackage]`, where `paths` maps package name -> verified `.apk` path (from `fetch`) and
-`cache` is the build's `builder.repo.cache.Cache` (the reference does not use it).
+Interface (every implementation): `expand(paths, workdir, cache=None, block_index=False) ->
+dict[name, ExpandedPackage]`, where `paths` maps package name -> verified `.apk` path (from
+`fetch`), `cache` is the build's `builder.repo.cache.Cache` (the reference does not use it)
+and `block_index` says the layer will need each data section's DEFLATE block index (the
+stitched layer): the fast expand then records it while decompressing; the reference has no
+block indexes (the stitched layer needs the fast expand) and ignores it.
 
 Implementations: `reference` (serial, zlib, data tars written under `workdir`), `fast`
 (`builder.stages.expand_cache`: thread pool, ISA-L, data tars decompressed once into the
@@ -134,19 +137,21 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
                            len(data_tar))
 
 
-def expand_reference(paths: dict[str, Path], workdir: Path,
-                     cache: Cache | None = None) -> dict[str, ExpandedPackage]:
-    """Serially expand every package (`cache` is accepted for the interface, not used)."""
+def expand_reference(paths: dict[str, Path], workdir: Path, cache: Cache | None = None,
+                     block_index: bool = False) -> dict[str, ExpandedPackage]:
+    """Serially expand every package (`cache` and `block_index` are accepted for the
+    interface, not used)."""
     workdir.mkdir(parents=True, exist_ok=True)
     return {name: expand_one(p, workdir) for name, p in paths.items()}
 
 
-def expand_fast(paths: dict[str, Path], workdir: Path,
-                cache: Cache | None = None) -> dict[str, ExpandedPackage]:
-    """Parallel, decompress-once-into-the-cache expansion (see builder.stages.expand_cache)."""
+def expand_fast(paths: dict[str, Path], workdir: Path, cache: Cache | None = None,
+                block_index: bool = False) -> dict[str, ExpandedPackage]:
+    """Parallel, decompress-once-into-the-cache expansion (see builder.stages.expand_cache);
+    with `block_index`, the block indexes are recorded in the same single pass."""
     from builder.stages.expand_cache import expand_packages
 
-    return expand_packages(paths, workdir, cache)
+    return expand_packages(paths, workdir, cache, block_index=block_index)
 
 
 IMPLEMENTATIONS: dict[str, Callable[..., dict[str, ExpandedPackage]]] = {
