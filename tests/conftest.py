@@ -20,6 +20,14 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session")
+def signing_key() -> tuple[bytes, bytes]:
+    """A generated RSA key pair (private PEM, public PEM) for repositories built in tests."""
+    from builder.apk.signing import generate_key
+
+    return generate_key(2048)
+
+
 def require_tool(*names: str) -> None:
     """Skip the calling test when a Debian tool is not installed (make test installs them)."""
     missing = [n for n in names if shutil.which(n) is None]

@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from builder import impl
 from builder.apk.index import index_record_from_apk, write_index
 from builder.apk.package import read_apk
-from builder.apk.signing import generate_key
 from builder.apk.writer import DataEntry, build_apk
 from builder.errors import ApkImageError, FormatError
 from builder.fsroot import FsRoot
@@ -105,11 +104,6 @@ REAL = {
                 "alpine/alpine-baselayout-3.2.0-r23.aarch64.apk",
                 "melange-local/replaces-0.0.1-r0.apk"],
 }
-
-
-@pytest.fixture(scope="module")
-def signing_key() -> tuple[bytes, bytes]:
-    return generate_key(2048)
 
 
 def _repo_from_apks(tmp: Path, apks: dict[str, bytes], key: tuple[bytes, bytes],

@@ -17,7 +17,7 @@ from builder.apk.writer import build_apk
 from builder.cli import main
 from builder.errors import ApkImageError
 from tests.conftest import FIXTURES, require_tool
-from tests.test_fast_stages import REAL, _repo_from_apks, package_sets, signing_key  # noqa: F401
+from tests.test_fast_stages import REAL, _repo_from_apks, package_sets
 from tests.test_golden import ANNOTATIONS, GOLDEN, golden_workdir
 from tests.tree_equivalence import differences, snapshot, unpack
 
@@ -89,7 +89,7 @@ def test_small_corpus_tree_and_reuse(tmp_path_factory: pytest.TempPathFactory) -
 @settings(max_examples=15, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(pkgs=package_sets())
-def test_random_package_sets(pkgs, signing_key: tuple[bytes, bytes]) -> None:  # noqa: F811
+def test_random_package_sets(pkgs, signing_key: tuple[bytes, bytes]) -> None:
     """Random overlapping dirs, symlinks, hardlinks and replaces: when the build succeeds,
     the stitched tree equals the sorted one."""
     with tempfile.TemporaryDirectory(prefix="stitch-prop-") as t:
@@ -136,7 +136,7 @@ def test_layer_format_flag_selects_stitched(tmp_path: Path) -> None:
 
 @pytest.mark.tools
 def test_paths_mutations_rewrite_headers(tmp_path: Path,
-                                          signing_key: tuple[bytes, bytes]) -> None:  # noqa: F811
+                                          signing_key: tuple[bytes, bytes]) -> None:
     """apko's `paths` change a package file's mode and owner (a rewritten header, content
     still reused), add files, dirs and links: the stitched tree still equals the sorted one."""
     apks = {p: (FIXTURES / "apk" / p).read_bytes()
