@@ -33,7 +33,7 @@ test: venv tools
 
 perf: venv tools
 ifeq ($(BASE),)
-	$(BIN)/apkperf run --workload small --impl reference,fast --scenario cold,hot,offline
+	$(BIN)/apkperf run --workload small --impl reference,fast,stitched --scenario cold,hot,offline
 	$(BIN)/apkperf report
 else
 	$(BIN)/apkperf compare $(BASE)
