@@ -201,6 +201,8 @@ class Job:
             for rec in self.records:
                 if rec["scenario"] == scenario:
                     rec["speed_of_light_s"] = round(sol.seconds, 4)
+                    if self.plan.results_root is not None:
+                        save_record(self.plan.results_root, rec)  # same path, now complete
             return
 
     def _paths(self, st: SideState, tag: str) -> tuple[Path, Path]:

@@ -49,7 +49,8 @@ def label(point: tuple[str, bool]) -> str:
 def render_trends(records: list[dict], out_dir: Path,
                   commit_date: Callable[[str], int] = lambda _c: 0) -> list[Path]:
     """One PNG and one SVG per (workload, scenario): panels per impl, a thick line for the
-    total and a line per stage; returns the files written."""
+    total, a dashed one for the measured speed of light (hot/offline runs), and a line per
+    stage; returns the files written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -70,6 +71,14 @@ def render_trends(records: list[dict], out_dir: Path,
             tot = series(irecs, points, "total")
             ax.plot(xs, [v if v is not None else float("nan") for v in tot], color="black",
                     linewidth=2.5, marker="o", label="total (process wall)")
+            floor = [stats.median(v) if (v := [r["speed_of_light_s"] for r in irecs
+                                                 if point_key(r) == p
+                                                 and "speed_of_light_s" in r]) else None
+                     for p in points]
+            if any(v is not None for v in floor):
+                ax.plot(xs, [v if v is not None else float("nan") for v in floor],
+                        color="grey", linestyle="--", linewidth=1.5,
+                        label="floor (speed of light)")
             for stage in stage_names(irecs):
                 ys = series(irecs, points, stage)
                 ax.plot(xs, [v if v is not None else float("nan") for v in ys], marker=".",
