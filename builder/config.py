@@ -53,12 +53,6 @@ def apk_arch(arch: str) -> str:
     return ARCHS[parse_arch(arch)][0]
 
 
-def oci_platform(arch: str) -> tuple[str, str]:
-    """(architecture, variant) of the OCI platform for `arch`."""
-    _, a, v = ARCHS[parse_arch(arch)]
-    return a, v
-
-
 def parse_archs(names: list[str], where: str = "archs") -> list[str]:
     """Dedupe + sort, as apko does; `all` means every known architecture."""
     if names == ["all"]:

@@ -72,11 +72,6 @@ def _split(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
 
 
-def _parent(canonical: str) -> str:
-    """The parent of a canonical path ("" for a top-level name)."""
-    return canonical.rpartition("/")[0]
-
-
 def name_key(name: str) -> bytes:
     """Sort key of a directory entry name (byte order, as the disk walk sorts)."""
     return os.fsencode(name)

@@ -59,7 +59,8 @@ class TarHeader:
 
     `mode` holds permission bits plus 04000/02000/01000 (no file-type bits), `mtime` is whole
     seconds (0 stands for Go's zero time too), `xattrs` maps attribute names (without the
-    `SCHILY.xattr.` prefix) to values.
+    `SCHILY.xattr.` prefix) to values, `pax` holds other PAX records (Go's `PAXRecords`, e.g.
+    melange's `APK-TOOLS.checksum.SHA1`); like xattrs, any record makes the entry PAX.
     """
 
     name: str | bytes
@@ -75,6 +76,7 @@ class TarHeader:
     devmajor: int = 0
     devminor: int = 0
     xattrs: dict[str | bytes, str | bytes] = field(default_factory=dict)
+    pax: dict[str | bytes, str | bytes] = field(default_factory=dict)
 
     @classmethod
     def from_tarinfo(cls, ti: object) -> TarHeader:
@@ -244,6 +246,7 @@ def encode_header(h: TarHeader) -> bytes:
     # Fast path: everything fits plain USTAR without a prefix.
     if (
         not h.xattrs
+        and not h.pax
         and len(name) <= _NAME_SIZE
         and len(link) <= _NAME_SIZE
         and len(uname) <= 32
@@ -297,8 +300,10 @@ def encode_header(h: TarHeader) -> bytes:
             ustar_ok = False
             pax[key] = b"%d" % value
 
-    if h.xattrs:
+    if h.pax or h.xattrs:
         ustar_ok = False
+        for k, v in h.pax.items():
+            pax[_b(k)] = _b(v)
         for k, v in h.xattrs.items():
             pax[b"SCHILY.xattr." + _b(k)] = _b(v)
 
@@ -324,6 +329,14 @@ def encode_header(h: TarHeader) -> bytes:
 def padding(size: int) -> bytes:
     """Zero bytes that follow `size` bytes of entry data to reach a 512-byte boundary."""
     return _PADS[-size % BLOCK]
+
+
+def file_entry(name: str, content: bytes, mode: int = 0o644, mtime: int = 0,
+               uname: str = "", gname: str = "") -> bytes:
+    """A whole small regular-file entry owned by 0:0: header, content, padding."""
+    return (encode_header(TarHeader(name, TYPE_REG, mode, size=len(content), mtime=mtime,
+                                    uname=uname, gname=gname))
+            + content + padding(len(content)))
 
 
 class TarWriter:

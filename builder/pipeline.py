@@ -58,7 +58,6 @@ class ArchResult:
     packages: list[Package]
     created: int
     diff_id: str
-    layer_path: Path | None  # the uncompressed tar; None when it was streamed to compress
     layer_digest: str
     layer_size: int
     user: str
@@ -305,7 +304,7 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
     newest = max((e.package.build_time for e in expanded.values()), default=0)
     created = sde if sde is not None else max(build_date, newest)
     result = ArchResult(arch, aarch, [expanded[p.name].package for p in ordered], created,
-                        lres.diff_id, lres.path, cres.digest, cres.size, mres.user)
+                        lres.diff_id, cres.digest, cres.size, mres.user)
     spec = ImageSpec(
         arch=aarch, diff_ids=[lres.diff_id], layers=[Descriptor(cres.digest, cres.size)],
         created=created, entrypoint=_entrypoint(cfg),

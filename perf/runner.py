@@ -169,7 +169,7 @@ class Job:
             scen.prepare_side(st)
             if scen.warm_cache:
                 n0 = len(scen.requests())
-                self._build(side, scen, st, "warm", scen.build_args, measured=False)
+                self._build(side, scen, st, "warm", scen.build_args)
                 scen.after_warm(st, scen.requests()[n0:])
         for w in range(self.plan.warmup):
             for side in self.plan.sides:
@@ -210,7 +210,7 @@ class Job:
         return st.dir / f"out-{tag}", st.dir / f"spans-{tag}.json"
 
     def _build(self, side: Side, scen: Scenario, st: SideState, tag: str,
-               make_args: Callable[..., list[str]], *, measured: bool) -> tuple[ProcResult, dict]:
+               make_args: Callable[..., list[str]]) -> tuple[ProcResult, dict]:
         out, spans = self._paths(st, tag)
         args = make_args(st, out, spans, side.impl)
         return self._exec(side, st, tag, args, out, spans)

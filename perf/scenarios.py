@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import os
 import shutil
 import socket
@@ -467,9 +466,6 @@ def make_scenario(name: str, workload: Any, workdir: Path, **kw: Any) -> Scenari
         raise ScenarioError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)})") from None
     return cls(workload, workdir, **kw)
 
-
-def dump_requests(reqs: list[dict], path: Path) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in reqs))
 
 
 def rm_tree(path: Path) -> None:

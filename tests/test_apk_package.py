@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from builder.apk import tarwrite
 from builder.apk.gzipstream import gzip_member, inflate_member, split_members
 from builder.apk.index import read_index
 from builder.apk.package import checksum, iter_data_tar, read_apk, verify_apk
@@ -23,6 +22,7 @@ from builder.apk.signing import (
 )
 from builder.apk.writer import DataEntry, build_apk, build_control
 from builder.errors import ApkImageError, FormatError, VerificationError
+from builder.gotar import END_MARKER, TYPE_SYMLINK, TarHeader, encode_header
 from tests.conftest import FIXTURES, GOLDEN, KEYS
 
 
@@ -220,14 +220,14 @@ def test_per_file_sha1_mismatch_is_detected() -> None:
 
 def test_symlink_checksum_mismatch_is_detected() -> None:
     # a symlink whose checksum record is for another target ("/run" vs "/tmp")
-    header = tarwrite.header(
+    header = encode_header(TarHeader(
         "l",
-        tarwrite.SYMTYPE,
+        TYPE_SYMLINK,
         mode=0o777,
         linkname="/tmp",
         pax={"APK-TOOLS.checksum.SHA1": hashlib.sha1(b"/run").hexdigest()},
-    )
-    data = gzip_member(header + tarwrite.END_OF_ARCHIVE)
+    ))
+    data = gzip_member(header + END_MARKER)
     fields = {"pkgname": ["s"], "pkgver": ["1-r0"], "datahash": [hashlib.sha256(data).hexdigest()]}
     apk = read_apk(build_control(fields, {}, 0) + data, "s")
     with pytest.raises(VerificationError, match="s-1-r0: file l: SHA-1 mismatch"):

@@ -257,3 +257,22 @@ def test_roundtrip_through_tarfile(
     assert (len(out) > 512) == needs_pax
     m = _parse_one(out)
     assert (m.name, m.linkname, m.uid, m.mtime) == (name, link, uid, mtime)
+
+
+def test_pax_records_force_pax_sorted_with_xattrs() -> None:
+    """Go's PAXRecords: any record makes the entry PAX; records and xattrs sorted together."""
+    import io
+    import tarfile
+
+    from builder.gotar import END_MARKER, TarHeader, encode_header
+
+    h = TarHeader("usr/bin/x", size=0, xattrs={"user.a": "1"},
+                  pax={"APK-TOOLS.checksum.SHA1": "da39a3ee5e6b4b0d3255bfef95601890afd80709"})
+    raw = encode_header(h)
+    assert raw[156:157] == b"x"  # a PAX header even though everything fits USTAR
+    body = raw[512:1024].rstrip(b"\0")
+    assert body.index(b"APK-TOOLS") < body.index(b"SCHILY.xattr.user.a")
+    with tarfile.open(fileobj=io.BytesIO(raw + END_MARKER)) as tf:
+        (ti,) = tf.getmembers()
+    assert ti.pax_headers["APK-TOOLS.checksum.SHA1"].startswith("da39a3ee")
+    assert ti.pax_headers["SCHILY.xattr.user.a"] == "1"

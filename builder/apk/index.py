@@ -7,7 +7,6 @@ import io
 import tarfile
 from dataclasses import dataclass, field
 
-from builder.apk import tarwrite
 from builder.apk.gzipstream import gzip_member, inflate_member, iter_inflate, member_end
 from builder.apk.model import Package, format_index_record, parse_index_text
 from builder.apk.package import ApkFile, checksum
@@ -20,6 +19,7 @@ from builder.apk.signing import (
     signature_member,
 )
 from builder.errors import FormatError, VerificationError
+from builder.gotar import END_MARKER, file_entry
 
 
 @dataclass
@@ -32,7 +32,7 @@ class ApkIndex:
 def _index_tar_files(tar_bytes: bytes, source: str) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes + tarwrite.END_OF_ARCHIVE)) as tf:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER)) as tf:
             for info in tf:
                 if info.isfile():
                     f = tf.extractfile(info)
@@ -112,9 +112,9 @@ def write_index(
     text = format_index(ordered).encode()
     desc = description.encode()
     tar = (
-        tarwrite.file_entry("DESCRIPTION", desc, uname="", gname="")
-        + tarwrite.file_entry("APKINDEX", text, uname="", gname="")
-        + tarwrite.END_OF_ARCHIVE
+        file_entry("DESCRIPTION", desc)
+        + file_entry("APKINDEX", text)
+        + END_MARKER
     )
     body = gzip_member(tar, level=level)
     if private_pem is None:

@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from builder.apk import tarwrite
 from builder.apk.gzipstream import InflateReader, inflate_member
 from builder.apk.model import Package
 from builder.apk.pkginfo import parse_pkginfo, pkginfo_to_package
 from builder.apk.signing import VERIFIABLE, Keyring, parse_signature_tar
 from builder.errors import FormatError, VerificationError
+from builder.gotar import END_MARKER
 
 CHECKSUM_PAX = "APK-TOOLS.checksum.SHA1"
 READ_CHUNK = 1 << 20
@@ -68,7 +68,7 @@ def _read_control(tar_bytes: bytes, source: str) -> tuple[dict[str, bytes], dict
     files: dict[str, bytes] = {}
     modes: dict[str, int] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes + tarwrite.END_OF_ARCHIVE)) as tf:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER)) as tf:
             for info in tf:
                 name = info.name.removeprefix("./")
                 if not name.startswith("."):

@@ -17,9 +17,9 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from builder.apk import tarwrite
 from builder.apk.gzipstream import gzip_member, inflate_member
 from builder.errors import FormatError
+from builder.gotar import END_MARKER, file_entry
 
 KEY_SUFFIX = ".rsa.pub"
 # .SIGN.<algorithm>.<keyfile> -> digest name. DSA and RSA512 are recognised (so they can be
@@ -165,7 +165,7 @@ def signature_member(key_name: str, signature: bytes, digest_name: str = "sha256
 def signatures_member(entries: list[tuple[str, str, bytes]]) -> bytes:
     """Like `signature_member` for several (digest_name, key_name, signature) entries."""
     tar = b"".join(
-        tarwrite.file_entry(signature_entry_name(key, digest), sig, uname="root", gname="root")
+        file_entry(signature_entry_name(key, digest), sig, uname="root", gname="root")
         for digest, key, sig in entries
     )
     return gzip_member(tar, level=9)
@@ -176,7 +176,7 @@ def parse_signature_tar(tar_bytes: bytes, source: str) -> list[tuple[str, str, b
     None when the tar's first entry is not a signature (so the member is not a signature)."""
     entries: list[tuple[str, str, bytes]] = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes + tarwrite.END_OF_ARCHIVE)) as tf:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER)) as tf:
             for info in tf:
                 if not info.name.startswith(".SIGN."):
                     if not entries:

@@ -73,7 +73,7 @@ from perf.corpus import (
     write_keys,
 )
 
-CONVERTER_VERSION = 1
+CONVERTER_VERSION = 2
 DEFAULT_CACHE = Path(".perf") / "debian-cache"
 COMPRESS_ENGINE = "isal"
 COMPRESS_LEVEL = 3
