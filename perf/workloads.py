@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -77,12 +78,37 @@ def _from_dir(name: str, d: Path) -> Workload:
     return Workload(name, d.resolve(), config.resolve(), key, arch)
 
 
+def _run_in_child(make: Callable[[Path], None], tmp: Path) -> None:
+    """Run `make(tmp)` in a forked child process. Generating a corpus takes hundreds of MB;
+    in the harness's own process that memory would stay, and every build it forks later
+    would report it as its peak RSS (ru_maxrss counts the pages shared at fork time)."""
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+
+    def target() -> None:
+        try:
+            make(tmp)
+        except BaseException as exc:  # reported to the parent, which raises it
+            child.send(f"{type(exc).__name__}: {exc}")
+            raise SystemExit(1) from None
+        child.send("")
+
+    proc = ctx.Process(target=target, name="workload-generator")
+    proc.start()
+    child.close()
+    message = parent.recv() if parent.poll(None) else ""
+    proc.join()
+    if message or proc.exitcode != 0:
+        raise CorpusError(f"generating {tmp.name.lstrip('.')}: "
+                          f"{message or f'generator exited with status {proc.exitcode}'}")
+
+
 def _generate_into(final: Path, make: Callable[[Path], None]) -> None:
-    """Run `make(tmpdir)` and atomically move the result to `final`."""
+    """Run `make(tmpdir)` (in a child process) and atomically move the result to `final`."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
-        make(tmp)
+        _run_in_child(make, tmp)
         try:
             os.rename(tmp, final)
         except OSError:

@@ -48,3 +48,29 @@ def test_unknown_workload_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match="apko.yaml"):
         prepare_workload(str(tmp_path / "empty"), tmp_path)
+
+
+def test_generation_runs_in_a_child_and_reports_its_failure(tmp_path: Path) -> None:
+    """The generator's memory stays out of the harness process (it runs in a child), and a
+    failure there is a clear error in the parent with nothing left behind."""
+    import os
+
+    import pytest
+
+    from perf.corpus import CorpusError
+    from perf.workloads import _generate_into
+
+    def make(tmp: Path) -> None:
+        (tmp / "pid").write_text(str(os.getpid()))
+        (tmp / "corpus.json").write_text("{}")
+
+    final = tmp_path / "ok"
+    _generate_into(final, make)
+    assert int((final / "pid").read_text()) != os.getpid()
+
+    def broken(tmp: Path) -> None:
+        raise ValueError("no space for the go package")
+
+    with pytest.raises(CorpusError, match="ValueError: no space for the go package"):
+        _generate_into(tmp_path / "bad", broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok"]
