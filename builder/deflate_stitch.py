@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from isal import isal_zlib
 
+from builder.apk.deflate_block import STORED, BlockHeader, read_block_header, symbol_boundary
 from builder.apk.deflate_index import BlockIndex, BlockStart, _lib
 
 WINDOW = 32 * 1024
@@ -126,6 +127,19 @@ def _filler_block(phase: int) -> tuple[int, int]:
 
 
 _FILLERS = [_filler_block(p) for p in range(8)]
+# A run that ends inside a block reuses that block up to a symbol boundary when at least this
+# many of its output bytes come before the cut (below it, compressing them is cheaper).
+PARTIAL_MIN = 8 * 1024
+
+
+@dataclass(frozen=True)
+class _Inside:
+    """A block closed early: its bits up to `bit` (a symbol boundary, output offset `out`),
+    then its own end-of-block code."""
+
+    bit: int
+    out: int
+    header: BlockHeader
 _STORED_EMPTY = b"\x00\x00\xff\xff"
 
 
@@ -226,13 +240,16 @@ class Stitcher:
             return
         first = blocks[i]
         final_block = -1
+        inside: _Inside | None = None
         if end == m.out_end:  # reuse through the member's final block, made non-final
             last_bit, last_out, last_crc = m.end_bit, m.out_end, m.crc
             final_block = blocks[-1].bit
         else:
             j = src.last_block_at_or_before(member, end)
             last_bit, last_out, last_crc = blocks[j].bit, blocks[j].out, blocks[j].crc
-        if last_out <= first.out:
+            if j >= i and end - last_out >= PARTIAL_MIN:
+                inside = self._cut_inside(src, member, j, end)
+        if last_out <= first.out and inside is None:
             self._pending.append(memoryview(src.uncompressed)[start:end])
             return
         if first.out > start:
@@ -244,6 +261,10 @@ class Stitcher:
             self._align()
             if first.bit % 8:
                 self._put_bits(*_FILLERS[first.bit % 8])
+        if inside is not None:  # reuse into block j, up to a symbol boundary
+            if inside.header.final:
+                final_block = last_bit
+            last_bit = inside.bit
         before = self.compressed_size
         if final_block >= 0:
             self._copy_bits(src.compressed, first.bit, final_block)
@@ -254,13 +275,37 @@ class Stitcher:
         self.reused_bytes += self.compressed_size - before
         seg_len = last_out - first.out
         seg_crc = last_crc ^ crc32_combine(first.crc, 0, seg_len)
+        if inside is not None:
+            self._put_bits(inside.header.eob_bits, inside.header.eob_nbits)
+            seg_crc = isal_zlib.crc32(memoryview(src.uncompressed)[last_out:inside.out], seg_crc)
+            seg_len += inside.out - last_out
+            last_out = inside.out
         self._crc = crc32_combine(self._crc, seg_crc, seg_len)
         self._size += seg_len
         self._remember_window(memoryview(src.uncompressed)[max(first.out, last_out - WINDOW):
                                                            last_out])
-        self._at = (id(src), last_bit) if final_block < 0 else None
+        self._at = (id(src), last_bit) if final_block < 0 and inside is None else None
         if last_out < end:
             self._pending.append(memoryview(src.uncompressed)[last_out:end])
+
+    def _cut_inside(self, src: Source, member: int, j: int, end: int) -> _Inside | None:
+        """Where block j of `member` can be closed early so that it ends at most at `end`."""
+        blocks = src.blocks(member)
+        blk = blocks[j]
+        m = src.index.members[member]
+        try:
+            header = read_block_header(src.compressed, blk.bit)
+        except ValueError:
+            return None
+        if header.type == STORED:
+            return None
+        end_bit = blocks[j + 1].bit if j + 1 < len(blocks) else m.end_bit
+        window = bytes(memoryview(src.uncompressed)[max(m.out_start, blk.out - WINDOW):blk.out])
+        found = symbol_boundary(src.compressed, blk.bit, (end_bit + 7) // 8, window,
+                                end - blk.out)
+        if found is None or found[1] == 0:
+            return None
+        return _Inside(bit=found[0], out=blk.out + found[1], header=header)
 
     def detach(self) -> None:
         """Stop referring to any source: pending bytes are copied, so the caller may unmap

@@ -11,8 +11,9 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from builder.apk.deflate_block import DYNAMIC, FIXED, STORED, read_block_header, symbol_boundary
 from builder.apk.deflate_index import scan_blocks
-from builder.deflate_stitch import _FILLERS, Source, Stitcher, crc32_combine
+from builder.deflate_stitch import _FILLERS, PARTIAL_MIN, Source, Stitcher, crc32_combine
 from tests.conftest import FIXTURES
 
 
@@ -133,3 +134,91 @@ def test_random_pieces(spec, engine_level) -> None:
 
 _SOURCES = [_source(_corpus(10, 400_000), level=9, name="s0"),
             _source(_corpus(11, 400_000), level=1, members=3, name="s1")]
+
+
+def _raw_source(data: bytes, level: int, strategy: int) -> Source:
+    comp = zlib.compressobj(level, zlib.DEFLATED, 31, 9, strategy)
+    blob = comp.compress(data) + comp.flush()
+    return Source(compressed=blob, index=scan_blocks(blob, "raw"), uncompressed=data, name="raw")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from([1, 6, 9]),
+       st.sampled_from([zlib.Z_DEFAULT_STRATEGY, zlib.Z_FILTERED, zlib.Z_HUFFMAN_ONLY, zlib.Z_RLE,
+                        zlib.Z_FIXED]),
+       st.floats(0.05, 0.999))
+def test_block_header_and_symbol_boundary(level, strategy, where) -> None:
+    """Closing a block at the boundary zlib reports, with the end-of-block code read from its
+    header, gives a stream that inflates to exactly the bytes before that boundary."""
+    data = _CORPUS_300K
+    src = _raw_source(data, level, strategy)
+    m = src.index.members[0]
+    blocks = src.blocks(0)
+    blk = blocks[int(where * len(blocks))]
+    nxt = blocks[blocks.index(blk) + 1].out if blk is not blocks[-1] else m.out_end
+    want = max(1, int((nxt - blk.out) * where))
+    header = read_block_header(src.compressed, blk.bit)
+    assert header.final == (blk is blocks[-1])
+    assert header.type == (FIXED if strategy == zlib.Z_FIXED else DYNAMIC)
+    window = data[max(0, blk.out - 32768):blk.out]
+    end_byte = (blocks[blocks.index(blk) + 1].bit + 7) // 8 if blk is not blocks[-1] \
+        else (m.end_bit + 7) // 8
+    found = symbol_boundary(src.compressed, blk.bit, end_byte, window, want)
+    assert found is not None
+    bit, out = found
+    assert blk.bit < bit and 0 <= want - out <= 258
+    # The raw stream: everything up to the boundary (BFINAL cleared), the block's own
+    # end-of-block code, then an empty final fixed block.
+    stream = int.from_bytes(src.compressed, "little") >> m.data_bit
+    nbits = bit - m.data_bit
+    value = stream & ((1 << nbits) - 1)
+    value &= ~(1 << (blk.bit - m.data_bit))
+    value |= header.eob_bits << nbits
+    nbits += header.eob_nbits
+    value |= 0b011 << nbits
+    nbits += 10
+    raw = value.to_bytes((nbits + 7) // 8, "little")
+    assert zlib.decompress(raw, -15) == data[:blk.out + out]
+
+
+def test_stored_blocks_are_not_cut_inside() -> None:
+    data = random.Random(5).randbytes(100_000)  # incompressible: zlib stores it
+    src = _raw_source(data, 6, zlib.Z_DEFAULT_STRATEGY)
+    blk = src.blocks(0)[0]
+    assert read_block_header(src.compressed, blk.bit).type == STORED
+    assert symbol_boundary(src.compressed, blk.bit, len(src.compressed), b"", 5000) is None
+    _stitch([(src, 0, 70_000), (src, 90_000, 100_000)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([(9, zlib.Z_DEFAULT_STRATEGY), (1, zlib.Z_FIXED), (6, zlib.Z_RLE)]),
+       st.integers(PARTIAL_MIN + 1, 299_000))
+def test_run_ending_inside_a_block_reuses_it_up_to_the_cut(kind, end) -> None:
+    """A tail cut (e.g. a package's end-of-archive marker) recompresses at most one symbol's
+    bytes of the block it falls in, not the block."""
+    src = _raw_source(_CORPUS_300K, *kind)
+    blob, st_ = _stitch([(src, 0, end), b"new bytes"])
+    blocks = src.blocks(0)
+    j = src.last_block_at_or_before(0, end)
+    if end - blocks[j].out >= PARTIAL_MIN:
+        assert st_.recompressed_in <= 258 + len(b"new bytes")
+
+
+def test_package_tail_before_end_of_archive_is_reused() -> None:
+    """The tzdata fixture's last member without its 1024-byte end-of-archive marker."""
+    raw = (FIXTURES / "apk/melange-local/tzdata-2023c-r0.multimember.x86_64.apk").read_bytes()
+    index = scan_blocks(raw, "tzdata")
+    parts, rest = [], raw
+    while rest:
+        d = zlib.decompressobj(31)
+        parts.append(d.decompress(rest))
+        rest = d.unused_data
+    src = Source(compressed=raw, index=index, uncompressed=b"".join(parts), name="tzdata")
+    end = index.size - 1024
+    j = src.last_block_at_or_before(len(index.members) - 1, end)
+    _, st_ = _stitch([(src, index.members[2].out_start, end)])
+    if end - src.blocks(len(index.members) - 1)[j].out >= PARTIAL_MIN:
+        assert st_.recompressed_in <= 258
+
+
+_CORPUS_300K = _corpus(20, 300_000)
