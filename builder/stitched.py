@@ -30,10 +30,12 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from builder.apk.tarindex import TarEntry
@@ -149,6 +151,8 @@ def _has_global_header(tar: bytes | memoryview, e: TarEntry) -> bool:
     """A PAX global header (`g`) among the entry's headers would apply to every later entry
     of the layer, not just this package's: such an entry gets a fresh header instead."""
     pos = e.header_offset
+    if e.data_offset - pos == 512:  # a lone ustar header, nothing global
+        return False
     while pos < e.data_offset - 512:
         if tar[pos + 156] == ord("g"):
             return True
@@ -210,34 +214,92 @@ class _HashingFile:
         self.f.write(data)
 
     def close(self) -> None:
-        self.h.drain()
         self.h.close()
         self.f.close()
 
 
+_SMALL = 64 << 10  # smaller buffers are gathered and hashed in batches of about _BATCH
+_BATCH = 1 << 20
+
+
 class _OrderedHasher:
     """SHA-256 fed on one worker thread, in submission order: the diffID is hashed on the
-    second core while the main thread stitches (hashlib releases the GIL on large buffers)."""
+    second core while the main thread stitches (hashlib releases the GIL on large buffers).
+    Buffers handed over must stay valid until `mark()`'s future completes."""
 
     def __init__(self, name: str) -> None:
         self._h = hashlib.sha256()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
         self._last: Future | None = None
+        self._small = bytearray()  # copies of small buffers, not yet handed to the thread
 
     def update(self, data: bytes | memoryview) -> None:
-        self._last = self._pool.submit(self._h.update, data)
+        if len(data) < _SMALL:
+            self._small += data
+            if len(self._small) >= _BATCH:
+                self._submit_small()
+            return
+        self._submit_small()
+        self._last = self._pool.submit(self._hash, [data])
 
-    def drain(self) -> None:
-        """Wait until every buffer handed over so far is hashed (before unmapping it)."""
-        if self._last is not None:
-            self._last.result()
+    def _hash(self, box: list[bytes | memoryview]) -> None:
+        # The buffer is dropped before the future completes, so a map whose hashing is done
+        # has no view left on it and can be closed.
+        self._h.update(box.pop())
+
+    def _submit_small(self) -> None:
+        if self._small:
+            self._last = self._pool.submit(self._hash, [bytes(self._small)])
+            self._small.clear()
+
+    def mark(self) -> Future | None:
+        """A future done once everything handed over so far is hashed."""
+        self._submit_small()
+        return self._last
 
     def hexdigest(self) -> str:
-        self.drain()
+        last = self.mark()
+        if last is not None:
+            last.result()
         return self._h.hexdigest()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+
+
+class _Releases:
+    """Maps (or parts of them) to let go once both hashers have passed them.
+
+    The main thread runs ahead of the hashers by up to `limit` bytes: it plans and stitches
+    the next package while the last ones are still being hashed, and only then waits."""
+
+    def __init__(self, hashers: tuple[_OrderedHasher, ...], limit: int) -> None:
+        self._hashers = hashers
+        self._limit = limit
+        self._queue: deque[tuple[list[Future], Callable[[], object], int]] = deque()
+        self._bytes = 0
+
+    def add(self, release: Callable[[], object], nbytes: int) -> None:
+        futures = [f for f in (h.mark() for h in self._hashers) if f is not None]
+        self._queue.append((futures, release, nbytes))
+        self._bytes += nbytes
+        while self._queue and (self._bytes > self._limit
+                               or all(f.done() for f in self._queue[0][0])):
+            self._release_oldest()
+
+    def _release_oldest(self) -> None:
+        futures, release, nbytes = self._queue.popleft()
+        for f in futures:
+            f.result()
+        self._bytes -= nbytes
+        release()
+
+    def release_all(self) -> None:
+        """Wait for the hashers and let go of everything (also after an error)."""
+        while self._queue:
+            futures, release, _ = self._queue.popleft()
+            wait(futures)
+            release()
 
 
 def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, str],
@@ -256,16 +318,14 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
     diff = _OrderedHasher("diffid")
     size = 0
     out = _HashingFile(out_path)
+    releases = _Releases((diff, out.h), limit=2 * CHUNK)
     try:
         stitcher = Stitcher(out.write, level, engine)
         for exp in packages:
-            # One package's maps at a time: pages of finished packages leave the process.
-            with ExitStack() as stack:
+            stack = ExitStack()
+            try:
                 mapped = _source(stack, exp)
                 src = mapped.src
-                # Both hashers must be done with this package's maps before they close.
-                stack.callback(out.h.drain)
-                stack.callback(diff.drain)
                 tar = src.uncompressed
                 # Planning reads a few header bytes per entry: without fault-around, only
                 # those pages become resident, and they are let go before stitching.
@@ -282,15 +342,20 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
                             stitcher.reuse(src, a, b)
                             size += b - a
                             if b - dropped_to >= CHUNK:  # keep the resident set small
-                                diff.drain()
-                                out.h.drain()
-                                mapped.drop(dropped_to, b)
+                                releases.add(partial(mapped.drop, dropped_to, b),
+                                             b - dropped_to)
                                 dropped_to = b
                     else:
                         diff.update(piece.data)
                         stitcher.literal(piece.data)
                         size += len(piece.data)
                 stitcher.detach()
+            except BaseException:
+                releases.add(stack.close, 0)
+                raise
+            # Unmapped once both hashers are done with it: pages of finished packages
+            # leave the process.
+            releases.add(stack.close, max(0, src.index.size - dropped_to))
         for chunk in final_entries(fs, placed, users, groups, stats):
             diff.update(chunk)
             stitcher.literal(chunk)
@@ -299,11 +364,13 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
         diff_id = "sha256:" + diff.hexdigest()
         blob_digest = out.h.hexdigest()
     except BaseException:
+        releases.release_all()
         out.close()
+        diff.close()
         out_path.unlink(missing_ok=True)
         raise
-    finally:
-        diff.close()
+    releases.release_all()
+    diff.close()
     out.close()
     return StitchResult(
         diff_id=diff_id, size=size, digest="sha256:" + blob_digest,

@@ -86,18 +86,20 @@ def read_block_header(data: bytes | memoryview, bit: int) -> BlockHeader:
     cl_lengths = [0] * 19
     for sym in _CL_ORDER[:hclen]:
         cl_lengths[sym] = r.get(3)
-    cl_codes = _canonical_codes(cl_lengths)
-    decode = {(n, c): sym for sym, (n, c) in enumerate(zip(cl_lengths, cl_codes, strict=True))
-              if n}
+    # Code-length codes are at most 7 bits: decode by looking up the next 7 bits.
+    table: list[tuple[int, int] | None] = [None] * 128
+    for sym, (n, code) in enumerate(zip(cl_lengths, _canonical_codes(cl_lengths), strict=True)):
+        if n:
+            rev = _reversed(code, n)
+            for high in range(1 << (7 - n)):
+                table[rev | (high << n)] = (sym, n)
     lengths: list[int] = []
     while len(lengths) < hlit + hdist:
-        code = n = 0
-        while (n, code) not in decode:
-            if n == 7:
-                raise ValueError("invalid code-length code")
-            code = (code << 1) | r.get(1)
-            n += 1
-        sym = decode[(n, code)]
+        entry = table[r.value & 127]
+        if entry is None:
+            raise ValueError("invalid code-length code")
+        sym, n = entry
+        r.get(n)
         if sym < 16:
             lengths.append(sym)
         elif sym == 16:
