@@ -6,8 +6,10 @@ The stitched layer (DESIGN.md §4) is mostly bytes the packages already ship com
 - `reuse(source, start, end)`: bytes `[start, end)` of a source's uncompressed stream. Whole
   original DEFLATE blocks inside the range are copied bit for bit; only the edges are compressed
   again: from `start` up to the first block boundary whose 32 KiB window is already in the
-  output (so reused blocks never refer back to bytes that are not there), and from the last
-  boundary before `end` to `end`.
+  output (so reused blocks never refer back to bytes that are not there), and at `end`: when
+  `end` falls inside a block, that block is reused up to its last symbol boundary before `end`
+  and closed with its own end-of-block code (`builder.apk.deflate_block`), so at most one
+  match (258 bytes) is compressed again there.
 - `literal(data)`: new bytes (rewritten headers, files apko adds), compressed by us.
 
 Bit alignment without shifting: an original block starts at an arbitrary bit. Our own compressed
