@@ -76,6 +76,9 @@ class BuildResult:
 
     def summary(self, impls: dict[str, str]) -> dict[str, Any]:
         """The "image" object of `--spans`/`--json`."""
+        impls = dict(impls)
+        if impls.get("layer") == "stitched":  # the compress stage's choice goes unused
+            impls["compress"] = "stitched"
         return {
             "index_digest": self.index.digest,
             "manifests": {
@@ -87,7 +90,7 @@ class BuildResult:
                     "layer_size": a.layer_size,
                 } for a in self.archs
             },
-            "impl": dict(impls),
+            "impl": impls,
         }
 
 

@@ -298,6 +298,20 @@ def stage_names(records: list[dict]) -> list[str]:
     return [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
 
 
+def stitch_reuse(rec: dict[str, Any]) -> str | None:
+    """"reused … verbatim, re-compressed …" for a stitched build's record (from its compress
+    span's attributes), None for other layer formats."""
+    attrs = ((rec.get("stages") or {}).get("compress") or {}).get("attrs") or {}
+    if "reused_bytes" not in attrs:
+        return None
+    reused, rin, rout = (attrs[k] for k in ("reused_bytes", "recompressed_in",
+                                             "recompressed_out"))
+    blob = (rec["stages"]["compress"].get("bytes_out") or 0)
+    share = f" ({rout / blob:.2%} of the {blob / 1e6:.1f} MB blob)" if blob else ""
+    return (f"reused {reused / 1e6:.1f} MB of compressed bytes verbatim, re-compressed "
+            f"{rin / 1e6:.2f} MB into {rout / 1e6:.2f} MB{share}")
+
+
 def _paired(base: list[dict], head: list[dict], stage: str) -> tuple[list[float], list[float]]:
     from perf.records import metric
 
@@ -361,4 +375,7 @@ def format_run_table(records: list[dict]) -> str:
             comp = sides[lab][0].get("compressor")
             lines.append(f"  {lab}: cpu {cpu:.2f} s, peak RSS {rss:.0f} MB, compressor {comp}, "
                          f"image {str(sides[lab][0]['image'].get('digest'))[:19]}")
+            reuse = stitch_reuse(sides[lab][0])
+            if reuse:
+                lines.append(f"  {lab}: {reuse}")
     return "\n".join(lines)

@@ -147,3 +147,19 @@ def test_flame_outputs(workload, tmp_path):
     assert speedscope["profiles"][0]["type"] == "sampled"
     html = next(tmp_path.glob("*.pyinstrument.html"))
     assert html.stat().st_size > 10_000
+
+
+def test_stitched_reuse_is_reported(workload, tmp_path):
+    """The run table says how many compressed bytes a stitched build reused verbatim and how
+    many it compressed again (from the compress span's attributes)."""
+    from perf.runner import format_run_table
+
+    recs = _job(workload, ["hot"], tmp_path, impls=("fast", "stitched"), repeat=1).run()
+    by_impl = {r["impl"]: r for r in recs}
+    attrs = by_impl["stitched"]["stages"]["compress"]["attrs"]
+    assert attrs["reused_bytes"] > 0.9 * by_impl["stitched"]["stages"]["compress"]["bytes_out"]
+    assert 0 < attrs["recompressed_out"] < attrs["recompressed_in"]
+    table = format_run_table(recs)
+    lines = [line for line in table.splitlines() if "verbatim" in line]
+    assert len(lines) == 1 and lines[0].lstrip().startswith("stitched: reused ")
+    assert f"{attrs['reused_bytes'] / 1e6:.1f} MB" in lines[0]

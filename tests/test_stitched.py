@@ -129,9 +129,11 @@ def test_layer_format_flag_selects_stitched(tmp_path: Path) -> None:
                  "--workdir", str(wd), "--layer-format", "stitched", *ANNOTATIONS)
     assert doc["image"]["impl"]["layer"] == "stitched"
     assert doc["image"]["impl"]["expand"] == doc["image"]["impl"]["install"] == "fast"
+    assert doc["image"]["impl"]["compress"] == "stitched"  # fused into the layer
     back = _build(GOLDEN / "apko.yaml", tmp_path / "b", "stitched", tmp_path / "cache",
                   "--workdir", str(wd), "--layer-format", "sorted", *ANNOTATIONS)
     assert back["image"]["impl"]["layer"] == "fast"
+    assert back["image"]["impl"]["compress"] != "stitched"
 
 
 @pytest.mark.tools
