@@ -13,7 +13,8 @@ Which entries a package stream keeps is decided against the finished filesystem 
   that path came from exactly this tar entry — and its header already says what the image
   must hold (path in canonical form, mode, owner, mtime, link target, xattrs); a winner whose
   header differs (apko flattens owners to 0:0, `paths` may change modes, a package path
-  through a symlinked directory) gets a rewritten header: a cut, the content is still reused;
+  through a symlinked directory, a sub-second PAX mtime that the image rounds to whole
+  seconds) gets a rewritten header: a cut, the content is still reused;
 - every other non-directory entry (one a later package replaces, one an earlier package
   keeps, the APKv1 leading control files) is cut out;
 - a directory entry is kept when the model has a directory at that very path (its final
@@ -84,7 +85,8 @@ def _canonical(fs: FsModel, path: str) -> str | None:
 
 def _same_header(e: TarEntry, canon: str, m: Meta) -> bool:
     return (e.path == canon and (e.mode & 0o7777) == m.mode and e.uid == m.uid
-            and e.gid == m.gid and e.mtime == m.mtime and e.xattrs == m.xattrs)
+            and e.gid == m.gid and e.mtime == m.mtime and e.mtime_exact
+            and e.xattrs == m.xattrs)
 
 
 def plan_package(fs: FsModel, package: str, data_tar: Path, tar: bytes | memoryview,

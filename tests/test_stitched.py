@@ -5,15 +5,18 @@ compressed bytes reused from the packages, and a valid gzip stream for every fix
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import shutil
+import tarfile
 import tempfile
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from builder.apk.writer import build_apk
+from builder.apk.writer import build_apk, build_control
 from builder.cli import main
 from builder.errors import ApkImageError
 from tests.conftest import FIXTURES, require_tool
@@ -154,3 +157,38 @@ def test_paths_mutations_rewrite_headers(tmp_path: Path,
     doc = _compare_trees(cfg, tmp_path)
     layer = next(s for s in doc["spans"] if s["name"] == "layer")
     assert layer["attrs"]["entries_rewritten"] > 0
+
+
+def _tarfile_apk(name: str, files: list[tuple[str, bytes | None, float]]) -> bytes:
+    """An unsigned .apk whose data tar Python's tarfile writes in PAX format: a float mtime
+    becomes a sub-second PAX "mtime" record, as GNU tar's posix format writes them."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for path, data, mtime in files:  # data None: a directory
+            info = tarfile.TarInfo(path)
+            info.mtime, info.mode = mtime, 0o755
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tf.addfile(info)
+                continue
+            info.size = len(data)
+            info.pax_headers = {"APK-TOOLS.checksum.SHA1": hashlib.sha1(data).hexdigest()}
+            tf.addfile(info, io.BytesIO(data))
+    data_gz = gzip.compress(buf.getvalue(), mtime=0)
+    fields = {"pkgname": [name], "pkgver": ["1.0-r0"], "arch": ["x86_64"], "size": ["1"],
+              "pkgdesc": ["sub-second mtimes"], "datahash": [hashlib.sha256(data_gz).hexdigest()]}
+    return build_control(fields, {}, 0) + data_gz
+
+
+@pytest.mark.tools
+def test_sub_second_mtimes(tmp_path: Path, signing_key: tuple[bytes, bytes]) -> None:
+    """Entries whose PAX mtime has a fraction get a rewritten header (whole seconds, rounded
+    as apko's layer writer rounds them): the trees match to the nanosecond."""
+    files = [(f"usr/bin/tool{i}", f"#!/bin/sh\necho {i}\n".encode() * 50, 1700000000 + f)
+             for i, f in enumerate([0, 0.25, 0.5, 0.999999, 3])]
+    dirs = [("usr", None, 1700000000), ("usr/bin", None, 1700000000.7)]
+    apks = {"subsec-1.0-r0.apk": _tarfile_apk("subsec", dirs + files)}
+    cfg = _repo_from_apks(tmp_path, apks, signing_key)
+    doc = _compare_trees(cfg, tmp_path)
+    layer = next(s for s in doc["spans"] if s["name"] == "layer")
+    assert layer["attrs"]["entries_rewritten"] == 3  # the three fractional ones

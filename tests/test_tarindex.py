@@ -58,3 +58,31 @@ def test_truncated_archive_is_rejected() -> None:
     big = max(index_tar(data).entries, key=lambda e: e.size)
     with pytest.raises(FormatError, match="runs past the end"):
         index_tar(data[: big.data_offset + 10], "curl")
+
+
+@pytest.mark.parametrize(("mtime", "whole", "exact"), [
+    (1700000000, 1700000000, True),
+    (1700000000.25, 1700000000, False),
+    (1700000000.5, 1700000001, False),  # Go's Time.Round: halves round up
+    (1700000000.75, 1700000001, False),
+])
+def test_pax_mtime_is_rounded_like_go(mtime, whole, exact) -> None:
+    """A sub-second PAX mtime is recorded as Go's archive/tar (apko's layer writer) writes it,
+    and flagged, so the stitched layer does not keep the fraction in a verbatim header."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("usr/bin/x")
+        info.mtime = mtime  # a float goes to a PAX "mtime" record
+        tf.addfile(info, io.BytesIO(b""))
+    (entry,) = index_tar(buf.getvalue()).entries
+    assert (entry.mtime, entry.mtime_exact) == (whole, exact)
+
+
+def test_bad_pax_mtime_is_rejected() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("x")
+        info.pax_headers = {"mtime": "soon"}
+        tf.addfile(info, io.BytesIO(b""))
+    with pytest.raises(FormatError, match="bad PAX time 'soon'"):
+        index_tar(buf.getvalue(), "pkg:data")

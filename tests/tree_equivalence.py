@@ -54,7 +54,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
                 what = ("dir", "")
             else:
                 what = ("node", st.st_rdev)
-            tree[rel] = (*what, mode, st.st_uid, st.st_gid, int(st.st_mtime))
+            tree[rel] = (*what, mode, st.st_uid, st.st_gid, st.st_mtime_ns)
     tree["<hardlinks>"] = tuple(sorted(tuple(sorted(v)) for v in inodes.values()))
     return tree
 

@@ -9,7 +9,9 @@ headers (`x`, global `g`) and GNU long names (`L`, `K`) are applied to the entry
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 
 from builder.errors import FormatError
 
@@ -35,6 +37,9 @@ class TarEntry:
     devminor: int = 0
     checksum: str = ""  # APK-TOOLS.checksum.SHA1 as found (hex or Q1 form), "" if none
     xattrs: dict[str, str] = field(default_factory=dict)
+    # False when a PAX header gives a sub-second mtime: `mtime` is then that time rounded to
+    # the nearest second, as Go's archive/tar (apko's layer writer) records it.
+    mtime_exact: bool = True
 
     @property
     def end_offset(self) -> int:
@@ -92,6 +97,17 @@ def _pax_records(body: bytes, source: str, offset: int) -> dict[str, str]:
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
     return records
+
+
+def _pax_time(value: str, source: str, offset: int) -> tuple[int, bool]:
+    """A PAX time ("seconds[.fraction]") -> (whole seconds, rounded half up like Go's
+    `Time.Round(time.Second)`; whether it was whole already)."""
+    try:
+        exact = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        raise FormatError(f"{source}: bad PAX time {value!r} in tar header at {offset}") \
+            from None
+    return math.floor(exact + Fraction(1, 2)), exact.denominator == 1
 
 
 def _clean(path: str) -> str:
@@ -155,14 +171,17 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
         linkname = pax.get("linkpath", long_link or _str(header[157:257]))
         if typeflag == "0" and name.endswith("/"):
             typeflag = "5"
+        if "mtime" in pax:
+            mtime, mtime_exact = _pax_time(pax["mtime"], source, pos)
+        else:
+            mtime, mtime_exact = _num(header[136:148], source, pos), True
         entries.append(TarEntry(
             path=_clean(name),
             type=typeflag,
             mode=_num(header[100:108], source, pos) & 0o7777,
             uid=int(pax["uid"]) if "uid" in pax else _num(header[108:116], source, pos),
             gid=int(pax["gid"]) if "gid" in pax else _num(header[116:124], source, pos),
-            mtime=int(float(pax["mtime"])) if "mtime" in pax
-            else _num(header[136:148], source, pos),
+            mtime=mtime,
             size=entry_size,
             linkname=linkname,
             header_offset=first_header,
@@ -174,6 +193,7 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
             checksum=pax.get(_CHECKSUM_KEY, ""),
             xattrs={k[len("SCHILY.xattr."):]: v for k, v in pax.items()
                     if k.startswith("SCHILY.xattr.")},
+            mtime_exact=mtime_exact,
         ))
         pending_pax = {}
         long_name = long_link = None
