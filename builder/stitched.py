@@ -16,7 +16,9 @@ Which entries a package stream keeps is decided against the finished filesystem 
   through a symlinked directory, a sub-second PAX mtime that the image rounds to whole
   seconds) gets a rewritten header: a cut, the content is still reused;
 - every other non-directory entry (one a later package replaces, one an earlier package
-  keeps, the APKv1 leading control files) is cut out;
+  keeps, the APKv1 leading control files) is cut out, and so is a hard link whose target's
+  winning entry is not before it in the stream (e.g. a target whose content `paths`
+  replaced): the final stretch writes both;
 - a directory entry is kept when the model has a directory at that very path (its final
   metadata is re-emitted at the end anyway), else cut (e.g. a `lib` directory where the image
   has the usrmerge symlink `lib -> usr/lib`);
@@ -118,7 +120,10 @@ def plan_package(fs: FsModel, package: str, data_tar: Path, tar: bytes | memoryv
             else:
                 stats.entries_cut += 1
             continue
-        if m.kind != kind or not _is_winner(fs, canon, m, e, package, data_tar):
+        if m.kind != kind or not _is_winner(fs, canon, m, e, package, data_tar) or \
+                (kind == HARDLINK and m.linkname not in placed):
+            # (A hard link is kept only after its target's final entry: else it would link
+            # to nothing, or to content a later entry replaces. The final stretch has it.)
             stats.entries_cut += 1
             continue
         placed.add(canon)

@@ -192,3 +192,22 @@ def test_sub_second_mtimes(tmp_path: Path, signing_key: tuple[bytes, bytes]) -> 
     doc = _compare_trees(cfg, tmp_path)
     layer = next(s for s in doc["spans"] if s["name"] == "layer")
     assert layer["attrs"]["entries_rewritten"] == 3  # the three fractional ones
+
+
+@pytest.mark.tools
+def test_hardlink_to_a_file_mutate_replaces(tmp_path: Path,
+                                            signing_key: tuple[bytes, bytes]) -> None:
+    """A package's hardlink whose target `paths` empties: the target leaves the package
+    stream, so the link must too (else it would name a file not yet unpacked)."""
+    from builder.apk.writer import DataEntry
+
+    entries = [DataEntry("etc", "dir"), DataEntry("etc/app", "dir"),
+               DataEntry("etc/app/conf", data=b"setting=1\n" * 100),
+               DataEntry("etc/app/conf.link", "hardlink", linkname="etc/app/conf"),
+               DataEntry("etc/app/other", data=b"x" * 5000)]
+    apk = build_apk({"pkgname": ["linked"], "pkgver": ["1-r0"], "arch": ["x86_64"]}, entries,
+                    None, "")
+    cfg = _repo_from_apks(tmp_path, {"linked-1-r0.apk": apk}, signing_key)
+    cfg.write_text(cfg.read_text() + (
+        "paths:\n  - {path: etc/app/conf, type: empty-file, permissions: 0o644}\n"))
+    _compare_trees(cfg, tmp_path)
