@@ -20,7 +20,8 @@ def test_measures_cached_packages(tmp_path: Path) -> None:
     sol = measure(tmp_path, repeats=2)
     assert sol is not None
     assert (sol.uncompressed_bytes, sol.compressed_bytes, sol.packages) == (8000, 3000, 2)
-    assert sol.seconds > 0 and "2 packages" in sol.describe()
+    assert sol.seconds > 0 and sol.parallel_seconds > 0
+    assert "2 packages" in sol.describe() and "two threads" in sol.describe()
 
 
 def test_empty_cache_has_no_floor(tmp_path: Path) -> None:
