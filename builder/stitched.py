@@ -91,11 +91,11 @@ def _same_header(e: TarEntry, canon: str, m: Meta) -> bool:
             and e.xattrs == m.xattrs)
 
 
-def plan_package(fs: FsModel, package: str, data_tar: Path, tar: bytes | memoryview,
-                 entries: list[TarEntry], users: dict[int, str], groups: dict[int, str],
-                 placed: set[str], stats: StitchStats) -> list[Keep | Header]:
-    """The pieces of one package's stream (`tar` is its data tar); adds the canonical paths
-    it places to `placed`."""
+def plan_package(fs: FsModel, package: str, data_tar: Path, entries: list[TarEntry],
+                 users: dict[int, str], groups: dict[int, str], placed: set[str],
+                 stats: StitchStats) -> list[Keep | Header]:
+    """The pieces of one package's stream; adds the canonical paths it places to `placed`.
+    Decided from the tar index alone: the data tar itself is not read."""
     from builder.stages.layer import header_for
 
     plan: list[Keep | Header] = []
@@ -114,7 +114,7 @@ def plan_package(fs: FsModel, package: str, data_tar: Path, tar: bytes | memoryv
             stats.entries_cut += 1
             continue
         if kind == DIR:
-            if m.kind == DIR and canon == e.path:
+            if m.kind == DIR and canon == e.path and not e.global_header:
                 keep(e.header_offset, e.end_offset)
                 stats.entries_kept += 1
             else:
@@ -127,7 +127,7 @@ def plan_package(fs: FsModel, package: str, data_tar: Path, tar: bytes | memoryv
             stats.entries_cut += 1
             continue
         placed.add(canon)
-        if _same_header(e, canon, m) and not _has_global_header(tar, e):
+        if _same_header(e, canon, m) and not e.global_header:
             keep(e.header_offset, e.end_offset)
             stats.entries_kept += 1
         else:
@@ -143,7 +143,8 @@ def _is_winner(fs: FsModel, canon: str, m: Meta, e: TarEntry, package: str,
     """Whether the model's node at `canon` was made by exactly this tar entry."""
     if m.kind == FILE:
         content = fs.content(canon)
-        return (isinstance(content, Extent) and content.path == data_tar
+        return (isinstance(content, Extent)
+                and (content.path is data_tar or content.path == data_tar)
                 and content.offset == e.data_offset and content.size == e.size)
     if m.package != package or m.mtime != e.mtime:
         return False
@@ -152,20 +153,6 @@ def _is_winner(fs: FsModel, canon: str, m: Meta, e: TarEntry, package: str,
     if m.kind == HARDLINK:
         return m.linkname == _canonical(fs, e.linkname)
     return m.devmajor == e.devmajor and m.devminor == e.devminor
-
-
-def _has_global_header(tar: bytes | memoryview, e: TarEntry) -> bool:
-    """A PAX global header (`g`) among the entry's headers would apply to every later entry
-    of the layer, not just this package's: such an entry gets a fresh header instead."""
-    pos = e.header_offset
-    if e.data_offset - pos == 512:  # a lone ustar header, nothing global
-        return False
-    while pos < e.data_offset - 512:
-        if tar[pos + 156] == ord("g"):
-            return True
-        size_field = bytes(tar[pos + 124: pos + 136]).split(b"\0", 1)[0].strip() or b"0"
-        pos += 512 + -(-int(size_field, 8) // 512) * 512
-    return False
 
 
 def final_entries(fs: FsModel, placed: set[str], users: dict[int, str],
@@ -334,12 +321,8 @@ def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, s
                 mapped = _source(stack, exp)
                 src = mapped.src
                 tar = src.uncompressed
-                # Planning reads a few header bytes per entry: without fault-around, only
-                # those pages become resident, and they are let go before stitching.
-                mapped.tar.madvise(mmap.MADV_RANDOM)
-                plan = plan_package(fs, exp.package.name, exp.data_tar, tar, exp.entries,
-                                    users, groups, placed, stats)
-                mapped.tar.madvise(mmap.MADV_DONTNEED)
+                plan = plan_package(fs, exp.package.name, exp.data_tar, exp.entries, users,
+                                    groups, placed, stats)
                 mapped.tar.madvise(mmap.MADV_SEQUENTIAL)
                 dropped_to = 0
                 for piece in plan:

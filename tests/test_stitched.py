@@ -159,11 +159,13 @@ def test_paths_mutations_rewrite_headers(tmp_path: Path,
     assert layer["attrs"]["entries_rewritten"] > 0
 
 
-def _tarfile_apk(name: str, files: list[tuple[str, bytes | None, float]]) -> bytes:
+def _tarfile_apk(name: str, files: list[tuple[str, bytes | None, float]],
+                 global_pax: dict[str, str] | None = None) -> bytes:
     """An unsigned .apk whose data tar Python's tarfile writes in PAX format: a float mtime
     becomes a sub-second PAX "mtime" record, as GNU tar's posix format writes them."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers=global_pax) as tf:
         for path, data, mtime in files:  # data None: a directory
             info = tarfile.TarInfo(path)
             info.mtime, info.mode = mtime, 0o755
@@ -211,3 +213,24 @@ def test_hardlink_to_a_file_mutate_replaces(tmp_path: Path,
     cfg.write_text(cfg.read_text() + (
         "paths:\n  - {path: etc/app/conf, type: empty-file, permissions: 0o644}\n"))
     _compare_trees(cfg, tmp_path)
+
+
+@pytest.mark.tools
+@pytest.mark.parametrize("first", ["dir", "file"])
+def test_pax_global_header_is_not_copied(tmp_path: Path, signing_key: tuple[bytes, bytes],
+                                         first: str) -> None:
+    """A package tar that opens with a PAX global header: the entry it precedes is rewritten
+    (a file) or left to the final stretch (a directory), so the layer carries no global
+    records that would apply to other packages' entries."""
+    files: list[tuple[str, bytes | None, float]] = [
+        ("usr", None, 5), ("usr/bin", None, 5), ("usr/bin/a", b"a" * 3000, 5)]
+    if first == "file":
+        files.insert(0, ("README", b"hello\n", 5))
+    apks = {"glob-1.0-r0.apk": _tarfile_apk("glob", files, {"comment": "from a test"})}
+    cfg = _repo_from_apks(tmp_path, apks, signing_key)
+    doc = _compare_trees(cfg, tmp_path)
+    manifest = next(iter(doc["image"]["manifests"].values()))
+    blob = (tmp_path / "stitched" / "blobs" / "sha256" / manifest["layer_digest"][7:])
+    with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob.read_bytes()))) as tf:
+        tf.getmembers()
+        assert tf.pax_headers == {}  # no global header survived

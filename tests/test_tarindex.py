@@ -86,3 +86,14 @@ def test_bad_pax_mtime_is_rejected() -> None:
         tf.addfile(info, io.BytesIO(b""))
     with pytest.raises(FormatError, match="bad PAX time 'soon'"):
         index_tar(buf.getvalue(), "pkg:data")
+
+
+def test_global_pax_header_is_flagged_on_the_entry_it_precedes() -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT,
+                      pax_headers={"comment": "global"}) as tf:
+        for name in ("a", "b"):
+            tf.addfile(tarfile.TarInfo(name), io.BytesIO(b""))
+    first, second = index_tar(buf.getvalue()).entries
+    assert (first.path, first.global_header) == ("a", True)
+    assert (second.path, second.global_header) == ("b", False)

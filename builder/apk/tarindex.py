@@ -40,6 +40,9 @@ class TarEntry:
     # False when a PAX header gives a sub-second mtime: `mtime` is then that time rounded to
     # the nearest second, as Go's archive/tar (apko's layer writer) records it.
     mtime_exact: bool = True
+    # A PAX global header ("g") is among the entry's own headers: copied verbatim into
+    # another tar, it would apply to every later entry there too.
+    global_header: bool = False
 
     @property
     def end_offset(self) -> int:
@@ -125,6 +128,7 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
     pending_pax: dict[str, str] = {}
     long_name: str | None = None
     long_link: str | None = None
+    saw_global = False
     pos = 0
     first_header = 0
     while pos + BLOCK <= size:
@@ -145,6 +149,7 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
         if typeflag in ("x", "g"):
             records = _pax_records(bytes(view[data_start:data_end]), source, pos)
             (pending_pax if typeflag == "x" else global_pax).update(records)
+            saw_global = saw_global or typeflag == "g"
             pos = next_pos
             continue
         if typeflag in ("L", "K"):
@@ -194,8 +199,10 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
             xattrs={k[len("SCHILY.xattr."):]: v for k, v in pax.items()
                     if k.startswith("SCHILY.xattr.")},
             mtime_exact=mtime_exact,
+            global_header=saw_global,
         ))
         pending_pax = {}
+        saw_global = False
         long_name = long_link = None
         pos = next_pos
         first_header = pos
