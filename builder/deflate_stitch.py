@@ -56,6 +56,9 @@ class Source:
     index: BlockIndex
     uncompressed: bytes | memoryview
     name: str = ""
+    # Where `compressed` lies in a file, (descriptor, offset of its first byte), when it does:
+    # the writer may then copy reused runs file to file in the kernel.
+    origin: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         self._blocks: dict[int, list[BlockStart]] = {}
@@ -148,10 +151,13 @@ _STORED_EMPTY = b"\x00\x00\xff\xff"
 class Stitcher:
     """Writes one gzip member built from reused and new pieces. See the module docstring."""
 
-    def __init__(self, write: Callable[[bytes | memoryview], object], level: int = 6,
+    def __init__(self, write: Callable[..., object], level: int = 6,
                  engine: str = "zlib") -> None:
-        """`engine`/`level`: what compresses the bytes that are not reused — "zlib" (levels
-        1-9) or "isal" (ISA-L, levels 0-3, many times faster at a slightly lower ratio)."""
+        """`write(data, origin=None)` receives the output in order; `origin`, for a run of
+        bytes copied verbatim from a `Source` with an origin, is (descriptor, offset) of the
+        same bytes in that file. `engine`/`level`: what compresses the bytes that are not
+        reused — "zlib" (levels 1-9) or "isal" (ISA-L, levels 0-3, many times faster at a
+        slightly lower ratio)."""
         if engine not in _ENGINES:
             raise ValueError(f"unknown compression engine {engine!r}")
         self._write = write
@@ -174,9 +180,12 @@ class Stitcher:
         self.compressed_size = len(GZIP_HEADER)
 
     # -- bit output ---------------------------------------------------------------------
-    def _emit(self, data: bytes | memoryview) -> None:
+    def _emit(self, data: bytes | memoryview, origin: tuple[int, int] | None = None) -> None:
         if data:
-            self._write(data)
+            if origin is None:
+                self._write(data)
+            else:
+                self._write(data, origin)
             self.compressed_size += len(data)
 
     def _put_bits(self, value: int, count: int) -> None:
@@ -197,9 +206,11 @@ class Stitcher:
             self._emit(_STORED_EMPTY)
         self._at = None
 
-    def _copy_bits(self, data: bytes | memoryview, start: int, end: int) -> None:
-        """Append bits [start, end) of `data`; our phase must already equal start % 8."""
+    def _copy_bits(self, src: Source, start: int, end: int) -> None:
+        """Append bits [start, end) of `src.compressed`; our phase must already equal
+        start % 8."""
         assert self._nbits == start % 8
+        data = src.compressed
         if start == end:
             return
         first, k = divmod(start, 8)
@@ -210,7 +221,8 @@ class Stitcher:
         if k:
             self._put_bits(data[first] >> k, 8 - k)
             first += 1
-        self._emit(memoryview(data)[first:last])
+        origin = (src.origin[0], src.origin[1] + first) if src.origin else None
+        self._emit(memoryview(data)[first:last], origin)
         if j:
             self._put_bits(data[last] & ((1 << j) - 1), j)
 
@@ -269,11 +281,11 @@ class Stitcher:
             last_bit = inside.bit
         before = self.compressed_size
         if final_block >= 0:
-            self._copy_bits(src.compressed, first.bit, final_block)
+            self._copy_bits(src, first.bit, final_block)
             self._put_bits(0, 1)  # BFINAL cleared
-            self._copy_bits(src.compressed, final_block + 1, last_bit)
+            self._copy_bits(src, final_block + 1, last_bit)
         else:
-            self._copy_bits(src.compressed, first.bit, last_bit)
+            self._copy_bits(src, first.bit, last_bit)
         self.reused_bytes += self.compressed_size - before
         seg_len = last_out - first.out
         seg_crc = last_crc ^ crc32_combine(first.crc, 0, seg_len)

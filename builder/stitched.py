@@ -30,6 +30,7 @@ blocks between cuts and re-compressing only near them.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import mmap
 import os
@@ -203,15 +204,37 @@ class _HashingFile:
         self.f = open(path, "wb")  # noqa: SIM115 - closed by close()
         self.h = _OrderedHasher("digest")
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | memoryview, origin: tuple[int, int] | None = None) -> None:
+        """Append `data`; a large run with an `origin` (the same bytes in another file) is
+        copied file to file by the kernel, not through this process's memory."""
         self.h.update(data)
-        self.f.write(data)
+        if origin is None or len(data) < _COPY_MIN:
+            self.f.write(data)
+            return
+        self.f.flush()
+        fd, offset = origin
+        out = self.f.fileno()
+        left = len(data)
+        while left:
+            try:
+                n = os.copy_file_range(fd, out, left, offset)
+            except OSError as exc:
+                if exc.errno not in _NO_COPY_RANGE:
+                    raise
+                n = 0
+            if n <= 0:  # not supported here (or nothing copied): write the rest from memory
+                self.f.write(memoryview(data)[len(data) - left:])
+                return
+            offset += n
+            left -= n
 
     def close(self) -> None:
         self.h.close()
         self.f.close()
 
 
+_COPY_MIN = 256 << 10  # smaller runs are written from memory
+_NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
 _SMALL = 64 << 10  # smaller buffers are gathered and hashed in batches of about _BATCH
 _BATCH = 1 << 20
 
@@ -426,6 +449,8 @@ def _source(stack: ExitStack, exp) -> _Mapped:
             os.close(fd)
 
     apk_map = mapped(exp.apk_path)
+    apk_fd = os.open(exp.apk_path, os.O_RDONLY)
+    stack.callback(os.close, apk_fd)
     apk = memoryview(apk_map)
     stack.callback(apk.release)
     section = apk[exp.data_section_offset: exp.data_section_offset + exp.data_section_size]
@@ -434,5 +459,5 @@ def _source(stack: ExitStack, exp) -> _Mapped:
     tar = memoryview(tar_map)
     stack.callback(tar.release)
     src = Source(compressed=section, index=exp.block_index(), uncompressed=tar,
-                 name=str(exp.package))
+                 name=str(exp.package), origin=(apk_fd, exp.data_section_offset))
     return _Mapped(src, apk_map, tar_map, exp.data_section_offset)
