@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 from isal import isal_zlib
 
-from builder.apk.deflate_block import STORED, BlockHeader, read_block_header, symbol_boundary
-from builder.apk.deflate_index import BlockIndex, BlockStart, _lib
+from builder.apk.deflate_block import STORED, read_block_header, symbol_boundary
+from builder.apk.deflate_index import BlockIndex, BlockStart, EarlyEnd, _lib
 
 WINDOW = 32 * 1024
 _ENGINES = {"zlib": zlib, "isal": isal_zlib}
@@ -132,20 +132,42 @@ def _filler_block(phase: int) -> tuple[int, int]:
 
 
 _FILLERS = [_filler_block(p) for p in range(8)]
-# A run that ends inside a block reuses that block up to a symbol boundary when at least this
-# many of its output bytes come before the cut (below it, compressing them is cheaper).
+_STORED_EMPTY = b"\x00\x00\xff\xff"
+# A run that ends inside a block reuses that block up to a symbol boundary (`early_end`) when
+# at least this many of its output bytes come before the cut: below it, compressing them is
+# cheaper than inflating the block to find the boundary. Precomputed early ends (the block
+# index's `early_ends`) are used whatever their size.
 PARTIAL_MIN = 8 * 1024
 
 
-@dataclass(frozen=True)
-class _Inside:
-    """A block closed early: its bits up to `bit` (a symbol boundary, output offset `out`),
-    then its own end-of-block code."""
-
-    bit: int
-    out: int
-    header: BlockHeader
-_STORED_EMPTY = b"\x00\x00\xff\xff"
+def early_end(src: Source, end: int) -> EarlyEnd | None:
+    """Where the block holding uncompressed offset `end` of `src` can be closed so that the
+    output stops at its last symbol boundary before `end`; None when `end` is a block
+    boundary, the block is stored, or zlib rejects the data."""
+    try:
+        member = src.member_of(end)
+    except ValueError:
+        return None
+    blocks = src.blocks(member)
+    j = src.last_block_at_or_before(member, end)
+    if j < 0 or blocks[j].out == end:
+        return None
+    blk = blocks[j]
+    m = src.index.members[member]
+    try:
+        header = read_block_header(src.compressed, blk.bit)
+    except ValueError:
+        return None
+    if header.type == STORED:
+        return None
+    end_bit = blocks[j + 1].bit if j + 1 < len(blocks) else m.end_bit
+    window = bytes(memoryview(src.uncompressed)[max(m.out_start, blk.out - WINDOW):blk.out])
+    found = symbol_boundary(src.compressed, blk.bit, (end_bit + 7) // 8, window,
+                            end - blk.out)
+    if found is None or found[1] == 0:
+        return None
+    return EarlyEnd(block_bit=blk.bit, bit=found[0], out=blk.out + found[1], final=header.final,
+                    eob_bits=header.eob_bits, eob_nbits=header.eob_nbits)
 
 
 class Stitcher:
@@ -254,15 +276,19 @@ class Stitcher:
             return
         first = blocks[i]
         final_block = -1
-        inside: _Inside | None = None
+        inside: EarlyEnd | None = None
         if end == m.out_end:  # reuse through the member's final block, made non-final
             last_bit, last_out, last_crc = m.end_bit, m.out_end, m.crc
             final_block = blocks[-1].bit
         else:
             j = src.last_block_at_or_before(member, end)
             last_bit, last_out, last_crc = blocks[j].bit, blocks[j].out, blocks[j].crc
-            if j >= i and end - last_out >= PARTIAL_MIN:
-                inside = self._cut_inside(src, member, j, end)
+            if j >= i and last_out < end:
+                inside = src.index.early_ends.get(end)
+                if inside is None and end - last_out >= PARTIAL_MIN:
+                    inside = early_end(src, end)
+                if inside is not None and inside.block_bit != last_bit:
+                    inside = None  # recorded for another stream: not this one's
         if last_out <= first.out and inside is None:
             self._pending.append(memoryview(src.uncompressed)[start:end])
             return
@@ -276,7 +302,7 @@ class Stitcher:
             if first.bit % 8:
                 self._put_bits(*_FILLERS[first.bit % 8])
         if inside is not None:  # reuse into block j, up to a symbol boundary
-            if inside.header.final:
+            if inside.final:
                 final_block = last_bit
             last_bit = inside.bit
         before = self.compressed_size
@@ -290,7 +316,7 @@ class Stitcher:
         seg_len = last_out - first.out
         seg_crc = last_crc ^ crc32_combine(first.crc, 0, seg_len)
         if inside is not None:
-            self._put_bits(inside.header.eob_bits, inside.header.eob_nbits)
+            self._put_bits(inside.eob_bits, inside.eob_nbits)
             seg_crc = isal_zlib.crc32(memoryview(src.uncompressed)[last_out:inside.out], seg_crc)
             seg_len += inside.out - last_out
             last_out = inside.out
@@ -301,25 +327,6 @@ class Stitcher:
         self._at = (id(src), last_bit) if final_block < 0 and inside is None else None
         if last_out < end:
             self._pending.append(memoryview(src.uncompressed)[last_out:end])
-
-    def _cut_inside(self, src: Source, member: int, j: int, end: int) -> _Inside | None:
-        """Where block j of `member` can be closed early so that it ends at most at `end`."""
-        blocks = src.blocks(member)
-        blk = blocks[j]
-        m = src.index.members[member]
-        try:
-            header = read_block_header(src.compressed, blk.bit)
-        except ValueError:
-            return None
-        if header.type == STORED:
-            return None
-        end_bit = blocks[j + 1].bit if j + 1 < len(blocks) else m.end_bit
-        window = bytes(memoryview(src.uncompressed)[max(m.out_start, blk.out - WINDOW):blk.out])
-        found = symbol_boundary(src.compressed, blk.bit, (end_bit + 7) // 8, window,
-                                end - blk.out)
-        if found is None or found[1] == 0:
-            return None
-        return _Inside(bit=found[0], out=blk.out + found[1], header=header)
 
     def detach(self) -> None:
         """Stop referring to any source: pending bytes are copied, so the caller may unmap

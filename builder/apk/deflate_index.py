@@ -20,7 +20,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from isal import isal_zlib
 
@@ -96,9 +96,26 @@ class MemberInfo:
 
 
 @dataclass(frozen=True)
+class EarlyEnd:
+    """A block that can be closed before its end: its bits up to `bit`, a symbol boundary
+    at uncompressed offset `out`, then its own end-of-block code (`eob_bits`, `eob_nbits`,
+    LSB first) give exactly the output up to `out` (builder.apk.deflate_block)."""
+
+    block_bit: int  # where the block starts
+    bit: int
+    out: int
+    final: bool  # the block's BFINAL bit (a reuse clears it)
+    eob_bits: int
+    eob_nbits: int
+
+
+@dataclass(frozen=True)
 class BlockIndex:
     blocks: list[BlockStart]
     members: list[MemberInfo]
+    # Precomputed early ends, by the uncompressed offset they were asked for (the expand
+    # cache records one before each package's tar end-of-archive marker).
+    early_ends: dict[int, EarlyEnd] = field(default_factory=dict)
 
     @property
     def size(self) -> int:

@@ -65,14 +65,14 @@ import time
 import zlib
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from isal import isal_zlib
 
-from builder.apk.deflate_index import BlockIndex, BlockStart, MemberInfo, scan_blocks
+from builder.apk.deflate_index import BlockIndex, BlockStart, EarlyEnd, MemberInfo, scan_blocks
 from builder.apk.layout import GZIP_MAGIC, ApkLayout, read_layout, read_pkginfo
 from builder.apk.model import Package
 from builder.apk.package import parse_sha1
@@ -204,6 +204,8 @@ def block_index_to_json(index: BlockIndex) -> bytes:
         "blocks": [[b.bit, b.out, b.crc, b.member, int(b.member_start)] for b in index.blocks],
         "members": [[m.start, m.data_bit, m.end_bit, m.end, m.out_start, m.out_end, m.crc]
                     for m in index.members],
+        "early_ends": [[end, e.block_bit, e.bit, e.out, int(e.final), e.eob_bits, e.eob_nbits]
+                       for end, e in sorted(index.early_ends.items())],
     }
     return json.dumps(doc, separators=(",", ":")).encode()
 
@@ -214,7 +216,26 @@ def block_index_from_json(raw: bytes) -> BlockIndex:
         blocks=[BlockStart(bit, out, crc, member, bool(ms))
                 for bit, out, crc, member, ms in doc["blocks"]],
         members=[MemberInfo(*m) for m in doc["members"]],
+        early_ends={end: EarlyEnd(block_bit, bit, out, bool(final), eob_bits, eob_nbits)
+                    for end, block_bit, bit, out, final, eob_bits, eob_nbits
+                    in doc.get("early_ends", [])},
     )
+
+
+def _with_tail_end(index: BlockIndex, section: bytes | memoryview, data_tar: Path,
+                   entries: list[TarEntry]) -> BlockIndex:
+    """The block index plus the early end just before the package's tar end-of-archive
+    marker, where every stitched stream of this package is cut: hot builds then close that
+    block from the record instead of inflating it to find the boundary."""
+    from builder.deflate_stitch import Source, early_end
+
+    if not entries:
+        return index
+    end = entries[-1].end_offset
+    with open(data_tar, "rb") as f, \
+            mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as tar, memoryview(tar) as view:
+        found = early_end(Source(compressed=section, index=index, uncompressed=view), end)
+    return replace(index, early_ends={end: found}) if found else index
 
 
 # -- the manifest ----------------------------------------------------------------------------
@@ -468,6 +489,8 @@ def _build(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
             tmp.file.flush()
             index = _index_and_verify(tmp.file, size, pkg, source)
             tmp.commit(paths.data_tar)
+        if blocks is not None:
+            blocks = _with_tail_end(blocks, data, paths.data_tar, index.entries)
         data.release()
     finally:
         view.release()
@@ -632,7 +655,7 @@ def load_or_build_block_index(exp: FastExpandedPackage) -> BlockIndex:
         data = f.read(exp.data_section_size)
     if len(data) != exp.data_section_size:
         raise FormatError(f"{source}: {exp.apk_path} is shorter than when it was expanded")
-    index = scan_blocks(data, source)
+    index = _with_tail_end(scan_blocks(data, source), data, exp.data_tar, exp.entries)
     raw = block_index_to_json(index)
     cache = Cache(exp.cache_root)
     with _locked(paths):
