@@ -98,15 +98,21 @@ def test_multi_member_source_and_final_blocks() -> None:
     _stitch([(src, 123, 650_000), (src, 650_000, 700_000)])
 
 
-def test_real_tzdata_multimember_data() -> None:
+def _tzdata_source() -> Source:
+    """The multi-member tzdata fixture, every gzip member of it (signature, control, data)."""
     raw = (FIXTURES / "apk/melange-local/tzdata-2023c-r0.multimember.x86_64.apk").read_bytes()
-    index = scan_blocks(raw, "tzdata")
     parts, rest = [], raw
     while rest:
         d = zlib.decompressobj(31)
         parts.append(d.decompress(rest))
         rest = d.unused_data
-    src = Source(compressed=raw, index=index, uncompressed=b"".join(parts), name="tzdata")
+    return Source(compressed=raw, index=scan_blocks(raw, "tzdata"),
+                  uncompressed=b"".join(parts), name="tzdata")
+
+
+def test_real_tzdata_multimember_data() -> None:
+    src = _tzdata_source()
+    index = src.index
     n = index.size
     _stitch([(src, index.members[2].out_start, n - 1024), b"\0" * 1024])
 
@@ -206,19 +212,14 @@ def test_run_ending_inside_a_block_reuses_it_up_to_the_cut(kind, end) -> None:
 
 def test_package_tail_before_end_of_archive_is_reused() -> None:
     """The tzdata fixture's last member without its 1024-byte end-of-archive marker."""
-    raw = (FIXTURES / "apk/melange-local/tzdata-2023c-r0.multimember.x86_64.apk").read_bytes()
-    index = scan_blocks(raw, "tzdata")
-    parts, rest = [], raw
-    while rest:
-        d = zlib.decompressobj(31)
-        parts.append(d.decompress(rest))
-        rest = d.unused_data
-    src = Source(compressed=raw, index=index, uncompressed=b"".join(parts), name="tzdata")
+    src = _tzdata_source()
+    index = src.index
     end = index.size - 1024
-    j = src.last_block_at_or_before(len(index.members) - 1, end)
+    last = len(index.members) - 1
+    j = src.last_block_at_or_before(last, end)
+    assert end - src.blocks(last)[j].out >= PARTIAL_MIN  # the marker is deep inside a block
     _, st_ = _stitch([(src, index.members[2].out_start, end)])
-    if end - src.blocks(len(index.members) - 1)[j].out >= PARTIAL_MIN:
-        assert st_.recompressed_in <= 258
+    assert st_.recompressed_in <= 258
 
 
 _CORPUS_300K = _corpus(20, 300_000)
