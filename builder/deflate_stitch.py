@@ -287,8 +287,9 @@ class Stitcher:
                 inside = src.index.early_ends.get(end)
                 if inside is None and end - last_out >= PARTIAL_MIN:
                     inside = early_end(src, end)
-                if inside is not None and inside.block_bit != last_bit:
-                    inside = None  # recorded for another stream: not this one's
+                if inside is not None and (inside.block_bit != last_bit
+                                           or not last_out < inside.out <= end):
+                    inside = None  # a record that does not fit this block: not used
         if last_out <= first.out and inside is None:
             self._pending.append(memoryview(src.uncompressed)[start:end])
             return
