@@ -168,9 +168,31 @@ def test_damaged_artefacts_are_detected_and_rebuilt(
     again = expand_cached(path, cache)
     assert not again.from_cache  # rebuilt
     assert_same(reference[_key(path)], again)
-    if damage != "delete-manifest":
+    if damage == "other-format":  # what every package looks like after an upgrade
+        assert "another cache format are rebuilt" in caplog.text
+    elif damage != "delete-manifest":
         assert "rebuilding" in caplog.text
     assert expand_cached(path, cache).from_cache  # and valid again
+
+
+def test_cache_of_another_format_is_reported_once(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """After an upgrade every cached expansion is of the old format: one line, not one per
+    package."""
+    paths = {p.name: p for p in (GOLDEN / "packages" / "x86_64").glob("*.apk")}
+    assert len(paths) > 2
+    cache = Cache(tmp_path)
+    expand_fast(paths, tmp_path / "wd", cache)
+    for p in paths.values():
+        manifest = _artefact(cache, p, "expand.json")
+        doc = json.loads(manifest.read_bytes())
+        doc["format"] = 1
+        manifest.write_text(json.dumps(doc))
+    caplog.clear()
+    again = expand_fast(paths, tmp_path / "wd2", cache)
+    assert not any(e.from_cache for e in again.values())
+    lines = [r for r in caplog.records if "cache" in r.getMessage()]
+    assert len(lines) == 1 and "another cache format" in lines[0].getMessage()
 
 
 def test_rebuild_removes_temp_files_left_by_a_killed_build(tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ import json
 import logging
 import mmap
 import os
+import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
@@ -94,7 +95,8 @@ from builder.stages.expand import ControlEntry, ExpandedPackage
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when the artefacts' content or meaning changes
+FORMAT = 2  # bump when the artefacts' content or meaning changes (2: TarEntry gained
+# mtime_exact and global_header, blocks.json early_ends)
 CHUNK = 1 << 19  # compressed bytes fed per decompress call (512 KiB: measured best)
 OUT_LIMIT = 1 << 19  # most uncompressed bytes per decompress call (pieces stay in L2)
 COPY_CHUNK = 1 << 20
@@ -130,7 +132,12 @@ class FastExpandedPackage(ExpandedPackage):
 
 
 class _Stale(Exception):
-    """The cached artefacts are missing or do not match their manifest (message says why)."""
+    """The cached artefacts are missing or do not match their manifest (message says why).
+    `other_version`: they were made by an apkimage with another cache format."""
+
+    def __init__(self, message: str, other_version: bool = False) -> None:
+        super().__init__(message)
+        self.other_version = other_version
 
 
 class _NotQuick(Exception):
@@ -254,7 +261,7 @@ def _read_manifest(paths: ExpandedPaths) -> dict[str, Any]:
         raise _Stale("manifest is not JSON") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _Stale(f"manifest format {doc.get('format') if isinstance(doc, dict) else '?'}"
-                     f", expected {FORMAT}")
+                     f", expected {FORMAT}", other_version=isinstance(doc, dict))
     return doc
 
 
@@ -541,11 +548,14 @@ def _locked(paths: ExpandedPaths) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def expand_cached(path: Path, cache: Cache, block_index: bool = False) -> FastExpandedPackage:
+def expand_cached(path: Path, cache: Cache, block_index: bool = False,
+                  told: threading.Event | None = None) -> FastExpandedPackage:
     """The expansion of the verified `.apk` at `path`: loaded from the cache when its
     artefacts are valid, else built (once, under the package's lock) and cached. With
     `block_index`, the result's block index is known too: recorded while building, else
-    loaded from `blocks.json`, else scanned (an expansion made without it)."""
+    loaded from `blocks.json`, else scanned (an expansion made without it). `told`, shared by
+    the packages of one build, is set once artefacts of another cache format were reported,
+    so an upgrade gives one line, not one per package."""
     layout = read_layout(path)
     paths = cache.expanded_paths(layout.key)
     try:
@@ -556,7 +566,13 @@ def expand_cached(path: Path, cache: Cache, block_index: bool = False) -> FastEx
                 exp = _load(layout, cache, paths)  # another build may have just made it
             except _Stale as again:
                 reason = str(again)
-                if reason != "no manifest":
+                if again.other_version:
+                    told = told or threading.Event()
+                    if not told.is_set():
+                        told.set()
+                        log.warning("cache: expansions made by an apkimage with another cache "
+                                    "format are rebuilt (e.g. %s: %s)", paths.dir, reason)
+                elif reason != "no manifest":
                     log.warning("cache: expansion of %s in %s is stale (%s); rebuilding",
                                 path, paths.dir, reason)
                 _remove_stale_temps(paths.dir)
@@ -619,8 +635,9 @@ def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None =
             except Exception as exc:  # noqa: BLE001 - raised below, in package order
                 done[name] = exc
     n = max(1, min(workers or (os.cpu_count() or 2), len(todo)))
+    told = threading.Event()
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="expand") as pool:
-        futures = {name: pool.submit(expand_cached, paths[name], cache, block_index)
+        futures = {name: pool.submit(expand_cached, paths[name], cache, block_index, told)
                    for name in sorted(todo, key=lambda x: -sizes[x])}
         try:
             out: dict[str, ExpandedPackage] = {}
