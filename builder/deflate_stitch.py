@@ -23,7 +23,6 @@ re-aligns the stream. CRC-32 of reused runs comes from the CRCs recorded at bloc
 from __future__ import annotations
 
 import bisect
-import ctypes
 import struct
 import zlib
 from collections.abc import Callable
@@ -32,20 +31,15 @@ from dataclasses import dataclass
 from isal import isal_zlib
 
 from builder.apk.deflate_block import STORED, read_block_header, symbol_boundary
-from builder.apk.deflate_index import BlockIndex, BlockStart, EarlyEnd, _lib
+from builder.apk.deflate_index import BlockIndex, BlockStart, EarlyEnd
 
 WINDOW = 32 * 1024
 _ENGINES = {"zlib": zlib, "isal": isal_zlib}
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
 
 
-def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    """CRC-32 of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine)."""
-    lib = _lib()
-    fn = lib.crc32_combine64
-    fn.restype = ctypes.c_ulong
-    fn.argtypes = [ctypes.c_ulong, ctypes.c_ulong, ctypes.c_int64]
-    return fn(crc1, crc2, len2) & 0xFFFFFFFF
+# CRC-32 of A+B from crc(A), crc(B) and len(B).
+crc32_combine = isal_zlib.crc32_combine
 
 
 @dataclass

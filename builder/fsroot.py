@@ -34,6 +34,19 @@ _MAX_LINKS = 40
 _COPY = 1 << 20
 
 
+def _read_chunks(reader: BinaryIO, size: int | None) -> Iterator[bytes]:
+    """`reader`'s bytes in pieces of up to 1 MiB: `size` of them, or all when None (fewer
+    if it ends first)."""
+    remaining = size if size is not None else -1
+    while remaining != 0:
+        chunk = reader.read(_COPY if remaining < 0 else min(remaining, _COPY))
+        if not chunk:
+            return
+        yield chunk
+        if remaining > 0:
+            remaining -= len(chunk)
+
+
 @dataclass(slots=True)
 class Meta:
     """What the layer records for one path."""
@@ -140,8 +153,7 @@ class FsModel:
     def _store_dir(self, canonical: str) -> None:
         raise NotImplementedError
 
-    def _store_file(self, canonical: str, data: bytes | BinaryIO | Extent,
-                    size: int | None) -> int:
+    def _store_file(self, canonical: str, data: bytes | Extent) -> int:
         """Store a regular file's content; returns the number of bytes stored."""
         raise NotImplementedError
 
@@ -308,13 +320,12 @@ class FsModel:
             done = nxt
         return done
 
-    def write_file(self, path: str, data: bytes | BinaryIO | Extent, mode: int = 0o644, *,
+    def write_file(self, path: str, data: bytes | Extent, mode: int = 0o644, *,
                    mtime: int = 0, uid: int = 0, gid: int = 0, package: str = "",
-                   checksum: str = "", size: int | None = None, who: str = "builder",
+                   checksum: str = "", who: str = "builder",
                    xattrs: dict[str, str] | None = None, canonical: str | None = None) -> str:
         """Write a regular file (replacing a non-directory at the path). `data` is the
-        content, a readable file positioned at it (`size` bytes, or to its end), or an
-        Extent of a data tar. `canonical`, when the caller already has it, is
+        content, or an Extent of a data tar. `canonical`, when the caller already has it, is
         `resolve(path, follow=False)` (saves resolving twice)."""
         c = self.resolve(path, follow=False, who=who) if canonical is None else canonical
         if not c:
@@ -324,7 +335,7 @@ class FsModel:
         if old is not None and old.kind == DIR:
             raise FormatError(f"{who}: {c!r} is a directory, cannot replace it with a file")
         self._clear(c)
-        written = self._store_file(c, data, size)
+        written = self._store_file(c, data)
         self.meta[c] = Meta(FILE, mode, uid, gid, mtime, size=written, package=package,
                             checksum=checksum, xattrs=dict(xattrs) if xattrs else {})
         return c
@@ -428,35 +439,22 @@ class FsRoot(FsModel):
     def _store_dir(self, canonical: str) -> None:
         self.disk(canonical).mkdir()
 
-    def _store_file(self, canonical: str, data: bytes | BinaryIO | Extent,
-                    size: int | None) -> int:
-        src: BinaryIO | None = None
-        opened = False
-        if isinstance(data, Extent):
+    def _store_file(self, canonical: str, data: bytes | Extent) -> int:
+        with open(self.disk(canonical), "wb") as f:
+            if not isinstance(data, Extent):
+                f.write(data)
+                return len(data)
             src = data.fileobj or open(data.path, "rb")  # noqa: SIM115 - closed below
-            src.seek(data.offset)
-            size = data.size
-            opened = data.fileobj is None
-        try:
-            with open(self.disk(canonical), "wb") as f:
-                if isinstance(data, (bytes, bytearray, memoryview)):
-                    f.write(data)
-                    return len(data)
-                reader = src if src is not None else data
+            try:
+                src.seek(data.offset)
                 written = 0
-                remaining = size if size is not None else -1
-                while remaining != 0:
-                    chunk = reader.read(_COPY if remaining < 0 else min(remaining, _COPY))
-                    if not chunk:
-                        break
+                for chunk in _read_chunks(src, data.size):
                     f.write(chunk)
                     written += len(chunk)
-                    if remaining > 0:
-                        remaining -= len(chunk)
                 return written
-        finally:
-            if src is not None and opened:
-                src.close()
+            finally:
+                if data.fileobj is None:
+                    src.close()
 
     def _store_symlink(self, canonical: str, target: str) -> None:
         os.symlink(target, self.disk(canonical))

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from isal import isal_zlib
+
 from builder.apk.gzipstream import GZIP_HEADER
 
 SERIAL_UNIT = 1 << 20  # the piece size compress_zlib reads; keeps serial bytes identical
@@ -49,8 +51,6 @@ def _engine(engine: str) -> Any:
     if engine == "zlib":
         return zlib
     if engine == "isal":
-        from isal import isal_zlib
-
         return isal_zlib
     raise ValueError(f"unknown compressor engine {engine!r} (engines: {', '.join(ENGINES)})")
 
@@ -83,12 +83,6 @@ class GzipSink:
         if not block_size:
             self._stream = self._compressobj()
         self._emit(GZIP_HEADER)
-
-    def settings(self) -> dict[str, object]:
-        """What was used, for span attributes and run records."""
-        return {"engine": self.engine, "level": self.level,
-                "mode": "blocks" if self.block_size else "serial",
-                "block_size": self.block_size, "threads": self.threads}
 
     # ------------------------------------------------------------------ producer side
 
@@ -211,7 +205,7 @@ class GzipSink:
 
     def _retire_block(self, fut: Future[tuple[bytes, int]], block: bytes | bytearray) -> None:
         out, crc = fut.result()
-        self._crc = _crc32_combine(self._crc, crc, len(block))
+        self._crc = isal_zlib.crc32_combine(self._crc, crc, len(block))
         self._emit(out)
         self._recycle(block)
 
@@ -223,8 +217,3 @@ class GzipSink:
         self._emit(tail + struct.pack("<II", self._crc & 0xFFFFFFFF,
                                       self._size_in & 0xFFFFFFFF))
 
-
-def _crc32_combine(crc1: int, crc2: int, len2: int) -> int:
-    from isal import isal_zlib
-
-    return isal_zlib.crc32_combine(crc1, crc2, len2)

@@ -8,12 +8,17 @@ streams file bytes straight from the data tars.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import BinaryIO
 
 from builder.errors import FormatError
-from builder.fsroot import DIR, HARDLINK, Content, Extent, FsModel, Meta, name_key
-
-_COPY = 1 << 20
+from builder.fsroot import (
+    DIR,
+    HARDLINK,
+    Content,
+    Extent,
+    FsModel,
+    Meta,
+    name_key,
+)
 
 
 class MemFs(FsModel):
@@ -28,25 +33,11 @@ class MemFs(FsModel):
     def _store_dir(self, canonical: str) -> None:
         pass
 
-    def _store_file(self, canonical: str, data: bytes | BinaryIO | Extent,
-                    size: int | None) -> int:
-        if isinstance(data, Extent):
-            self.data[canonical] = (data if data.fileobj is None
-                                    else Extent(data.path, data.offset, data.size))
+    def _store_file(self, canonical: str, data: bytes | Extent) -> int:
+        if isinstance(data, Extent):  # install passes no handle here (uses_fileobj)
+            self.data[canonical] = data
             return data.size
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            raw = bytes(data)
-        else:
-            parts = []
-            remaining = size if size is not None else -1
-            while remaining != 0:
-                chunk = data.read(_COPY if remaining < 0 else min(remaining, _COPY))
-                if not chunk:
-                    break
-                parts.append(chunk)
-                if remaining > 0:
-                    remaining -= len(chunk)
-            raw = b"".join(parts)
+        raw = bytes(data)
         self.data[canonical] = raw
         return len(raw)
 

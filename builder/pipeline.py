@@ -208,6 +208,7 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
                 repos: list[Any], world: list[str], sde: int | None, build_date: int,
                 options_epoch: int, layers: dict[str, Path]) -> ArchResult:
     from builder.oci.image import Descriptor, ImageSpec, build_image
+    from builder.stages.compress import CompressResult
     from builder.stages.install import InstallState, init_db, new_filesystem
     from builder.stages.mutate import MutateContext
 
@@ -231,12 +232,14 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
         s.attrs["packages"] = len(ordered)
     with rec.span("fetch", aarch, impl=chosen["fetch"]) as s:
         paths = impl.get("fetch", chosen["fetch"])(ordered, aarch, fetcher, None)
-        s.bytes_out = sum(p.stat().st_size for p in paths.values())
+        s.bytes_out = fetched = sum(p.stat().st_size for p in paths.values())
         s.attrs.update(fetcher.stats.as_dict())
+    make_layer = impl.get("layer", chosen["layer"])
     with rec.span("expand", aarch, impl=chosen["expand"]) as s:
-        s.bytes_in = sum(p.stat().st_size for p in paths.values())
-        # The stitched layer reads each data section's block index: made during expand.
-        block_index = chosen["layer"] == "stitched"
+        s.bytes_in = fetched
+        # A layer built from the packages' own DEFLATE blocks (stitched) reads each data
+        # section's block index: made during expand.
+        block_index = getattr(make_layer, "fused", False)
         s.attrs["block_index"] = block_index
         expanded = impl.get("expand", chosen["expand"])(
             {p.name: paths[p.name] for p in ordered}, adir / "expand", cache=fetcher.cache,
@@ -254,7 +257,6 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
         s.bytes_in = state.bytes_in
     with rec.span("mutate", aarch, impl=chosen["mutate"]):
         mres = impl.get("mutate", chosen["mutate"])(fs, MutateContext(cfg, arch, pinned))
-    make_layer = impl.get("layer", chosen["layer"])
     compressor = impl.get("compress", chosen["compress"])
     settings = getattr(compressor, "settings", dict)()
     if getattr(make_layer, "fused", False):
@@ -275,8 +277,6 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
             s.bytes_in, s.bytes_out = lres.size, st.blob_size
             s.attrs.update(reused_bytes=st.reused_bytes, recompressed_in=st.recompressed_in,
                            recompressed_out=st.recompressed_out)
-        from builder.stages.compress import CompressResult
-
         cres = CompressResult(adir / "layer.tar.gz", st.digest, st.blob_size)
     elif getattr(make_layer, "streams", False) and hasattr(compressor, "sink"):
         # The layer streams its tar into the compressor's worker threads: compression
@@ -292,8 +292,6 @@ def _build_arch(opts: BuildOptions, cfg: ImageConfig, arch: str, work: Path,
                           **settings) as s:
                 sres = sink.close()
                 s.bytes_in, s.bytes_out = sres.size_in, sres.size
-        from builder.stages.compress import CompressResult
-
         cres = CompressResult(sres.path, sres.digest, sres.size)
     else:
         with rec.span("layer", aarch, impl=chosen["layer"]) as s:

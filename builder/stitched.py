@@ -45,7 +45,17 @@ from pathlib import Path
 from builder.apk.tarindex import TarEntry
 from builder.deflate_stitch import Source, Stitcher
 from builder.errors import ApkImageError, FormatError
-from builder.fsroot import DIR, FILE, HARDLINK, SYMLINK, Extent, FsModel, Meta, name_key
+from builder.fsroot import (
+    DIR,
+    FILE,
+    HARDLINK,
+    SYMLINK,
+    Extent,
+    FsModel,
+    Meta,
+    name_key,
+    read_extent,
+)
 from builder.gotar import END_MARKER, encode_header, padding
 
 _KINDS = {"0": FILE, "7": FILE, "1": HARDLINK, "2": SYMLINK, "3": "char", "4": "block",
@@ -172,15 +182,7 @@ def final_entries(fs: FsModel, placed: set[str], users: dict[int, str],
         yield encode_header(header_for(path, m, users, groups))
         if m.kind == FILE and m.size:
             content = fs.content(path)
-            if isinstance(content, Extent):
-                with open(content.path, "rb") as f:
-                    f.seek(content.offset)
-                    data = f.read(content.size)
-                if len(data) != content.size:
-                    raise FormatError(f"builder: {path!r}: {content.path} is truncated")
-            else:
-                data = bytes(content)
-            yield data
+            yield read_extent(content) if isinstance(content, Extent) else content
             yield padding(m.size)
     yield END_MARKER
 
@@ -266,8 +268,9 @@ class _OrderedHasher:
 
     def _submit_small(self) -> None:
         if self._small:
-            self._last = self._pool.submit(self._hash, [bytes(self._small)])
-            self._small.clear()
+            # Handed over as it is (no copy); a new buffer gathers the next batch.
+            self._last = self._pool.submit(self._hash, [self._small])
+            self._small = bytearray()
 
     def mark(self) -> Future | None:
         """A future done once everything handed over so far is hashed."""
@@ -441,21 +444,17 @@ CHUNK = 64 << 20  # bytes of data tar stitched and hashed between page releases
 
 def _source(stack: ExitStack, exp) -> _Mapped:
     """The package's data section (compressed, from the .apk) and data tar, memory-mapped."""
-    def mapped(path: Path) -> mmap.mmap:
+    def mapped(path: Path) -> tuple[int, mmap.mmap]:
         fd = os.open(path, os.O_RDONLY)
-        try:
-            return stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
-        finally:
-            os.close(fd)
+        stack.callback(os.close, fd)  # after the map: the blob writer copies from it
+        return fd, stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ))
 
-    apk_map = mapped(exp.apk_path)
-    apk_fd = os.open(exp.apk_path, os.O_RDONLY)
-    stack.callback(os.close, apk_fd)
+    apk_fd, apk_map = mapped(exp.apk_path)
     apk = memoryview(apk_map)
     stack.callback(apk.release)
     section = apk[exp.data_section_offset: exp.data_section_offset + exp.data_section_size]
     stack.callback(section.release)
-    tar_map = mapped(exp.data_tar)
+    _, tar_map = mapped(exp.data_tar)
     tar = memoryview(tar_map)
     stack.callback(tar.release)
     src = Source(compressed=section, index=exp.block_index(), uncompressed=tar,

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.repo.cache import EXPANDED_DATA_TAR, PACKAGE_FILE
+from builder.repo.cache import EXPANDED_DATA_TAR, PACKAGE_FILE, Cache
 
 _CHUNK = 4 << 20
 
@@ -41,7 +41,7 @@ class SpeedOfLight:
 def cached_packages(cache_dir: Path) -> list[tuple[Path, Path]]:
     """(data tar, .apk) of every package the fast expand left in `cache_dir`."""
     out = []
-    for tar in sorted(Path(cache_dir).glob(f"v1/apk/*/*/{EXPANDED_DATA_TAR}")):
+    for tar in sorted(Cache(cache_dir).base.glob(f"apk/*/*/{EXPANDED_DATA_TAR}")):
         apk = tar.with_name(PACKAGE_FILE)
         if apk.is_file():
             out.append((tar, apk))

@@ -71,10 +71,7 @@ def render_trends(records: list[dict], out_dir: Path,
             tot = series(irecs, points, "total")
             ax.plot(xs, [v if v is not None else float("nan") for v in tot], color="black",
                     linewidth=2.5, marker="o", label="total (process wall)")
-            floor = [stats.median(v) if (v := [r["speed_of_light_s"] for r in irecs
-                                                 if point_key(r) == p
-                                                 and "speed_of_light_s" in r]) else None
-                     for p in points]
+            floor = series(irecs, points, "total", "speed_of_light_s")
             if any(v is not None for v in floor):
                 ax.plot(xs, [v if v is not None else float("nan") for v in floor],
                         color="grey", linestyle="--", linewidth=1.5,

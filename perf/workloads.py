@@ -96,7 +96,10 @@ def _run_in_child(make: Callable[[Path], None], tmp: Path) -> None:
     proc = ctx.Process(target=target, name="workload-generator")
     proc.start()
     child.close()
-    message = parent.recv() if parent.poll(None) else ""
+    try:
+        message = parent.recv()
+    except EOFError:  # died without a word (killed, crashed): its exit status says more
+        message = ""
     proc.join()
     if message or proc.exitcode != 0:
         raise CorpusError(f"generating {tmp.name.lstrip('.')}: "

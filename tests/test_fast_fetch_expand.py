@@ -27,8 +27,8 @@ from builder.stages import expand_cache
 from builder.stages.expand import expand_fast, expand_reference
 from builder.stages.expand_cache import (
     FastExpandedPackage,
-    ensure_block_indexes,
     expand_cached,
+    load_or_build_block_index,
 )
 from builder.stages.fetch import fetch_fast, verify_package_fast
 from tests.conftest import FIXTURES, GOLDEN, REPO_ROOT
@@ -366,7 +366,7 @@ def test_block_index_on_demand_and_cached(tmp_path: Path,
 
     monkeypatch.setattr(expand_cache, "scan_blocks", forbidden)
     hot = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache)["tz"]
-    assert ensure_block_indexes([hot]) == {hot.package.name: want}
+    assert load_or_build_block_index(hot) == want  # from blocks.json: a scan would raise
     # A damaged blocks.json is recomputed, not trusted.
     _flip(exp.cache_dir / "blocks.json")
     monkeypatch.undo()

@@ -324,12 +324,19 @@ def test_memfs_matches_fsroot_walk_and_layer(tmp_path: Path) -> None:
 @pytest.mark.parametrize("bad", ["../x", "usr/../../x", "/etc/x"])
 def test_memfs_rejects_escapes_like_fsroot(tmp_path: Path, bad: str) -> None:
     errors = []
+    written = []
     for fs in (FsRoot(tmp_path / "root"), MemFs()):
         with pytest.raises(FormatError) as info:
             fs.check_entry_name(bad, "pkg-1")
-            fs.resolve(bad, who="pkg-1")
         errors.append(str(info.value))
+        # The storage differs (disk or memory); writing through either is refused alike.
+        with pytest.raises(FormatError) as info:
+            fs.write_file(bad, b"x", who="pkg-1")
+        written.append(str(info.value))
+        assert not fs.meta.get(bad.lstrip("/"))
     assert errors[0] == errors[1] and "pkg-1" in errors[0]
+    assert written[0] == written[1] and "pkg-1" in written[0]
+    assert not (tmp_path / "x").exists()
 
 
 def test_memfs_symlink_cannot_lead_out(tmp_path: Path) -> None:

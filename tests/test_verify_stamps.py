@@ -78,7 +78,17 @@ def test_fetch_stamp_skips_hash_until_the_package_changes(
     # Put right again (new ctime): verified by hashing, not by the old stamp.
     shutil.copyfile(APK, path)
     _settle()
-    verify_package_fast(path, pkg, cache)
+    hashed = []
+    real_sha256 = fetch.hashlib.sha256
+
+    def counting(*a: object) -> object:
+        hashed.append(a)
+        return real_sha256(*a)
+
+    with monkeypatch.context() as m:
+        m.setattr(fetch.hashlib, "sha256", counting)
+        verify_package_fast(path, pkg, cache)
+    assert hashed
 
 
 def test_fetch_no_stamp_for_a_file_changed_just_now(tmp_path: Path) -> None:

@@ -117,16 +117,6 @@ def read_block_header(data: bytes | memoryview, bit: int) -> BlockHeader:
     return BlockHeader(final, DYNAMIC, _reversed(eob, litlen[256]), litlen[256])
 
 
-def _setup_libz() -> ctypes.CDLL:
-    lib = _lib()
-    lib.inflateSetDictionary.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_char_p,
-                                         ctypes.c_uint]
-    lib.inflatePrime.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int, ctypes.c_int]
-    lib.inflateMark.argtypes = [ctypes.POINTER(_ZStream)]
-    lib.inflateMark.restype = ctypes.c_long
-    return lib
-
-
 def symbol_boundary(compressed: bytes | memoryview, bit: int, end_byte: int,
                     window: bytes, want: int) -> tuple[int, int] | None:
     """The last symbol boundary of a block at or before `want` bytes of its output.
@@ -136,7 +126,7 @@ def symbol_boundary(compressed: bytes | memoryview, bit: int, end_byte: int,
     `want` bytes and asks zlib (`inflateMark`) where the code it was emitting began. Returns
     (bit offset of that code, how many output bytes precede it), or None when the block cannot
     be cut there (a stored block, or data zlib rejects)."""
-    lib = _setup_libz()
+    lib = _lib()
     stream = _ZStream()
     if lib.inflateInit2_(ctypes.byref(stream), -15, lib.zlibVersion(),
                          ctypes.sizeof(_ZStream)) != _Z_OK:

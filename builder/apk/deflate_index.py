@@ -60,6 +60,12 @@ def _load_libz() -> ctypes.CDLL:
                                   ctypes.c_int]
     lib.inflate.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int]
     lib.inflateEnd.argtypes = [ctypes.POINTER(_ZStream)]
+    # for builder.apk.deflate_block
+    lib.inflateSetDictionary.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_char_p,
+                                         ctypes.c_uint]
+    lib.inflatePrime.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int, ctypes.c_int]
+    lib.inflateMark.argtypes = [ctypes.POINTER(_ZStream)]
+    lib.inflateMark.restype = ctypes.c_long
     return lib
 
 

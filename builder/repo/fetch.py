@@ -17,7 +17,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +27,7 @@ from builder.errors import FetchError, FormatError, VerificationError
 from builder.repo.cache import Cache, CorruptEntry, IndexRecord
 from builder.repo.http import HttpOptions, download, make_session
 from builder.repo.repository import INDEX_FILENAME, Repository
+from builder.workpool import quick_then_pooled
 
 if TYPE_CHECKING:
     import requests
@@ -334,15 +334,7 @@ def fetch_packages_parallel(
     for pkg in pkgs:
         if not pkg.repository:
             raise FetchError(f"{pkg}: no repository recorded for this package")
-    n = max(1, min(workers or fetcher.http.pool_size, len(pkgs) or 1))
-    out: dict[str, Path] = {}
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="fetch") as pool:
-        futures = [pool.submit(_fetch_one, fetcher, pkg, arch) for pkg in pkgs]
-        try:
-            for pkg, fut in zip(pkgs, futures, strict=True):
-                out[pkg.name] = fut.result()
-        except BaseException:
-            for fut in futures:
-                fut.cancel()
-            raise
-    return out
+    paths = quick_then_pooled(pkgs, lambda pkg: None, lambda pkg: _fetch_one(fetcher, pkg, arch),
+                              size=lambda pkg: 0, workers=workers or fetcher.http.pool_size,
+                              name="fetch")
+    return {pkg.name: path for pkg, path in zip(pkgs, paths, strict=True)}

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 SETTLE_NS = 2_000_000_000  # a file changed more recently than this is not stamped
-_IDENTITY = ("dev", "ino", "size", "mtime_ns", "ctime_ns")
 
 
 def identity(st: os.stat_result) -> dict[str, int]:

@@ -48,7 +48,7 @@ Decisions:
   not ask) is completed by a scan alone (no data tar rewrite) on the pool, and a hot load
   whose manifest lists `blocks.json` never inflates. `FastExpandedPackage.block_index()`
   returns the index (kept from the expand, or read from `blocks.json`, or computed and
-  cached on first use); `ensure_block_indexes` does that for many packages on a pool.
+  cached on first use).
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
@@ -79,7 +78,7 @@ from builder.apk.model import Package
 from builder.apk.package import parse_sha1
 from builder.apk.pkginfo import pkginfo_to_package
 from builder.apk.tarindex import TarEntry, TarIndex, index_tar
-from builder.errors import ApkImageError, FetchError, FormatError, VerificationError
+from builder.errors import FetchError, FormatError, VerificationError
 from builder.gcpause import paused
 from builder.repo import stamp
 from builder.repo.cache import (
@@ -92,6 +91,7 @@ from builder.repo.cache import (
     ExpandedPaths,
 )
 from builder.stages.expand import ControlEntry, ExpandedPackage
+from builder.workpool import quick_then_pooled
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,8 @@ class FastExpandedPackage(ExpandedPackage):
     from_cache: bool = False  # loaded from existing artefacts (nothing decompressed)
     # The block index once known (made by this expand or loaded): not re-read from JSON.
     known_block_index: BlockIndex | None = field(default=None, repr=False, compare=False)
+    # blocks.json's manifest record as the load found it (spares reading the manifest again).
+    blocks_record: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def block_index(self) -> BlockIndex:
         """DEFLATE block index of the data section (offsets relative to its first byte):
@@ -161,14 +163,13 @@ def _package(layout: ApkLayout, fields: dict[str, list[str]]) -> Package:
     return pkg
 
 
-def _control_json(layout: ApkLayout, fields: dict[str, list[str]],
-                  control: list[ControlEntry]) -> bytes:
+def _control_json(fields: dict[str, list[str]], control: list[ControlEntry]) -> bytes:
     entries = []
     for c in control:
         d = asdict(c)
         d["data"] = base64.b64encode(c.data).decode()
         entries.append(d)
-    doc = {"format": FORMAT, "control_sha1": layout.key, "pkginfo": fields, "control": entries}
+    doc = {"format": FORMAT, "pkginfo": fields, "control": entries}
     return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
 
 
@@ -365,7 +366,7 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
         data_tar=paths.data_tar, entries=index.entries, data_size=int(tar_record["size"]),
         apk_path=layout.path, data_section_offset=layout.control_end,
         data_section_size=layout.data_size, cache_dir=paths.dir, cache_root=cache.root,
-        from_cache=True)
+        from_cache=True, blocks_record=arts.get(EXPANDED_BLOCKS))
 
 
 def _sha256_range(mm: mmap.mmap, start: int, end: int) -> str:
@@ -426,17 +427,11 @@ def _scan_into(data: memoryview, out: BinaryIO,
                source: str) -> tuple[int, int, BlockIndex]:
     """Inflate every gzip member of `data` into `out` with `scan_blocks`, recording the block
     index in the same pass; returns (bytes written, CRC-32, block index)."""
-    total = 0
-    crc = 0
-
-    def sink(piece: memoryview) -> None:
-        nonlocal total, crc
-        crc = isal_zlib.crc32(piece, crc)
-        out.write(piece)
-        total += len(piece)
-
-    index = scan_blocks(data, source, sink)
-    return total, crc, index
+    index = scan_blocks(data, source, out.write)
+    crc = 0  # of the whole output, from the per-member CRCs the scan computed anyway
+    for m in index.members:
+        crc = isal_zlib.crc32_combine(crc, m.crc, m.out_end - m.out_start)
+    return index.size, crc, index
 
 
 def _verify_files(tar: memoryview, entries: list[TarEntry], pkg: Package) -> None:
@@ -504,7 +499,7 @@ def _build(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
         with contextlib.suppress(BufferError):
             mm.close()
     index_raw = tar_index_to_json(index)
-    control_raw = _control_json(layout, fields, control)
+    control_raw = _control_json(fields, control)
     cache.write_bytes(paths.tar_index, index_raw)
     cache.write_bytes(paths.control, control_raw)
     artefacts = {
@@ -624,33 +619,19 @@ def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None =
             sizes[name] = paths[name].stat().st_size
         except OSError as exc:
             raise FormatError(f"{paths[name]}: cannot read package: {exc.strerror}") from None
-    done: dict[str, ExpandedPackage | Exception] = {}
-    todo = []
-    with paused():  # tens of thousands of acyclic TarEntry objects (builder/gcpause.py)
-        for name in names:
-            try:
-                done[name] = _load_quick(paths[name], cache, block_index)
-            except (_Stale, _NotQuick):
-                todo.append(name)
-            except Exception as exc:  # noqa: BLE001 - raised below, in package order
-                done[name] = exc
-    n = max(1, min(workers or (os.cpu_count() or 2), len(todo)))
     told = threading.Event()
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="expand") as pool:
-        futures = {name: pool.submit(expand_cached, paths[name], cache, block_index, told)
-                   for name in sorted(todo, key=lambda x: -sizes[x])}
+
+    def quick(name: str) -> FastExpandedPackage | None:
         try:
-            out: dict[str, ExpandedPackage] = {}
-            for name in names:
-                got = done[name] if name in done else futures[name].result()
-                if isinstance(got, Exception):
-                    raise got
-                out[name] = got
-            return out
-        except BaseException:
-            for fut in futures.values():
-                fut.cancel()
-            raise
+            return _load_quick(paths[name], cache, block_index)
+        except (_Stale, _NotQuick):
+            return None
+
+    with paused():  # tens of thousands of acyclic TarEntry objects (builder/gcpause.py)
+        got = quick_then_pooled(
+            names, quick, lambda name: expand_cached(paths[name], cache, block_index, told),
+            size=sizes.__getitem__, workers=workers or os.cpu_count() or 2, name="expand")
+    return dict(zip(names, got, strict=True))
 
 
 # -- block index on demand -------------------------------------------------------------------
@@ -661,18 +642,24 @@ def load_or_build_block_index(exp: FastExpandedPackage) -> BlockIndex:
     (file first, then the manifest entry, under the package's lock)."""
     paths = ExpandedPaths(exp.cache_dir)
     try:
-        doc = _read_manifest(paths)
-        raw = _read_checked(paths.blocks, (doc.get("artefacts") or {}).get(EXPANDED_BLOCKS))
-        return block_index_from_json(raw)
+        record = exp.blocks_record
+        if record is None:  # perhaps added since the load, by another build
+            record = (_read_manifest(paths).get("artefacts") or {}).get(EXPANDED_BLOCKS)
+        return block_index_from_json(_read_checked(paths.blocks, record))
     except (_Stale, ValueError, KeyError, TypeError):
         pass
     source = f"{exp.apk_path}: data section"
     with open(exp.apk_path, "rb") as f:
-        f.seek(exp.data_section_offset)
-        data = f.read(exp.data_section_size)
-    if len(data) != exp.data_section_size:
-        raise FormatError(f"{source}: {exp.apk_path} is shorter than when it was expanded")
-    index = _with_tail_end(scan_blocks(data, source), data, exp.data_tar, exp.entries)
+        if os.fstat(f.fileno()).st_size < exp.data_section_offset + exp.data_section_size:
+            raise FormatError(f"{source}: {exp.apk_path} is shorter than when it was expanded")
+        # A private (copy-on-write, never written) map: `scan_blocks` reads it in place.
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY) as mm, memoryview(mm) as view:
+            data = view[exp.data_section_offset:exp.data_section_offset + exp.data_section_size]
+            try:
+                index = _with_tail_end(scan_blocks(data, source), data, exp.data_tar,
+                                       exp.entries)
+            finally:
+                data.release()
     raw = block_index_to_json(index)
     cache = Cache(exp.cache_root)
     with _locked(paths):
@@ -685,17 +672,3 @@ def load_or_build_block_index(exp: FastExpandedPackage) -> BlockIndex:
             doc.setdefault("artefacts", {})[EXPANDED_BLOCKS] = _small_record(raw)
             _write_manifest(cache, paths, doc)
     return index
-
-
-def ensure_block_indexes(expanded: Iterable[ExpandedPackage],
-                         workers: int | None = None) -> dict[str, BlockIndex]:
-    """Block indexes of every fast-expanded package, on a thread pool. {name: BlockIndex}"""
-    items = list(expanded)
-    for e in items:
-        if not isinstance(e, FastExpandedPackage):
-            raise ApkImageError(f"{e.package}: block index needs the fast expand stage")
-    n = max(1, min(workers or (os.cpu_count() or 2), len(items) or 1))
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="blocks") as pool:
-        futures = [(e.package.name, pool.submit(load_or_build_block_index, e))
-                   for e in items if isinstance(e, FastExpandedPackage)]
-        return {name: fut.result() for name, fut in futures}

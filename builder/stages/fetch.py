@@ -22,7 +22,6 @@ import logging
 import mmap
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +33,7 @@ from builder.repo import stamp
 from builder.repo.cache import VERIFIED_APK, Cache
 from builder.repo.fetch import Fetcher, fetch_packages, fetch_packages_parallel
 from builder.repo.repository import Repository
+from builder.workpool import quick_then_pooled
 
 if TYPE_CHECKING:
     from builder.apk.signing import Keyring
@@ -147,35 +147,11 @@ def fetch_fast(
     for pkg in pkgs:
         if not pkg.repository:
             raise FetchError(f"{pkg}: no repository recorded for this package")
-    if not pkgs:
-        return {}
-    done: dict[int, Path | Exception] = {}
-    todo = []
-    for pkg in pkgs:
-        try:
-            got = _fetch_one_quick(fetcher, pkg, arch)
-        except Exception as exc:  # noqa: BLE001 - raised below, in package order
-            got = exc
-        if got is None:
-            todo.append(pkg)
-        else:
-            done[id(pkg)] = got
-    n = max(1, min(workers or fetcher.http.pool_size, len(todo)))
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="fetch") as pool:
-        futures = {id(pkg): pool.submit(_fetch_one_fast, fetcher, pkg, arch)
-                   for pkg in sorted(todo, key=lambda p: -p.size)}
-        try:
-            out: dict[str, Path] = {}
-            for pkg in pkgs:
-                res = done[id(pkg)] if id(pkg) in done else futures[id(pkg)].result()
-                if isinstance(res, Exception):
-                    raise res
-                out[pkg.name] = res
-            return out
-        except BaseException:
-            for fut in futures.values():
-                fut.cancel()
-            raise
+    paths = quick_then_pooled(
+        pkgs, lambda pkg: _fetch_one_quick(fetcher, pkg, arch),
+        lambda pkg: _fetch_one_fast(fetcher, pkg, arch), size=lambda pkg: pkg.size,
+        workers=workers or fetcher.http.pool_size, name="fetch")
+    return {pkg.name: path for pkg, path in zip(pkgs, paths, strict=True)}
 
 
 IMPLEMENTATIONS: dict[str, Callable[..., dict]] = {

@@ -234,10 +234,7 @@ def install_fast(state: InstallState, expanded: list[ExpandedPackage]) -> None:
     are copied: file nodes point into the data tars) and the cyclic garbage collector is
     paused while the model's nodes are created (builder/gcpause.py)."""
     with paused():
-        for exp in expanded:
-            install_package(state, exp)
-        write_db(state)
-        resolve_apk_db(state.fs)
+        install_reference(state, expanded)
 
 
 def new_filesystem(name: str, root: Path) -> FsModel:
