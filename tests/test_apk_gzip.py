@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.apk.gzipstream import (
+from builder.deflate.gzipstream import (
     InflateReader,
     gzip_member,
     inflate_member,
@@ -99,7 +99,7 @@ def test_split_members_recovers_boundaries(payloads: list[bytes]) -> None:
 
 def test_highly_compressed_member_is_inflated_in_bounded_pieces() -> None:
     # 64 MiB of zeros compress to ~64 KiB: output must come in pieces of at most OUT_LIMIT
-    from builder.apk.gzipstream import OUT_LIMIT
+    from builder.deflate.gzipstream import OUT_LIMIT
 
     size = 64 << 20
     blob = gzip_member(iter([b"\0" * (1 << 20)] * 64), level=1) + gzip_member(b"tail")

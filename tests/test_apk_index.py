@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from builder.apk.gzipstream import gzip_member, split_members
 from builder.apk.index import index_record_from_apk, read_index, write_index
 from builder.apk.model import Package, format_index_record
 from builder.apk.package import read_apk
 from builder.apk.signing import Keyring, generate_key, sign, signatures_member
+from builder.deflate.gzipstream import gzip_member, split_members
 from builder.errors import VerificationError
 from tests.conftest import FIXTURES, GOLDEN, KEYS
 

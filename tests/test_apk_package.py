@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from builder.apk.gzipstream import gzip_member, inflate_member, split_members
 from builder.apk.index import read_index
 from builder.apk.package import checksum, iter_data_tar, read_apk, verify_apk
 from builder.apk.signing import (
@@ -21,6 +20,7 @@ from builder.apk.signing import (
     signature_member,
 )
 from builder.apk.writer import DataEntry, build_apk, build_control
+from builder.deflate.gzipstream import gzip_member, inflate_member, split_members
 from builder.errors import ApkImageError, FormatError, VerificationError
 from builder.gotar import END_MARKER, TYPE_SYMLINK, TarHeader, encode_header
 from tests.conftest import FIXTURES, GOLDEN, KEYS

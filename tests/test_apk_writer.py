@@ -9,11 +9,11 @@ import subprocess
 
 import pytest
 
-from builder.apk.gzipstream import inflate_member, split_members
 from builder.apk.model import Package
 from builder.apk.package import iter_data_tar, read_apk, verify_apk
 from builder.apk.signing import Keyring, generate_key, parse_signature_member, public_pem
 from builder.apk.writer import DataEntry, build_apk, entries_from_tree
+from builder.deflate.gzipstream import inflate_member, split_members
 from builder.errors import FormatError
 from tests.conftest import require_tool
 

@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from builder.apk.installed_db import FileRecord, format_record
 from builder.apk.model import Package
 from builder.apk.tarindex import index_tar
 from builder.errors import FormatError
-from builder.fsroot import CHAR, DIR, FsRoot
-from builder.installed_db import FileRecord, format_record
-from builder.stages.expand import ExpandedPackage
-from builder.stages.install import InstallState, init_db, install_package, write_db
+from builder.expand.model import ExpandedPackage
+from builder.fs.disk import FsRoot
+from builder.fs.kinds import CHAR, DIR
+from builder.install.apkdb import init_db, write_db
+from builder.install.rules import InstallState, install_package
 
 
 def make_pkg(tmp_path: Path, name: str, members: list[tuple[str, str, bytes | str]],

@@ -94,7 +94,7 @@ def test_publish_skopeo_and_republish(tmp_path: Path,
                  f"docker://{ref}"], check=True, capture_output=True).stdout
             meta = json.loads(got)
             assert meta["Digest"] == first["index_digest"]  # skopeo reports the top manifest
-            assert meta["Layers"] == [info["layer_digest"]]
+            assert meta["Layers"] == [info["layers"][0]["digest"]]
             assert meta["Architecture"] == arch
             per_arch = subprocess.run(
                 ["skopeo", "inspect", "--raw", "--tls-verify=false",
@@ -180,7 +180,7 @@ def test_real_signed_packages(tmp_path: Path) -> None:
     world = (root / "etc/apk/world").read_text().split()
     assert sorted(n.split("=")[0] for n in world) == sorted(n for _, n in REAL)
     # Content went through untouched: compare one file with the package's own bytes.
-    from builder.stages.expand import expand_one
+    from builder.expand.reference import expand_one
 
     (tmp_path / "x").mkdir()
     exp = expand_one(REAL[0][0], tmp_path / "x")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from builder.apk import deflate_index
-from builder.apk.deflate_index import BlockIndex, scan_blocks
 from builder.apk.layout import read_layout
+from builder.deflate import block_index as deflate_index
+from builder.deflate.block_index import BlockIndex, scan_blocks
 from builder.errors import FormatError
 from tests.conftest import FIXTURES, GOLDEN
 

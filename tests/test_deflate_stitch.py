@@ -11,9 +11,9 @@ from itertools import pairwise
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from builder.apk.deflate_block import DYNAMIC, FIXED, STORED, read_block_header, symbol_boundary
-from builder.apk.deflate_index import scan_blocks
-from builder.deflate_stitch import _FILLERS, PARTIAL_MIN, Source, Stitcher, crc32_combine
+from builder.deflate.block_index import scan_blocks
+from builder.deflate.block_reader import DYNAMIC, FIXED, STORED, read_block_header, symbol_boundary
+from builder.deflate.splice import _FILLERS, PARTIAL_MIN, Source, Stitcher, crc32_combine
 from tests.conftest import FIXTURES
 
 

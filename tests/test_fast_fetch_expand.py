@@ -15,22 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from builder.apk.deflate_index import scan_blocks
 from builder.apk.layout import read_layout
 from builder.apk.writer import DataEntry, build_apk
+from builder.deflate.block_index import scan_blocks
 from builder.errors import FormatError, VerificationError
+from builder.expand import cached as expand_cache
+from builder.expand.cached import FastExpandedPackage, expand_cached, load_or_build_block_index
 from builder.repo.cache import Cache
-from builder.repo.fetch import verify_package_file
+from builder.repo.fetch_packages import fetch_fast
 from builder.repo.indexes import load_indexes
 from builder.repo.repository import Repository
-from builder.stages import expand_cache
+from builder.repo.verify import verify_package_fast, verify_package_file
 from builder.stages.expand import expand_fast, expand_reference
-from builder.stages.expand_cache import (
-    FastExpandedPackage,
-    expand_cached,
-    load_or_build_block_index,
-)
-from builder.stages.fetch import fetch_fast, verify_package_fast
 from tests.conftest import FIXTURES, GOLDEN, REPO_ROOT
 from tests.test_golden import CONFIGS, DIFF_IDS, build_golden
 from tests.test_repo_fetch import REPO_DIR, RepoServer, fast_fetcher
@@ -71,13 +67,13 @@ def test_fixture_packages_are_there() -> None:
 def test_fast_equals_reference_cold_and_hot(reference: dict, tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     paths = {_key(p): p for p in GOOD}
-    cold = expand_fast(paths, tmp_path / "wd", cache)
+    cold = expand_fast(paths, tmp_path / "wd", cache=cache)
     assert list(cold) == list(paths)  # the input order, whatever the pool's order
     for name in paths:
         assert_same(reference[name], cold[name])
         key = cold[name].control_sha1.hex()
         assert cold[name].data_tar == cache.base / "apk" / key[:2] / key / "data.tar"
-    hot = expand_fast(paths, tmp_path / "wd", cache)
+    hot = expand_fast(paths, tmp_path / "wd", cache=cache)
     for name in paths:
         assert hot[name].from_cache
         assert_same(reference[name], hot[name])
@@ -88,7 +84,7 @@ def test_multimember_with_tiny_pieces(reference: dict, tmp_path: Path,
     """Chunk and output limits far smaller than the members, so members end inside chunks
     and output is drained in many pieces."""
     layout = read_layout(TZDATA)
-    from builder.apk.gzipstream import split_members
+    from builder.deflate.gzipstream import split_members
     members = split_members(TZDATA.read_bytes(), str(TZDATA))
     assert len([m for m in members if m[0] >= layout.control_end]) > 1  # really multi-member
     monkeypatch.setattr(expand_cache, "CHUNK", 1000)
@@ -109,7 +105,7 @@ def test_hot_expand_never_decompresses(reference: dict, tmp_path: Path,
         return real()
 
     monkeypatch.setattr(expand_cache, "new_decompressor", counting)
-    expand_fast(paths, tmp_path / "wd", cache)
+    expand_fast(paths, tmp_path / "wd", cache=cache)
     assert calls  # the cold expand did inflate
 
     def forbidden() -> object:
@@ -117,7 +113,7 @@ def test_hot_expand_never_decompresses(reference: dict, tmp_path: Path,
 
     monkeypatch.setattr(expand_cache, "new_decompressor", forbidden)
     monkeypatch.setattr(expand_cache, "scan_blocks", forbidden)
-    hot = expand_fast(paths, tmp_path / "wd2", cache)
+    hot = expand_fast(paths, tmp_path / "wd2", cache=cache)
     assert all(e.from_cache for e in hot.values())
     for name in paths:
         assert_same(reference[name], hot[name])
@@ -182,14 +178,14 @@ def test_cache_of_another_format_is_reported_once(tmp_path: Path,
     paths = {p.name: p for p in (GOLDEN / "packages" / "x86_64").glob("*.apk")}
     assert len(paths) > 2
     cache = Cache(tmp_path)
-    expand_fast(paths, tmp_path / "wd", cache)
+    expand_fast(paths, tmp_path / "wd", cache=cache)
     for p in paths.values():
         manifest = _artefact(cache, p, "expand.json")
         doc = json.loads(manifest.read_bytes())
         doc["format"] = 1
         manifest.write_text(json.dumps(doc))
     caplog.clear()
-    again = expand_fast(paths, tmp_path / "wd2", cache)
+    again = expand_fast(paths, tmp_path / "wd2", cache=cache)
     assert not any(e.from_cache for e in again.values())
     lines = [r for r in caplog.records if "cache" in r.getMessage()]
     assert len(lines) == 1 and "another cache format" in lines[0].getMessage()
@@ -250,7 +246,7 @@ def test_per_file_sha1_mismatch_is_caught_and_nothing_cached(tmp_path: Path) -> 
         expand_reference({"bad": path}, tmp_path / "ref")
     cache = Cache(tmp_path / "cache")
     with pytest.raises(VerificationError, match="bad-1-r0: etc/motd: content SHA-1"):
-        expand_fast({"bad": path}, tmp_path / "wd", cache)
+        expand_fast({"bad": path}, tmp_path / "wd", cache=cache)
     pkg_dir = cache.expanded_paths(read_layout(path).key).dir
     assert not (pkg_dir / "expand.json").exists()
     assert not (pkg_dir / "data.tar").exists()
@@ -262,7 +258,7 @@ def test_datahash_mismatch_is_caught(path: Path, tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match="does not match .PKGINFO datahash"):
         expand_reference({"x": path}, tmp_path / "ref")
     with pytest.raises(VerificationError, match="does not match .PKGINFO datahash"):
-        expand_fast({"x": path}, tmp_path / "wd", Cache(tmp_path / "cache"))
+        expand_fast({"x": path}, tmp_path / "wd", cache=Cache(tmp_path / "cache"))
 
 
 def test_truncated_data_section_is_a_format_error(tmp_path: Path) -> None:
@@ -271,7 +267,7 @@ def test_truncated_data_section_is_a_format_error(tmp_path: Path) -> None:
     cut = tmp_path / "cut.apk"
     cut.write_bytes(raw[: layout.control_end + (len(raw) - layout.control_end) // 2])
     with pytest.raises((FormatError, VerificationError)):
-        expand_fast({"x": cut}, tmp_path / "wd", Cache(tmp_path / "cache"))
+        expand_fast({"x": cut}, tmp_path / "wd", cache=Cache(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize("mangle", ["empty", "short", "garbage-after-data", "control-only",
@@ -296,7 +292,7 @@ def test_malformed_packages_are_format_errors_like_the_reference(mangle: str,
     # before it inflates, so it reports that.
     fast_error = VerificationError if mangle == "garbage-after-data" else FormatError
     with pytest.raises(fast_error):
-        expand_fast({"x": path}, tmp_path / "wd", Cache(tmp_path / "cache"))
+        expand_fast({"x": path}, tmp_path / "wd", cache=Cache(tmp_path / "cache"))
 
 
 def _big_package(tmp_path: Path) -> Path:
@@ -316,7 +312,7 @@ def test_concurrent_expands_threads_and_processes(tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
     # Two other processes and two threads of this one, all at once, all cold.
     code = ("import sys; from pathlib import Path; from builder.repo.cache import Cache; "
-            "from builder.stages.expand_cache import expand_cached; "
+            "from builder.expand.cached import expand_cached; "
             "e = expand_cached(Path(sys.argv[1]), Cache(sys.argv[2])); print(e.data_size)")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(cache.root)],
                               cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
@@ -352,7 +348,7 @@ def test_concurrent_expands_threads_and_processes(tmp_path: Path) -> None:
 def test_block_index_on_demand_and_cached(tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     cache = Cache(tmp_path)
-    exp = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache)["tz"]
+    exp = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache=cache)["tz"]
     assert isinstance(exp, FastExpandedPackage)
     manifest = exp.cache_dir / "expand.json"
     assert "blocks.json" not in json.loads(manifest.read_bytes())["artefacts"]
@@ -365,7 +361,7 @@ def test_block_index_on_demand_and_cached(tmp_path: Path,
         raise AssertionError("block index recomputed")
 
     monkeypatch.setattr(expand_cache, "scan_blocks", forbidden)
-    hot = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache)["tz"]
+    hot = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache=cache)["tz"]
     assert load_or_build_block_index(hot) == want  # from blocks.json: a scan would raise
     # A damaged blocks.json is recomputed, not trusted.
     _flip(exp.cache_dir / "blocks.json")
@@ -395,7 +391,7 @@ def _want_index(path: Path):  # noqa: ANN202 - BlockIndex
     import zlib
 
     from builder.apk.tarindex import index_tar
-    from builder.deflate_stitch import Source, early_end
+    from builder.deflate.splice import Source, early_end
 
     section = path.read_bytes()[read_layout(path).control_end:]
     index = scan_blocks(section, path.name)
@@ -417,12 +413,13 @@ def test_block_index_recorded_in_the_single_cold_pass(reference: dict, tmp_path:
     writes data.tar (same bytes as the ISA-L path) and the index (same as a separate scan)
     together; a hot expand then inflates nothing and reads blocks.json."""
     wants = {_key(p): _want_index(p) for p in GOOD}
-    plain = expand_fast({_key(p): p for p in GOOD}, tmp_path / "wd0", Cache(tmp_path / "isal"))
+    plain = expand_fast({_key(p): p for p in GOOD}, tmp_path / "wd0",
+                        cache=Cache(tmp_path / "isal"))
     cache = Cache(tmp_path / "cache")
     paths = {_key(p): p for p in GOOD}
     calls = _counting_scan(monkeypatch)
     monkeypatch.setattr(expand_cache, "new_decompressor", _no_isal)
-    cold = expand_fast(paths, tmp_path / "wd", cache, block_index=True)
+    cold = expand_fast(paths, tmp_path / "wd", cache=cache, block_index=True)
     distinct = len({read_layout(p).key for p in GOOD})  # some fixtures are the same package
     assert len(calls) == distinct  # one pass per package, nothing else
     for name, exp in cold.items():
@@ -442,7 +439,7 @@ def test_block_index_recorded_in_the_single_cold_pass(reference: dict, tmp_path:
 
     monkeypatch.setattr(expand_cache, "new_decompressor", forbidden)
     monkeypatch.setattr(expand_cache, "scan_blocks", forbidden)
-    hot = expand_fast(paths, tmp_path / "wd2", cache, block_index=True)
+    hot = expand_fast(paths, tmp_path / "wd2", cache=cache, block_index=True)
     for name, exp in hot.items():
         assert exp.from_cache
         assert_same(reference[name], exp)
@@ -454,19 +451,21 @@ def test_block_index_added_to_an_expansion_made_without_it(
     """A cache filled by a fast build (no block index) used by a stitched one: the index
     is scanned once, in the expand stage; data.tar is neither inflated again nor rewritten."""
     cache = Cache(tmp_path)
-    first = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache)["tz"]
+    first = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache=cache)["tz"]
     manifest = first.cache_dir / "expand.json"
     assert "blocks.json" not in json.loads(manifest.read_bytes())["artefacts"]
     inode = first.data_tar.stat().st_ino
     calls = _counting_scan(monkeypatch)
     monkeypatch.setattr(expand_cache, "new_decompressor", _no_isal)
-    again = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache, block_index=True)["tz"]
+    again = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache=cache,
+                        block_index=True)["tz"]
     assert isinstance(again, FastExpandedPackage)
     assert again.from_cache and len(calls) == 1
     assert again.known_block_index == _want_index(TZDATA)
     assert again.data_tar.stat().st_ino == inode
     assert "blocks.json" in json.loads(manifest.read_bytes())["artefacts"]
-    third = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache, block_index=True)["tz"]
+    third = expand_fast({"tz": TZDATA}, tmp_path / "wd", cache=cache,
+                        block_index=True)["tz"]
     assert len(calls) == 1 and third.block_index() == again.known_block_index
 
 
@@ -474,7 +473,7 @@ def test_single_pass_with_tiny_output_pieces(reference: dict, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The scan's output buffer far smaller than tzdata's members: data.tar is written in
     many pieces that cross block and member ends, and is still byte for byte the same."""
-    from builder.apk import deflate_index
+    from builder.deflate import block_index as deflate_index
 
     monkeypatch.setattr(deflate_index, "_OUT_CHUNK", 777)
     got = expand_cached(TZDATA, Cache(tmp_path), block_index=True)
@@ -502,7 +501,7 @@ def test_single_pass_bad_data_is_an_error_and_nothing_cached(mangle: str,
     path.write_bytes(build_control({"pkgname": ["bad"], "pkgver": ["1-r0"]}, {}, 0) + data)
     cache = Cache(tmp_path / "cache")
     with pytest.raises(FormatError, match="bad.apk: data section: (corrupt|truncated)"):
-        expand_fast({"bad": path}, tmp_path / "wd", cache, block_index=True)
+        expand_fast({"bad": path}, tmp_path / "wd", cache=cache, block_index=True)
     pkg_dir = cache.expanded_paths(read_layout(path).key).dir
     assert not [p.name for p in pkg_dir.iterdir() if not p.name.startswith(".expand.lock")]
 
@@ -513,7 +512,7 @@ def test_single_pass_bad_data_is_an_error_and_nothing_cached(mangle: str,
 @pytest.mark.parametrize("path", GOOD[:6] + NEGATIVE, ids=lambda p: p.name)
 def test_fast_verify_agrees_with_reference(path: Path) -> None:
     layout = read_layout(path)
-    from builder.stages.expand_cache import _package, _parse_control
+    from builder.expand.cached import _package, _parse_control
 
     pkg = _package(layout, _parse_control(layout)[0])
     outcomes = []

@@ -23,19 +23,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from builder import impl
 from builder.apk.index import index_record_from_apk, write_index
 from builder.apk.package import read_apk
 from builder.apk.writer import DataEntry, build_apk
+from builder.compress.gzip import compress_serial, parse_gzip
+from builder.deflate.sink import GzipSink
 from builder.errors import ApkImageError, FormatError
-from builder.fsroot import FsRoot
-from builder.gzsink import GzipSink
-from builder.memfs import MemFs
-from builder.pipeline import BuildOptions, build
+from builder.fs.disk import FsRoot
+from builder.fs.memory import MemFs
+from builder.layer.sorted import write_sorted_fast, write_sorted_reference
+from builder.pipeline import build
+from builder.plan import BuildOptions
 from builder.spans import SpanRecorder
-from builder.stages.compress import IMPLEMENTATIONS as COMPRESSORS
-from builder.stages.compress import compress_zlib, parametric
-from builder.stages.layer import layer_fast, layer_reference
+from builder.stages.profiles import parse_impl
+from builder.stages.registry import current
 from tests.conftest import FIXTURES
 from tests.test_golden import CONFIGS, DIFF_IDS, build_golden
 
@@ -46,10 +47,10 @@ def _build(config: Path, cache: Path, spec: str, work: Path) -> tuple[dict, list
     """Build with `spec`; the summary (digests per arch) and the spans."""
     rec = SpanRecorder()
     work.mkdir(parents=True, exist_ok=True)
-    opts = BuildOptions(config=str(config), cache_dir=str(cache), impl=impl.parse_impl(spec),
+    opts = BuildOptions(config=str(config), cache_dir=str(cache), impl=parse_impl(spec),
                         sbom=True)
     res = build(opts, work, rec)
-    return res.summary(opts.impl), rec.spans
+    return res.summary(), rec.spans
 
 
 def _assert_equivalent(config: Path, tmp: Path) -> None:
@@ -63,7 +64,7 @@ def _assert_equivalent(config: Path, tmp: Path) -> None:
         assert fast["manifests"][arch]["config_digest"] == m["config_digest"]
     comp = [s for s in spans if s.name == "compress"]
     assert comp and all(s.attrs["compressor"] == "isal" and s.attrs["mode"] == "blocks"
-                        and s.attrs["streamed"] for s in comp)
+                        and s.attrs["output"] == "stream" for s in comp)
 
 
 # ---------------------------------------------------------------------------- golden
@@ -240,7 +241,7 @@ def _sample(n: int) -> bytes:
 def test_sink_serial_equals_file_compression(tmp_path: Path, engine: str, level: int) -> None:
     data = _sample(2_700_000)
     (tmp_path / "in").write_bytes(data)
-    want = compress_zlib(tmp_path / "in", tmp_path / "want.gz", level, engine)
+    want = compress_serial(tmp_path / "in", tmp_path / "want.gz", level, engine)
     rnd = random.Random(7)
     sink = GzipSink(tmp_path / "got.gz", engine, level)
     pos = 0
@@ -280,9 +281,10 @@ def test_sink_abort_removes_output(tmp_path: Path) -> None:
 def test_compressor_file_and_stream_agree(tmp_path: Path) -> None:
     data = _sample(1_500_000)
     (tmp_path / "in").write_bytes(data)
-    for comp in (COMPRESSORS["isal-mt"], parametric("isal:2"), parametric("zlib:1")):
+    for comp in (current().get("compress", "isal-mt").obj, parse_gzip("isal:2"),
+                 parse_gzip("zlib:1")):
         assert comp is not None
-        whole = comp(tmp_path / "in", tmp_path / "w.gz")
+        whole = comp.compress_file(tmp_path / "in", tmp_path / "w.gz")
         sink = comp.sink(tmp_path / "s.gz")
         sink.write(data)
         assert sink.close().digest == whole.digest
@@ -290,7 +292,7 @@ def test_compressor_file_and_stream_agree(tmp_path: Path) -> None:
 
 
 def _populate(fs: FsRoot | MemFs, tar_path: Path, offset: int) -> None:
-    from builder.fsroot import Extent
+    from builder.fs.extent import Extent
 
     fs.mkdir_all("usr/lib", 0o755, mtime=5)
     fs.symlink("lib", "usr/lib", mtime=6)
@@ -312,8 +314,8 @@ def test_memfs_matches_fsroot_walk_and_layer(tmp_path: Path) -> None:
     assert list(mem.walk()) == list(disk.walk())
     assert mem.read("usr/lib/libz.hard") == disk.read("usr/lib/libz.hard") == payload
     assert mem.read("usr/bin/tool") == b"#!/bin/sh\n"
-    ref = layer_reference(disk, tmp_path / "ref.tar")
-    fast = layer_fast(mem, tmp_path / "fast.tar")
+    ref = write_sorted_reference(disk, tmp_path / "ref.tar")
+    fast = write_sorted_fast(mem, tmp_path / "fast.tar")
     assert (tmp_path / "ref.tar").read_bytes() == (tmp_path / "fast.tar").read_bytes()
     assert (ref.diff_id, ref.size, ref.entries) == (fast.diff_id, fast.size, fast.entries)
     with tarfile.open(tmp_path / "fast.tar") as tf:
@@ -357,13 +359,13 @@ def test_memfs_symlink_cannot_lead_out(tmp_path: Path) -> None:
 
 
 def test_layer_fast_truncated_data_tar(tmp_path: Path) -> None:
-    from builder.fsroot import Extent
+    from builder.fs.extent import Extent
 
     (tmp_path / "short.tar").write_bytes(b"abc")
     fs = MemFs()
     fs.write_file("f", Extent(tmp_path / "short.tar", 0, 10))
     with pytest.raises(FormatError, match="short.tar"):
-        layer_fast(fs, tmp_path / "l.tar")
+        write_sorted_fast(fs, tmp_path / "l.tar")
 
 
 def test_scripts_and_db_identical_in_golden(tmp_path: Path) -> None:

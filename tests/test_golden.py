@@ -89,7 +89,7 @@ def test_golden_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         index_bytes).hexdigest()
     gold = golden_layers()
     for arch, info in image["manifests"].items():
-        ours = layer_files((blobs / info["layer_digest"].split(":")[1]).read_bytes())
+        ours = layer_files((blobs / info["layers"][0]["digest"].split(":")[1]).read_bytes())
         theirs = layer_files(gold[arch])
         assert sorted(ours) == sorted(theirs)
         for name in COMPARED_FILES:
@@ -134,28 +134,25 @@ def test_docker_tarball_and_compress_override(tmp_path: Path) -> None:
     assert manifest[0]["RepoTags"] == ["golden:latest-amd64"]
 
 
-def test_impl_selection(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from builder import impl
-    from builder.spans import STAGES
+def test_impl_selection(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from builder.stages.profiles import parse_impl
 
-    fast = impl.parse_impl("fast")
+    fast = parse_impl("fast")
     assert fast["fetch"] == "fast" and fast["expand"] == "fast"
-    assert impl.parse_impl("fast,fetch=reference")["fetch"] == "reference"
-    # With no stage offering a fast implementation, `fast` is an error, never an alias.
-    for stage in STAGES:
-        mod = impl.stage_module(stage)
-        if mod is not None and hasattr(mod, "FAST"):
-            monkeypatch.delattr(mod, "FAST")
-    rc = main(["build", str(GOLDEN / "apko.yaml"), "t", str(tmp_path / "o"), "--impl", "fast"])
+    assert parse_impl("fast,fetch=reference")["fetch"] == "reference"
+    # An incompatible combination is refused before anything runs, naming both stages.
+    rc = main(["build", str(GOLDEN / "apko.yaml"), "t", str(tmp_path / "o"), "--impl",
+               "stitched,expand=reference"])
     assert rc == 1
-    assert "no fast implementation yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "layer=stitched" in err and "expand=reference" in err and "expand=fast" in err
     assert not (tmp_path / "o").exists()
     for bad, needle in [("reference,compress=zlib:12", "no implementation 'zlib:12'"),
                         ("reference,bogus=x", "unknown stage"), ("turbo", "unknown profile"),
-                        ("compress=zlib:9,reference", "profile must come first")]:
+                        ("compress=zlib:9,reference", "profile must come first"),
+                        ("fast,layer=stitched,install=reference", "install=reference")]:
         with pytest.raises(Exception, match=needle):
-            impl.parse_impl(bad)
+            parse_impl(bad)
 
 
 def test_fast_profile_same_bytes(tmp_path: Path) -> None:
@@ -166,7 +163,8 @@ def test_fast_profile_same_bytes(tmp_path: Path) -> None:
     for arch, m in ref["manifests"].items():
         assert fast["manifests"][arch]["diff_ids"] == m["diff_ids"]
         assert fast["manifests"][arch]["config_digest"] == m["config_digest"]
-        assert fast["manifests"][arch]["layer_digest"] != m["layer_digest"]  # isal, not zlib
+        # isal, not zlib:
+        assert fast["manifests"][arch]["layers"][0]["digest"] != m["layers"][0]["digest"]
     same = build_golden(tmp_path, tmp_path / "same", "--impl", "fast,compress=reference")
     assert same["image"]["index_digest"] == ref["index_digest"]
 
@@ -184,7 +182,7 @@ def test_sboms_match_golden_up_to_layer_compression(tmp_path: Path) -> None:
         arch = m["platform"]["architecture"]
         gman = json.loads((golden_dir / "blobs/sha256" / m["digest"][7:]).read_text())
         mapping[image["manifests"][arch]["digest"]] = m["digest"]
-        mapping[image["manifests"][arch]["layer_digest"]] = gman["layers"][0]["digest"]
+        mapping[image["manifests"][arch]["layers"][0]["digest"]] = gman["layers"][0]["digest"]
     for name in ("sbom-x86_64.spdx.json", "sbom-aarch64.spdx.json", "sbom-index.spdx.json"):
         ours = (sboms / name).read_text()
         for a, b in mapping.items():

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from builder.apk.installed_db import FileRecord, _path_compare, clean_file_list
 from builder.errors import FormatError
-from builder.fsroot import SYMLINK, FsModel
-from builder.installed_db import FileRecord, _path_compare, clean_file_list
-from builder.memfs import MemFs
+from builder.fs.kinds import SYMLINK
+from builder.fs.memory import MemFs
+from builder.fs.model import FsModel
 
 
 def _clean_file_list_plain(files: list[FileRecord]) -> list[FileRecord]:

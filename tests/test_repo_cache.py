@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 
 from builder.errors import VerificationError
-from builder.repo.cache import (
-    Cache,
-    CorruptEntry,
-    IndexRecord,
-    checksum_hex,
-    default_cache_dir,
-)
+from builder.repo.cache import Cache, CorruptEntry, IndexRecord, default_cache_dir
+from builder.util.checksums import checksum_hex
 
 REPLAYOUT_C = "Q11/HhSewwwOXgl0r0ffb0O0BRtYc="  # golden x86_64 replayout C:
 

@@ -29,7 +29,8 @@ from cryptography.x509.oid import NameOID
 from builder.apk.model import Package
 from builder.apk.signing import Keyring
 from builder.errors import FetchError, VerificationError
-from builder.repo.fetch import Fetcher, fetch_packages, fetch_packages_parallel
+from builder.repo.fetch import Fetcher
+from builder.repo.fetch_packages import fetch_parallel, fetch_reference
 from builder.repo.indexes import load_indexes
 from builder.repo.repository import Repository, parse_repository
 from tests.conftest import GOLDEN, KEYS
@@ -145,7 +146,7 @@ def build_once(
 ) -> tuple[list[Package], dict[str, Path], Fetcher]:
     with fast_fetcher(cache_dir, **kw) as fetcher:
         pkgs = load_indexes([repo], ARCH, keyring, fetcher)
-        paths = fetch_packages(pkgs, ARCH, fetcher, keyring)
+        paths = fetch_reference(pkgs, ARCH, fetcher, keyring)
     return pkgs, paths, fetcher
 
 
@@ -302,7 +303,7 @@ def test_offline_with_empty_cache_refuses(
                   repository=server.url)
     with fast_fetcher(tmp_path, offline=True) as fetcher:
         with pytest.raises(FetchError, match="offline: replayout-1.0.0-r0 is not in the cache"):
-            fetch_packages([pkg], ARCH, fetcher, keyring)
+            fetch_reference([pkg], ARCH, fetcher, keyring)
         with pytest.raises(FetchError, match="offline: would fetch http://"):
             fetcher._session_for(f"{server.url}/x")
     assert server.requests == []
@@ -355,7 +356,7 @@ def test_malformed_checksum_names_the_package(server: RepoServer, tmp_path: Path
     with fast_fetcher(tmp_path) as fetcher, pytest.raises(
         VerificationError, match=r"^odd-1-r0 \(http://.*\): checksum 'Q1short'"
     ):
-        fetch_packages([pkg], ARCH, fetcher)
+        fetch_reference([pkg], ARCH, fetcher)
     assert server.requests == []
 
 
@@ -365,7 +366,7 @@ def test_missing_remote_package_is_404(
     pkg = Package(name="nothere", version="1-r0", checksum="Q11/HhSewwwOXgl0r0ffb0O0BRtYc=",
                   repository=server.url)
     with fast_fetcher(tmp_path) as fetcher, pytest.raises(FetchError, match="nothere.*HTTP 404"):
-        fetch_packages([pkg], ARCH, fetcher, keyring)
+        fetch_reference([pkg], ARCH, fetcher, keyring)
 
 
 # -- verification ---------------------------------------------------------------------------
@@ -404,7 +405,7 @@ def test_package_not_matching_index_is_rejected_and_not_cached(
             pkgs = load_indexes([Repository(srv.url)], ARCH, keyring, fetcher)
             bad = [p for p in pkgs if p.name == "replayout"]
             with pytest.raises(VerificationError, match="replayout"):
-                fetch_packages(bad, ARCH, fetcher, keyring)
+                fetch_reference(bad, ARCH, fetcher, keyring)
             dest = fetcher.cache.package_path(bad[0].checksum)
         assert not dest.exists()
         assert list(dest.parent.iterdir()) == []  # no temp file left behind
@@ -457,10 +458,10 @@ def test_parallel_fetch_matches_serial(
     _, serial, _ = build_once(repo, tmp_path / "serial", keyring)
     with fast_fetcher(tmp_path / "parallel") as fetcher:
         pkgs = load_indexes([repo], ARCH, keyring, fetcher)
-        parallel = fetch_packages_parallel(pkgs, ARCH, fetcher, keyring, workers=4)
+        parallel = fetch_parallel(pkgs, ARCH, fetcher, keyring, workers=4)
         assert fetcher.stats.cache_misses == 5
         server.requests.clear()
-        again = fetch_packages_parallel(pkgs, ARCH, fetcher, keyring)
+        again = fetch_parallel(pkgs, ARCH, fetcher, keyring)
     assert again == parallel and server.requests == []
     assert_fixture_bytes(parallel)
     assert {n: p.relative_to(tmp_path / "parallel") for n, p in parallel.items()} == {
@@ -476,7 +477,7 @@ def test_parallel_fetch_overlaps_latency(
         pkgs = load_indexes([repo], ARCH, keyring, fetcher)
     server.delay = 0.25
     timings = {}
-    for name, fn in (("serial", fetch_packages), ("parallel", fetch_packages_parallel)):
+    for name, fn in (("serial", fetch_reference), ("parallel", fetch_parallel)):
         with fast_fetcher(tmp_path / name) as fetcher:
             start = time.monotonic()
             fn(pkgs, ARCH, fetcher, keyring)
@@ -492,7 +493,7 @@ def test_parallel_fetch_raises_the_failure(
         pkgs = load_indexes([Repository(server.url)], ARCH, keyring, fetcher)
         server.fail["/x86_64/pretend-baselayout-1.0.0-r0.apk"] = [404]
         with pytest.raises(FetchError, match="pretend-baselayout-1.0.0-r0.apk: HTTP 404"):
-            fetch_packages_parallel(pkgs, ARCH, fetcher, keyring)
+            fetch_parallel(pkgs, ARCH, fetcher, keyring)
 
 
 # -- helpers --------------------------------------------------------------------------------

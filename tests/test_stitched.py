@@ -80,7 +80,7 @@ def test_small_corpus_tree_and_reuse(tmp_path_factory: pytest.TempPathFactory) -
     tmp = tmp_path_factory.mktemp("stitched-small")
     doc = _compare_trees(wl.config_path, tmp)
     reused, recompressed = _reuse(doc)
-    blob = sum(m["layer_size"] for m in doc["image"]["manifests"].values())
+    blob = sum(la["size"] for m in doc["image"]["manifests"].values() for la in m["layers"])
     assert reused + recompressed <= blob
     # Small packages cut often; still most of the blob is the packages' own bytes.
     assert reused > 0.5 * blob, (reused, recompressed, blob)
@@ -118,7 +118,7 @@ def test_stitched_blob_is_one_valid_gzip_member(tmp_path: Path) -> None:
     doc = _build(GOLDEN / "apko.yaml", tmp_path / "out", "stitched", tmp_path / "cache",
                  "--workdir", str(wd), *ANNOTATIONS)
     for m in doc["image"]["manifests"].values():
-        blob = (tmp_path / "out" / "blobs" / "sha256" / m["layer_digest"][7:]).read_bytes()
+        blob = (tmp_path / "out" / "blobs" / "sha256" / m["layers"][0]["digest"][7:]).read_bytes()
         tar = gzip.decompress(blob)
         assert tar.endswith(b"\0" * 1024)
         import hashlib
@@ -132,11 +132,15 @@ def test_layer_format_flag_selects_stitched(tmp_path: Path) -> None:
                  "--workdir", str(wd), "--layer-format", "stitched", *ANNOTATIONS)
     assert doc["image"]["impl"]["layer"] == "stitched"
     assert doc["image"]["impl"]["expand"] == doc["image"]["impl"]["install"] == "fast"
-    assert doc["image"]["impl"]["compress"] == "stitched"  # fused into the layer
+    # The stitched format's compressor: it compresses only the bytes the layer cannot reuse.
+    assert doc["image"]["impl"]["compress"] == "isal:2"
+    compress = [s for s in doc["spans"] if s["name"] == "compress"]
+    assert compress and all(s["attrs"]["compressor"] == "stitched+isal:2"
+                            and s["attrs"]["output"] == "blob" for s in compress)
     back = _build(GOLDEN / "apko.yaml", tmp_path / "b", "stitched", tmp_path / "cache",
                   "--workdir", str(wd), "--layer-format", "sorted", *ANNOTATIONS)
     assert back["image"]["impl"]["layer"] == "fast"
-    assert back["image"]["impl"]["compress"] != "stitched"
+    assert back["image"]["impl"]["compress"] == "isal-mt"  # the fast profile's
 
 
 @pytest.mark.tools
@@ -230,7 +234,7 @@ def test_pax_global_header_is_not_copied(tmp_path: Path, signing_key: tuple[byte
     cfg = _repo_from_apks(tmp_path, apks, signing_key)
     doc = _compare_trees(cfg, tmp_path)
     manifest = next(iter(doc["image"]["manifests"].values()))
-    blob = (tmp_path / "stitched" / "blobs" / "sha256" / manifest["layer_digest"][7:])
+    blob = (tmp_path / "stitched" / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:])
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob.read_bytes()))) as tf:
         tf.getmembers()
         assert tf.pax_headers == {}  # no global header survived
@@ -242,7 +246,7 @@ def test_blob_writer_copies_file_ranges_and_falls_back(tmp_path: Path) -> None:
     exactly what was written."""
     import os
 
-    from builder.stitched import _COPY_MIN, _HashingFile
+    from builder.layer.stitched import _COPY_MIN, _HashingFile
 
     src = tmp_path / "src.bin"
     payload = bytes(range(256)) * (3 * _COPY_MIN // 256)

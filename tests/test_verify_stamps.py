@@ -13,11 +13,12 @@ import pytest
 
 from builder.apk.layout import read_layout
 from builder.errors import VerificationError
+from builder.expand import cached as expand_cache
+from builder.expand.cached import _package, _parse_control, expand_cached
 from builder.repo import stamp
+from builder.repo import verify as fetch
 from builder.repo.cache import VERIFIED_APK, VERIFIED_DATA_TAR, Cache
-from builder.stages import expand_cache, fetch
-from builder.stages.expand_cache import _package, _parse_control, expand_cached
-from builder.stages.fetch import verify_package_fast
+from builder.repo.verify import verify_package_fast
 from tests.conftest import GOLDEN
 
 # A package with a datahash and a data section of a few KiB.
@@ -144,9 +145,9 @@ def test_expand_stamp_skips_crc_until_the_data_tar_changes(
 def test_hot_fetch_of_a_local_repository_uses_stamps_and_catches_damage(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from builder.apk.signing import Keyring
+    from builder.repo.fetch_packages import fetch_fast
     from builder.repo.indexes import load_indexes
     from builder.repo.repository import Repository
-    from builder.stages.fetch import fetch_fast
     from tests.test_repo_fetch import REPO_DIR, fast_fetcher
 
     repo = tmp_path / "repo"

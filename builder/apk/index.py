@@ -7,7 +7,6 @@ import io
 import tarfile
 from dataclasses import dataclass, field
 
-from builder.apk.gzipstream import gzip_member, inflate_member, iter_inflate, member_end
 from builder.apk.model import Package, format_index_record, parse_index_text
 from builder.apk.package import ApkFile, checksum
 from builder.apk.pkginfo import pkginfo_to_package
@@ -18,6 +17,7 @@ from builder.apk.signing import (
     sign,
     signature_member,
 )
+from builder.deflate.gzipstream import gzip_member, inflate_member, iter_inflate, member_end
 from builder.errors import FormatError, VerificationError
 from builder.gotar import END_MARKER, file_entry
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.apk.pkginfo import parse_pkginfo
+from builder.deflate.gzipstream import GZIP_MAGIC
 from builder.errors import FormatError
 
-GZIP_MAGIC = b"\x1f\x8b"
 HEAD_CHUNK = 1 << 16  # read size for the signature and control members
 
 
@@ -107,9 +107,15 @@ def read_layout(path: Path) -> ApkLayout:
 def read_pkginfo(layout: ApkLayout) -> tuple[dict[str, list[str]],
                                              list[tuple[tarfile.TarInfo, bytes]]]:
     """(.PKGINFO fields, the other control entries with their contents)."""
-    source = str(layout.path)
+    return read_control(layout.control_tar, str(layout.path))
+
+
+def read_control(control_tar: bytes, source: str) -> tuple[dict[str, list[str]],
+                                                           list[tuple[tarfile.TarInfo, bytes]]]:
+    """The inflated control section -> (.PKGINFO fields, the other control entries with
+    their contents). FormatError naming `source` when it is not a tar with a .PKGINFO."""
     try:
-        items = tar_members(layout.control_tar)
+        items = tar_members(control_tar)
     except tarfile.TarError as exc:
         raise FormatError(f"{source}: control section is not a tar: {exc}") from None
     text = None

@@ -13,8 +13,6 @@ tars into 1 MiB members). What is checked, and what each check proves:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import io
 import tarfile
@@ -22,12 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
-from builder.apk.gzipstream import InflateReader, inflate_member
 from builder.apk.model import Package
 from builder.apk.pkginfo import parse_pkginfo, pkginfo_to_package
 from builder.apk.signing import VERIFIABLE, Keyring, parse_signature_tar
+from builder.deflate.gzipstream import InflateReader, inflate_member
 from builder.errors import FormatError, VerificationError
 from builder.gotar import END_MARKER
+from builder.util.checksums import parse_sha1, q1
 
 CHECKSUM_PAX = "APK-TOOLS.checksum.SHA1"
 READ_CHUNK = 1 << 20
@@ -61,7 +60,7 @@ class VerifyReport:
 
 def checksum(control: bytes) -> str:
     """The `C:` identity: "Q1" + base64(SHA-1 of the control gzip member)."""
-    return "Q1" + base64.b64encode(hashlib.sha1(control).digest()).decode()
+    return q1(hashlib.sha1(control).digest())
 
 
 def _read_control(tar_bytes: bytes, source: str) -> tuple[dict[str, bytes], dict[str, int]]:
@@ -143,18 +142,6 @@ def iter_data_tar(
                 yield info, (tf.extractfile(info) if info.isreg() else None)
     except tarfile.TarError as exc:
         raise FormatError(f"{source}: malformed data tar: {exc}") from None
-
-
-def parse_sha1(value: str) -> bytes | None:
-    """A checksum PAX value (40 hex digits, or "Q1" + base64) as 20 raw bytes."""
-    try:
-        if value.startswith("Q1"):
-            raw = base64.b64decode(value[2:], validate=True)
-        else:
-            raw = bytes.fromhex(value)
-    except (ValueError, binascii.Error):
-        return None
-    return raw if len(raw) == 20 else None
 
 
 def _check_signature(apk: ApkFile, keyring: Keyring | None, name: str) -> str:

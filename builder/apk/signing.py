@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from builder.apk.gzipstream import gzip_member, inflate_member
+from builder.deflate.gzipstream import gzip_member, inflate_member
 from builder.errors import FormatError
 from builder.gotar import END_MARKER, file_entry
 

@@ -21,10 +21,10 @@ import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from builder.apk.gzipstream import GzipCompressor
 from builder.apk.model import Package
 from builder.apk.pkginfo import format_pkginfo, package_to_pkginfo
 from builder.apk.signing import sign, signature_member
+from builder.deflate.gzipstream import GzipCompressor
 from builder.errors import FormatError
 from builder.gotar import (
     END_MARKER,

@@ -16,10 +16,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from builder import impl
+from builder.artefacts import BuildResult
 from builder.errors import ConfigError
-from builder.pipeline import BuildOptions, BuildResult, build
+from builder.pipeline import build
+from builder.plan import BuildOptions
 from builder.spans import SpanRecorder
+from builder.stages.profiles import LAYER_FORMATS, describe, parse_impl
+from builder.stages.registry import current
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
@@ -50,7 +53,7 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--impl", default="reference",
                    help="implementation profile and per-stage overrides, "
                         "e.g. reference | fast | stitched | reference,compress=zlib:9")
-    p.add_argument("--layer-format", choices=("sorted", "stitched"), default=None,
+    p.add_argument("--layer-format", choices=LAYER_FORMATS, default=None,
                    help="sorted: apko's byte-compatible layer (the default of every profile); "
                         "stitched: package-ordered, built from the packages' own compressed "
                         "bytes (same tree; needs and selects the fast expand and install)")
@@ -62,13 +65,13 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                    help="accept indexes whose signature cannot be verified")
 
 
-def _epilog() -> str:
-    return "stage implementations (--impl STAGE=NAME):\n" + impl.describe()
+def epilog() -> str:
+    return "stage implementations (--impl STAGE=NAME):\n" + describe()
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build an image into an OCI layout or docker tarball",
-                       description=__doc__, epilog=_epilog(),
+                       description=__doc__, epilog=epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(p)
     p.add_argument("tag", help="image reference used for the docker tarball tags")
@@ -86,7 +89,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         build_date=args.build_date, offline=args.offline, cache_dir=args.cache_dir,
         sbom=args.sbom_path is not None, workdir=args.workdir, ca_file=args.ca_file,
         allow_untrusted=args.allow_untrusted,
-        impl=impl.with_layer_format(impl.parse_impl(args.impl), args.layer_format),
+        impl=parse_impl(args.impl, args.layer_format),
     )
 
 
@@ -130,9 +133,9 @@ def run(args: argparse.Namespace) -> int:
         progress(f"building {args.config}")
         result = build(opts, Path(tmp), rec)
         with rec.span("oci", impl=opts.impl["oci"]) as s:
-            s.bytes_out = impl.get("oci", opts.impl["oci"])(
-                result.images, result.index, result.layers, out, args.tag)
+            write_output = current().get("oci", opts.impl["oci"]).obj
+            s.bytes_out = write_output(result.images, result.index, result.layers, out, args.tag)
         copy_sboms(result, args.sbom_path)
         progress(f"wrote {out} (index {result.index.digest})")
-        finish(args, rec, result.summary(opts.impl))
+        finish(args, rec, result.summary())
     return 0

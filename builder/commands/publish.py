@@ -7,15 +7,22 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from builder import impl
-from builder.commands.build import add_common_flags, copy_sboms, finish, options_from_args, progress
+from builder.commands.build import (
+    add_common_flags,
+    copy_sboms,
+    epilog,
+    finish,
+    options_from_args,
+    progress,
+)
 from builder.pipeline import build
 from builder.spans import SpanRecorder
+from builder.stages.registry import current
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("publish", help="build an image and push it to a registry",
-                       description=__doc__, epilog="stage implementations:\n" + impl.describe(),
+                       description=__doc__, epilog=epilog(),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_flags(p)
     p.add_argument("refs", nargs="+", metavar="REF", help="registry/repo[:tag] to push to")
@@ -29,11 +36,12 @@ def run(args: argparse.Namespace) -> int:
         progress(f"building {args.config}")
         result = build(opts, Path(tmp), rec)
         with rec.span("publish", impl=opts.impl["publish"]) as s:
-            pushed = impl.get("publish", opts.impl["publish"])(result, list(args.refs))
+            publish = current().get("publish", opts.impl["publish"]).obj
+            pushed = publish(result, list(args.refs))
             s.bytes_out = pushed.bytes_uploaded
             s.attrs.update(uploaded=len(pushed.uploaded), skipped=len(pushed.skipped))
         copy_sboms(result, args.sbom_path)
-        summary = result.summary(opts.impl)
+        summary = result.summary()
         summary["pushed"] = {"uploaded": pushed.uploaded, "skipped": pushed.skipped}
         finish(args, rec, summary)
         if not args.json:

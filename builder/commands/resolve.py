@@ -1,6 +1,7 @@
 """`apkimage resolve CONFIG`: print the pinned install list (``name=version``, install order).
 
-Runs the config, index and resolve stages only (no package is downloaded). With several
+Runs the config, index and resolve stages only (no package is downloaded): the build plan,
+so the order printed is the order a build installs in. With several
 architectures each list is headed by ``# <apk arch>``; ``--json`` prints
 ``{"<apk arch>": ["name=version", ...], ...}`` instead.
 """
@@ -36,39 +37,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, list[str]]:
-    """apk arch -> pinned install list for the configuration named by `args`."""
-    from builder.apk.signing import Keyring
-    from builder.config import apk_arch, apply_overrides, build_repositories, load_config
-    from builder.pipeline import _keys
+    """apk arch -> pinned install list (the build plan's order) for the configuration
+    named by `args`."""
+    from builder.plan import BuildOptions, make_plan
     from builder.repo.fetch import Fetcher
-    from builder.repo.indexes import load_indexes
-    from builder.repo.repository import parse_repository
-    from builder.resolve import resolve
+    from builder.spans import SpanRecorder
 
-    cfg = apply_overrides(
-        load_config(args.config, args.workdir), archs=list(args.arch),
-        keyring_append=list(args.keyring_append), repository_append=list(args.repository_append),
-        package_append=list(args.package_append))
-    keyring = Keyring()
-    for name, pem in _keys(cfg):
-        keyring.add(name, pem, name)
-    repos = []
-    for line in build_repositories(cfg):
-        tag, _, where = line.rpartition(" ") if line.startswith("@") else ("", "", line)
-        text = f"{tag} {cfg.resolve_local(where)}" if tag else cfg.resolve_local(where)
-        repos.append(parse_repository(text, "repositories"))
-    if not repos:
-        raise ConfigError(f"{cfg.source_file}: contents.repositories: no repository given")
-    world = list(cfg.contents.packages)
-    if not world:
-        raise ConfigError(f"{cfg.source_file}: contents.packages: no package given")
-    out: dict[str, list[str]] = {}
+    opts = BuildOptions(
+        config=args.config, archs=list(args.arch), keyring_append=list(args.keyring_append),
+        repository_append=list(args.repository_append),
+        package_append=list(args.package_append), offline=args.offline,
+        cache_dir=args.cache_dir, workdir=args.workdir, ca_file=args.ca_file,
+        allow_untrusted=args.allow_untrusted)
     with Fetcher(args.cache_dir, offline=args.offline, ca_file=args.ca_file) as fetcher:
-        for arch in cfg.archs:
-            aarch = apk_arch(arch)
-            available = load_indexes(repos, aarch, keyring, fetcher, args.allow_untrusted)
-            out[aarch] = [f"{p.name}={p.version}" for p in resolve(world, available, aarch)]
-    return out
+        plan, _ = make_plan(opts, SpanRecorder(), fetcher)
+    return {a.apk_arch: [p.pin for p in a.packages] for a in plan.archs}
 
 
 def run(args: argparse.Namespace) -> int:

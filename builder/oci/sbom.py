@@ -200,8 +200,10 @@ def image_sbom(
     os_release: OSRelease,
     packages: list[SbomPackage],
     tool_version: str = "devel",
+    layer_media_types: list[str] | None = None,
 ) -> bytes:
-    """The per-arch SPDX document (apko's `sbom-<apkarch>.spdx.json`)."""
+    """The per-arch SPDX document (apko's `sbom-<apkarch>.spdx.json`). `layer_media_types`
+    (default: gzip for every layer) go into the layers' purls."""
     if not layer_digests:
         raise FormatError(f"sbom {arch}: image has no layers")
     oci_arch_name, variant = platform_of(arch)
@@ -224,7 +226,8 @@ def image_sbom(
                                          {**plat_q, "mediaType": MEDIA_MANIFEST}))],
     })]
     rels: list[Struct] = []
-    for layer in layer_digests:
+    media_types = layer_media_types or [MEDIA_LAYER_GZIP] * len(layer_digests)
+    for layer, media_type in zip(layer_digests, media_types, strict=True):
         layer_id = f"SPDXRef-Package-ImageLayer-sha256-{layer.split(':', 1)[1]}"
         out_pkgs.append(_package({
             "SPDXID": layer_id,
@@ -236,7 +239,7 @@ def image_sbom(
             "supplier": supplier,
             "primaryPackagePurpose": "CONTAINER",
             "externalRefs": [_purl_ref(_purl("oci", purl_name, layer,
-                                             {**plat_q, "mediaType": MEDIA_LAYER_GZIP}))],
+                                             {**plat_q, "mediaType": media_type}))],
         }))
         rels.append(_relationship(image_id, "CONTAINS", layer_id))
     out_pkgs.append(_package({

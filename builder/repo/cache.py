@@ -10,7 +10,7 @@ Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apk
                                     local ones are read in place, but derived sections of
                                     their packages may still live in this directory)
         data.tar                    the decompressed data section (fast `expand`,
-                                    builder/stages/expand_cache.py)
+                                    builder/expand/cached.py)
         tarindex.json               its tar-header index (TarEntry rows, compact JSON)
         control.json                control info install needs: .PKGINFO fields, scripts
                                     (base64), control SHA-1
@@ -47,8 +47,6 @@ Rules that make two builds at once safe:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import os
@@ -58,7 +56,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from builder.errors import FetchError, VerificationError
+from builder.errors import FetchError
+from builder.util.checksums import checksum_hex
 
 LAYOUT_VERSION = "v1"
 PACKAGE_FILE = "package.apk"
@@ -76,20 +75,6 @@ def default_cache_dir() -> Path:
     """`$XDG_CACHE_HOME/apkimage`, falling back to `~/.cache/apkimage`."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "apkimage"
-
-
-def checksum_hex(checksum: str, source: str = "") -> str:
-    """The hex SHA-1 inside an index `C:` value (`Q1` + base64 of the 20-byte digest)."""
-    where = f"{source}: " if source else ""
-    if not checksum.startswith("Q1"):
-        raise VerificationError(f"{where}checksum {checksum!r} is not a Q1 (SHA-1) checksum")
-    try:
-        raw = base64.b64decode(checksum[2:], validate=True)
-    except (binascii.Error, ValueError):
-        raise VerificationError(f"{where}checksum {checksum!r} is not valid base64") from None
-    if len(raw) != 20:
-        raise VerificationError(f"{where}checksum {checksum!r} is not a 20-byte SHA-1")
-    return raw.hex()
 
 
 class AtomicFile:

@@ -1,5 +1,5 @@
-"""Getting bytes from repositories: the `Fetcher` (cache + HTTP + offline guard + counters)
-and the reference `fetch` stage, `fetch_packages()`.
+"""Getting bytes from repositories: the `Fetcher` (cache + HTTP + offline guard + counters).
+The `fetch` stage's implementations over it are in builder/repo/fetch_packages.py.
 
 The Fetcher is the only place that talks to the network. In offline mode it never creates
 an HTTP session: every path that would need one goes through `_session_for()`, which raises
@@ -13,10 +13,9 @@ at least once; reads re-run the check and refetch (or, offline, fail naming the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -27,12 +26,10 @@ from builder.errors import FetchError, FormatError, VerificationError
 from builder.repo.cache import Cache, CorruptEntry, IndexRecord
 from builder.repo.http import HttpOptions, download, make_session
 from builder.repo.repository import INDEX_FILENAME, Repository
-from builder.workpool import quick_then_pooled
 
 if TYPE_CHECKING:
     import requests
 
-    from builder.apk.signing import Keyring
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -260,81 +257,3 @@ class Fetcher:
             verify(tmp.path)
             tmp.commit(dest)
         return dest
-
-
-def verify_package_file(path: Path, pkg: Package) -> None:
-    """Check the `.apk` at `path` against its index record: size (`S:`), `C:` (SHA-1 of the
-    control member, which also pins `.PKGINFO` and so its `datahash`) and `datahash`
-    (SHA-256 of the compressed data section).
-
-    Deliberately not done here: per-file SHA-1s (the `expand` stage checks them while it
-    inflates the data tar once) and the package's own signature (as in apko, the signed
-    index plus `C:` is the chain of trust; a package signed by a key outside the keyring
-    is still installable when a trusted index lists it).
-    """
-    from builder.apk.package import read_apk
-
-    size = path.stat().st_size
-    if pkg.size and size != pkg.size:
-        raise VerificationError(f"{pkg}: {path} is {size} bytes, the index says S:{pkg.size}")
-    apk = read_apk(path.read_bytes(), str(path))
-    got = apk.package
-    if pkg.checksum and got.checksum != pkg.checksum:
-        raise VerificationError(
-            f"{pkg}: control checksum mismatch: index has C:{pkg.checksum}, "
-            f"{path} has {got.checksum}"
-        )
-    if (got.name, got.version) != (pkg.name, pkg.version):
-        raise VerificationError(f"{pkg}: {path} contains {got.name}-{got.version}")
-    if not got.datahash:
-        log.warning("%s: .PKGINFO has no datahash; data section not checked at fetch", pkg)
-        return
-    actual = hashlib.sha256(apk.data).hexdigest()
-    if actual != got.datahash.lower():
-        raise VerificationError(
-            f"{pkg}: datahash mismatch: .PKGINFO says {got.datahash}, data section of "
-            f"{path} hashes to {actual}"
-        )
-
-
-def fetch_packages(
-    packages: Iterable[Package], arch: str, fetcher: Fetcher, keyring: Keyring | None = None
-) -> dict[str, Path]:
-    """The reference `fetch` stage: serially get each package's `.apk` (cache first) and
-    verify it against its index record. Returns {package name: path of the verified .apk}.
-
-    Each Package must carry `.repository`/`.repository_tag` (set by `load_indexes`).
-    `keyring` is accepted for the stage interface; trust comes from the index signature
-    (checked by `load_indexes`) and `C:`, see `verify_package_file`.
-    """
-    out: dict[str, Path] = {}
-    for pkg in packages:
-        out[pkg.name] = _fetch_one(fetcher, pkg, arch)
-    return out
-
-
-def _fetch_one(fetcher: Fetcher, pkg: Package, arch: str) -> Path:
-    if not pkg.repository:
-        raise FetchError(f"{pkg}: no repository recorded for this package")
-    repo = Repository(url=pkg.repository, tag=pkg.repository_tag)
-    return fetcher.fetch_package(repo, pkg, arch, lambda path: verify_package_file(path, pkg))
-
-
-def fetch_packages_parallel(
-    packages: Iterable[Package],
-    arch: str,
-    fetcher: Fetcher,
-    keyring: Keyring | None = None,
-    workers: int | None = None,
-) -> dict[str, Path]:
-    """An optimised `fetch`: `fetch_packages`'s work on a thread pool of `workers` (default:
-    the fetcher's connection pool size), for the network-bound cold case. Same result,
-    same checks, same cache entries; the first failure in package order is raised."""
-    pkgs = list(packages)
-    for pkg in pkgs:
-        if not pkg.repository:
-            raise FetchError(f"{pkg}: no repository recorded for this package")
-    paths = quick_then_pooled(pkgs, lambda pkg: None, lambda pkg: _fetch_one(fetcher, pkg, arch),
-                              size=lambda pkg: 0, workers=workers or fetcher.http.pool_size,
-                              name="fetch")
-    return {pkg.name: path for pkg, path in zip(pkgs, paths, strict=True)}

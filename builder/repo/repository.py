@@ -16,6 +16,7 @@ and a package at `<repo>/<arch>/<name>-<version>.apk`.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
@@ -74,8 +75,11 @@ class Repository:
         return f"@{self.tag} {self.url}" if self.tag else self.url
 
 
-def parse_repository(text: str, source: str = "repositories") -> Repository:
-    """Parse one repository line: `[@tag ]url-or-path`. `source` names the origin in errors."""
+def parse_repository(text: str, source: str = "repositories",
+                     locate: Callable[[str], str] | None = None) -> Repository:
+    """Parse one repository line: `[@tag ]url-or-path`. `source` names the origin in errors;
+    `locate`, when given, maps the URL or path as written to the one to use (a config's
+    relative paths resolved against its base directory)."""
     line = text.strip()
     if not line:
         raise ConfigError(f"{source}: empty repository")
@@ -90,6 +94,8 @@ def parse_repository(text: str, source: str = "repositories") -> Repository:
             raise ConfigError(f"{source}: repository tag @{tag} without a URL")
     if any(c.isspace() for c in line):
         raise ConfigError(f"{source}: repository {line!r} contains whitespace")
+    if locate is not None:
+        line = locate(line)
     if "://" in line:
         scheme = urlsplit(line).scheme.lower()
         if scheme not in ("http", "https", "file"):

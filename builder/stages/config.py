@@ -1,15 +1,13 @@
-"""The `config` stage: load + validate the YAML and apply the command-line overrides.
-
-Interface: `config(path, workdir, overrides) -> ImageConfig`.
-"""
+"""The `config` stage: load + validate the apko YAML (builder/config.py) and apply the
+command-line overrides."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from builder.config import ImageConfig, apply_overrides, load_config
+from builder.stages.base import Impl, StageSpec
 
 
 def config_reference(path: str | Path, workdir: str | Path | None,
@@ -17,4 +15,7 @@ def config_reference(path: str | Path, workdir: str | Path | None,
     return apply_overrides(load_config(path, workdir), **overrides)
 
 
-IMPLEMENTATIONS: dict[str, Callable[..., ImageConfig]] = {"reference": config_reference}
+STAGE = StageSpec("config", (
+    Impl("config", "reference", config_reference,
+         "load and validate the YAML (errors name file:line:key), apply flags"),
+))

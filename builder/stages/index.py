@@ -1,12 +1,12 @@
-"""The `index` stage: get, verify and parse each repository's APKINDEX for one arch.
-
-Interface: `index(repositories, apk_arch, keyring, fetcher, allow_untrusted) -> list[Package]`.
-"""
+"""The `index` stage: get, verify and parse each repository's APKINDEX for one arch
+(builder/repo/indexes.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from builder.repo.indexes import load_indexes
+from builder.stages.base import Impl, StageSpec
 
-IMPLEMENTATIONS: dict[str, Callable[..., list]] = {"reference": load_indexes}
+STAGE = StageSpec("index", (
+    Impl("index", "reference", load_indexes,
+         "each repository's signed APKINDEX (conditional GET, cached by URL)"),
+))

@@ -2,17 +2,17 @@
 directory, or a docker-loadable tarball when the output path ends in `.tar` (both written to
 a temporary sibling and renamed into place by builder.oci.layout).
 
-Interface: `oci(images, index, layers, out, tag) -> int` (bytes of blobs written), where
+`oci_reference(images, index, layers, out, tag)` returns the bytes of blobs written;
 `layers` maps layer digest -> path of the compressed layer blob.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 from builder.oci.image import Blob, BuiltImage
 from builder.oci.layout import BlobSource, write_docker_tarball, write_oci_layout
+from builder.stages.base import Impl, StageSpec
 
 
 def oci_reference(images: list[BuiltImage], index: Blob, layers: dict[str, Path],
@@ -25,4 +25,7 @@ def oci_reference(images: list[BuiltImage], index: Blob, layers: dict[str, Path]
     return sum(p.stat().st_size for p in (out / "blobs" / "sha256").iterdir())
 
 
-IMPLEMENTATIONS: dict[str, Callable[..., int]] = {"reference": oci_reference}
+STAGE = StageSpec("oci", (
+    Impl("oci", "reference", oci_reference,
+         "OCI layout directory, or docker tarball for OUT.tar (renamed into place)"),
+))

@@ -1,19 +1,20 @@
-"""The `resolve` stage: the world -> install order (dependencies before dependants).
-
-Interface: `resolve(world, packages, apk_arch) -> list[Package]`.
-"""
+"""The `resolve` stage: the world -> install order, dependencies before dependants
+(builder/resolve.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from builder.apk.model import Package
+from builder.stages.base import Impl, StageSpec
 
 
-def resolve_reference(world: list[str], packages: list[Package], arch: str) -> list[Package]:
+def resolve_reference(world: list[str], packages: list[Package], apk_arch: str
+                      ) -> list[Package]:
     from builder.resolve import resolve
 
-    return resolve(world, packages, arch)
+    return resolve(world, packages, apk_arch)
 
 
-IMPLEMENTATIONS: dict[str, Callable[..., list[Package]]] = {"reference": resolve_reference}
+STAGE = StageSpec("resolve", (
+    Impl("resolve", "reference", resolve_reference,
+         "apk-tools' solver rules (providers, priorities, pins, install_if)"),
+))

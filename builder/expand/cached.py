@@ -53,7 +53,6 @@ Decisions:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
 import hashlib
@@ -65,21 +64,29 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
-from dataclasses import fields as dataclass_fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from isal import isal_zlib
 
-from builder.apk.deflate_index import BlockIndex, BlockStart, EarlyEnd, MemberInfo, scan_blocks
-from builder.apk.layout import GZIP_MAGIC, ApkLayout, read_layout, read_pkginfo
+from builder.apk.layout import ApkLayout, read_layout, read_pkginfo
 from builder.apk.model import Package
-from builder.apk.package import parse_sha1
 from builder.apk.pkginfo import pkginfo_to_package
 from builder.apk.tarindex import TarEntry, TarIndex, index_tar
+from builder.deflate.block_index import BlockIndex, scan_blocks
+from builder.deflate.gzipstream import GZIP_MAGIC
 from builder.errors import FetchError, FormatError, VerificationError
-from builder.gcpause import paused
+from builder.expand.codecs import (
+    FORMAT,
+    block_index_from_json,
+    block_index_to_json,
+    control_from_json,
+    control_to_json,
+    tar_index_from_json,
+    tar_index_to_json,
+)
+from builder.expand.model import ControlEntry, ExpandedPackage
 from builder.repo import stamp
 from builder.repo.cache import (
     EXPANDED_BLOCKS,
@@ -90,13 +97,12 @@ from builder.repo.cache import (
     Cache,
     ExpandedPaths,
 )
-from builder.stages.expand import ControlEntry, ExpandedPackage
-from builder.workpool import quick_then_pooled
+from builder.util.checksums import parse_sha1, q1
+from builder.util.gcpause import paused
+from builder.util.workpool import quick_then_pooled
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when the artefacts' content or meaning changes (2: TarEntry gained
-# mtime_exact and global_header, blocks.json early_ends)
 CHUNK = 1 << 19  # compressed bytes fed per decompress call (512 KiB: measured best)
 OUT_LIMIT = 1 << 19  # most uncompressed bytes per decompress call (pieces stay in L2)
 COPY_CHUNK = 1 << 20
@@ -119,7 +125,6 @@ class FastExpandedPackage(ExpandedPackage):
     data_section_size: int = 0
     cache_dir: Path = field(default_factory=Path)  # the package's cache directory
     cache_root: Path = field(default_factory=Path)  # the Cache it belongs to
-    from_cache: bool = False  # loaded from existing artefacts (nothing decompressed)
     # The block index once known (made by this expand or loaded): not re-read from JSON.
     known_block_index: BlockIndex | None = field(default=None, repr=False, compare=False)
     # blocks.json's manifest record as the load found it (spares reading the manifest again).
@@ -151,83 +156,14 @@ class _NotQuick(Exception):
 
 def _parse_control(layout: ApkLayout) -> tuple[dict[str, list[str]], list[ControlEntry]]:
     fields, rest = read_pkginfo(layout)
-    control = [ControlEntry(ti.name, ti.type.decode(), ti.mode, ti.uid, ti.gid, ti.uname,
-                            ti.gname, int(ti.mtime), data) for ti, data in rest]
-    return fields, control
+    return fields, [ControlEntry.from_tar(ti, data) for ti, data in rest]
 
 
 def _package(layout: ApkLayout, fields: dict[str, list[str]]) -> Package:
     pkg = pkginfo_to_package(fields, f"{layout.path}:.PKGINFO")
     pkg.size = layout.size
-    pkg.checksum = "Q1" + base64.b64encode(layout.control_sha1).decode()
+    pkg.checksum = q1(layout.control_sha1)
     return pkg
-
-
-def _control_json(fields: dict[str, list[str]], control: list[ControlEntry]) -> bytes:
-    entries = []
-    for c in control:
-        d = asdict(c)
-        d["data"] = base64.b64encode(c.data).decode()
-        entries.append(d)
-    doc = {"format": FORMAT, "pkginfo": fields, "control": entries}
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
-
-
-def _control_from_json(raw: bytes) -> tuple[dict[str, list[str]], list[ControlEntry]]:
-    doc = json.loads(raw)
-    control = []
-    for d in doc["control"]:
-        d = dict(d)
-        d["data"] = base64.b64decode(d["data"])
-        control.append(ControlEntry(**d))
-    return doc["pkginfo"], control
-
-
-# -- tar index JSON --------------------------------------------------------------------------
-
-_ENTRY_FIELDS = [f.name for f in dataclass_fields(TarEntry)]
-
-
-def tar_index_to_json(index: TarIndex) -> bytes:
-    """`TarIndex` as compact JSON: one array per entry (field order in "fields"). About twice
-    as fast to load as `TarIndex.to_json`'s object-per-entry form, which matters on hot loads
-    of packages with tens of thousands of files."""
-    rows = [list(vars(e).values()) for e in index.entries]  # __dict__ is in field order
-    return json.dumps({"end": index.end_offset, "fields": _ENTRY_FIELDS, "rows": rows},
-                      separators=(",", ":")).encode()
-
-
-def tar_index_from_json(raw: bytes) -> TarIndex:
-    doc = json.loads(raw)
-    if doc["fields"] != _ENTRY_FIELDS:
-        raise ValueError("tar index fields differ from this version's TarEntry")
-    return TarIndex(entries=[TarEntry(*row) for row in doc["rows"]], end_offset=doc["end"])
-
-
-# -- block index JSON ------------------------------------------------------------------------
-
-
-def block_index_to_json(index: BlockIndex) -> bytes:
-    doc = {
-        "blocks": [[b.bit, b.out, b.crc, b.member, int(b.member_start)] for b in index.blocks],
-        "members": [[m.start, m.data_bit, m.end_bit, m.end, m.out_start, m.out_end, m.crc]
-                    for m in index.members],
-        "early_ends": [[end, e.block_bit, e.bit, e.out, int(e.final), e.eob_bits, e.eob_nbits]
-                       for end, e in sorted(index.early_ends.items())],
-    }
-    return json.dumps(doc, separators=(",", ":")).encode()
-
-
-def block_index_from_json(raw: bytes) -> BlockIndex:
-    doc = json.loads(raw)
-    return BlockIndex(
-        blocks=[BlockStart(bit, out, crc, member, bool(ms))
-                for bit, out, crc, member, ms in doc["blocks"]],
-        members=[MemberInfo(*m) for m in doc["members"]],
-        early_ends={end: EarlyEnd(block_bit, bit, out, bool(final), eob_bits, eob_nbits)
-                    for end, block_bit, bit, out, final, eob_bits, eob_nbits
-                    in doc.get("early_ends", [])},
-    )
 
 
 def _with_tail_end(index: BlockIndex, section: bytes | memoryview, data_tar: Path,
@@ -235,7 +171,7 @@ def _with_tail_end(index: BlockIndex, section: bytes | memoryview, data_tar: Pat
     """The block index plus the early end just before the package's tar end-of-archive
     marker, where every stitched stream of this package is cut: hot builds then close that
     block from the record instead of inflating it to find the boundary."""
-    from builder.deflate_stitch import Source, early_end
+    from builder.deflate.splice import Source, early_end
 
     if not entries:
         return index
@@ -343,7 +279,7 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
     # data.tar first: a quick load gives up before parsing anything when it is not stamped.
     _check_data_tar(paths.data_tar, tar_record, paths.dir / VERIFIED_DATA_TAR, quick)
     try:
-        fields, control = _control_from_json(
+        fields, control = control_from_json(
             _read_checked(paths.control, arts.get(EXPANDED_CONTROL)))
     except (ValueError, KeyError, TypeError) as exc:
         raise _Stale(f"control info unreadable: {exc}") from None
@@ -499,7 +435,7 @@ def _build(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
         with contextlib.suppress(BufferError):
             mm.close()
     index_raw = tar_index_to_json(index)
-    control_raw = _control_json(fields, control)
+    control_raw = control_to_json(fields, control)
     cache.write_bytes(paths.tar_index, index_raw)
     cache.write_bytes(paths.control, control_raw)
     artefacts = {
@@ -627,7 +563,7 @@ def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None =
         except (_Stale, _NotQuick):
             return None
 
-    with paused():  # tens of thousands of acyclic TarEntry objects (builder/gcpause.py)
+    with paused():  # tens of thousands of acyclic TarEntry objects (builder/util/gcpause.py)
         got = quick_then_pooled(
             names, quick, lambda name: expand_cached(paths[name], cache, block_index, told),
             size=sizes.__getitem__, workers=workers or os.cpu_count() or 2, name="expand")

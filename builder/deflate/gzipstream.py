@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from builder.errors import FormatError
 
@@ -20,6 +21,18 @@ OUT_LIMIT = 8 << 20  # most uncompressed bytes produced per inflate call
 # Fixed header: deflate, no flags, mtime 0, no extra flags, OS "unknown" (255) so the bytes do
 # not depend on the machine or the clock.
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+ENGINES = ("zlib", "isal")  # DEFLATE engines: stdlib zlib, and ISA-L (faster, other bytes)
+
+
+def engine_module(engine: str) -> Any:
+    """The zlib-compatible module of a DEFLATE engine (ISA-L is imported only when used)."""
+    if engine == "zlib":
+        return zlib
+    if engine == "isal":
+        from isal import isal_zlib
+
+        return isal_zlib
+    raise ValueError(f"unknown compressor engine {engine!r} (engines: {', '.join(ENGINES)})")
 
 
 def _check_magic(data: bytes | memoryview, pos: int, source: str) -> None:
@@ -163,14 +176,11 @@ class GzipCompressor:
     """
 
     def __init__(self, level: int = 6, engine: str = "zlib") -> None:
-        if engine == "zlib":
+        lib = engine_module(engine)
+        if lib is zlib:
             self._c = zlib.compressobj(level, zlib.DEFLATED, -15, 9)
-        elif engine == "isal":
-            from isal import isal_zlib
-
-            self._c = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
         else:
-            raise ValueError(f"unknown compressor engine {engine!r}")
+            self._c = lib.compressobj(level, lib.DEFLATED, -15)
         self._crc = 0
         self._size = 0
         self._started = False

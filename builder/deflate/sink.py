@@ -1,7 +1,7 @@
 """Streaming, deterministic gzip compression on worker threads.
 
 A `GzipSink` takes the uncompressed stream in pieces of any size from one producer thread
-and writes ONE gzip member (the fixed header of `builder.apk.gzipstream`: mtime 0, OS 255)
+and writes ONE gzip member (the fixed header of `builder.deflate.gzipstream`: mtime 0, OS 255)
 to a file, computing the SHA-256 of what it writes on the way. The producer only hands
 over bytes; compression, CRC, hashing and writing run on worker threads (zlib, ISA-L and
 hashlib release the GIL), so they overlap with whatever produces the stream.
@@ -10,7 +10,7 @@ Two modes, both deterministic (the bytes depend only on the input, the engine, t
 and `block_size` — never on how the input was split into `write()` calls or on `threads`):
 
 - serial (`block_size=0`): one continuous deflate stream fed in 1 MiB pieces, exactly as
-  `builder.stages.compress.compress_zlib` feeds a file, so the bytes are those of that
+  `builder.compress.gzip.compress_serial` feeds a file, so the bytes are those of that
   function for the same engine and level (`zlib:6` = the reference compressor).
 - blocks (`block_size>0`): pigz-style — the input is cut into `block_size` blocks, each
   deflated independently with the previous block's last 32 KiB as preset dictionary and
@@ -26,33 +26,17 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from isal import isal_zlib
 
-from builder.apk.gzipstream import GZIP_HEADER
+from builder.deflate.gzipstream import GZIP_HEADER, engine_module
+from builder.stages.base import BlobResult
 
 SERIAL_UNIT = 1 << 20  # the piece size compress_zlib reads; keeps serial bytes identical
 WINDOW = 1 << 15
-ENGINES = ("zlib", "isal")
 
-
-@dataclass
-class SinkResult:
-    path: Path
-    digest: str  # "sha256:<hex>" of the gzip file
-    size: int  # compressed bytes
-    size_in: int  # uncompressed bytes
-
-
-def _engine(engine: str) -> Any:
-    if engine == "zlib":
-        return zlib
-    if engine == "isal":
-        return isal_zlib
-    raise ValueError(f"unknown compressor engine {engine!r} (engines: {', '.join(ENGINES)})")
 
 
 class GzipSink:
@@ -64,7 +48,7 @@ class GzipSink:
         self.engine, self.level = engine, level
         self.block_size = block_size
         self.threads = max(1, threads) if block_size else 1
-        self._lib = _engine(engine)
+        self._lib = engine_module(engine)
         self._unit = block_size or SERIAL_UNIT
         self._pending = bytearray()
         self._size_in = 0
@@ -122,7 +106,7 @@ class GzipSink:
         if isinstance(block, bytearray) and len(block) == self._unit:
             self._free.append(block)
 
-    def close(self) -> SinkResult:
+    def close(self) -> BlobResult:
         """Compress what is left, finish the member, wait for the workers; the result."""
         if self._closed:
             raise ValueError("GzipSink: close() twice")
@@ -138,7 +122,7 @@ class GzipSink:
             self.abort()
             raise
         self._shutdown()
-        return SinkResult(self.path, "sha256:" + self._hash.hexdigest(), self._size_out,
+        return BlobResult(self.path, "sha256:" + self._hash.hexdigest(), self._size_out,
                           self._size_in)
 
     def abort(self) -> None:

@@ -7,7 +7,7 @@ then the end-of-archive marker. Unpacked with the last-entry-wins rule of contai
 it gives the same tree as the `sorted` layer of the same build (DESIGN.md invariant 4).
 
 Which entries a package stream keeps is decided against the finished filesystem model
-(`builder.memfs.MemFs`, whose files point into the cached data tars):
+(`builder.fs.memory.MemFs`, whose files point into the cached data tars):
 
 - a file, symlink, hardlink or device is kept when it is the *winner* — the model's node at
   that path came from exactly this tar entry — and its header already says what the image
@@ -24,167 +24,29 @@ Which entries a package stream keeps is decided against the finished filesystem 
   has the usrmerge symlink `lib -> usr/lib`);
 - the package's end-of-archive marker is always cut.
 
-`builder.deflate_stitch.Stitcher` turns that plan into one gzip member, reusing the original
+`builder.deflate.splice.Stitcher` turns that plan into one gzip member, reusing the original
 blocks between cuts and re-compressing only near them.
 """
 
 from __future__ import annotations
 
 import errno
-import hashlib
 import mmap
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from builder.apk.tarindex import TarEntry
-from builder.deflate_stitch import Source, Stitcher
-from builder.errors import ApkImageError, FormatError
-from builder.fsroot import (
-    DIR,
-    FILE,
-    HARDLINK,
-    SYMLINK,
-    Extent,
-    FsModel,
-    Meta,
-    name_key,
-    read_extent,
-)
-from builder.gotar import END_MARKER, encode_header, padding
-
-_KINDS = {"0": FILE, "7": FILE, "1": HARDLINK, "2": SYMLINK, "3": "char", "4": "block",
-          "5": DIR, "6": "fifo"}
-
-
-@dataclass
-class Keep:
-    """Reuse bytes [start, end) of the package's data tar."""
-
-    start: int
-    end: int
-
-
-@dataclass
-class Header:
-    """New header bytes for a winner whose own header differs; its content follows as Keep."""
-
-    data: bytes
-
-
-@dataclass
-class StitchStats:
-    entries_kept: int = 0
-    entries_rewritten: int = 0
-    entries_cut: int = 0
-    final_entries: int = 0
-
-
-def _canonical(fs: FsModel, path: str) -> str | None:
-    # Fast path: a key of the model is canonical (install stores nodes only under canonical
-    # paths and drops a directory's children when it is replaced), so it needs no resolving.
-    if path in fs.meta:
-        return path
-    try:
-        return fs.resolve(fs.check_entry_name(path, "stitch"), follow=False, who="stitch")
-    except FormatError:
-        return None
-
-
-def _same_header(e: TarEntry, canon: str, m: Meta) -> bool:
-    return (e.path == canon and (e.mode & 0o7777) == m.mode and e.uid == m.uid
-            and e.gid == m.gid and e.mtime == m.mtime and e.mtime_exact
-            and e.xattrs == m.xattrs)
-
-
-def plan_package(fs: FsModel, package: str, data_tar: Path, entries: list[TarEntry],
-                 users: dict[int, str], groups: dict[int, str], placed: set[str],
-                 stats: StitchStats) -> list[Keep | Header]:
-    """The pieces of one package's stream; adds the canonical paths it places to `placed`.
-    Decided from the tar index alone: the data tar itself is not read."""
-    from builder.stages.layer import header_for
-
-    plan: list[Keep | Header] = []
-
-    def keep(start: int, end: int) -> None:
-        if plan and isinstance(plan[-1], Keep) and plan[-1].end == start:
-            plan[-1].end = end
-        else:
-            plan.append(Keep(start, end))
-
-    for e in entries:
-        canon = _canonical(fs, e.path)
-        m = fs.meta.get(canon) if canon else None
-        kind = _KINDS.get(e.type)
-        if m is None or kind is None:
-            stats.entries_cut += 1
-            continue
-        if kind == DIR:
-            if m.kind == DIR and canon == e.path and not e.global_header:
-                keep(e.header_offset, e.end_offset)
-                stats.entries_kept += 1
-            else:
-                stats.entries_cut += 1
-            continue
-        if m.kind != kind or not _is_winner(fs, canon, m, e, package, data_tar) or \
-                (kind == HARDLINK and m.linkname not in placed):
-            # (A hard link is kept only after its target's final entry: else it would link
-            # to nothing, or to content a later entry replaces. The final stretch has it.)
-            stats.entries_cut += 1
-            continue
-        placed.add(canon)
-        if _same_header(e, canon, m) and not e.global_header:
-            keep(e.header_offset, e.end_offset)
-            stats.entries_kept += 1
-        else:
-            plan.append(Header(encode_header(header_for(canon, m, users, groups))))
-            if kind == FILE and e.size:
-                keep(e.data_offset, e.end_offset)
-            stats.entries_rewritten += 1
-    return plan
-
-
-def _is_winner(fs: FsModel, canon: str, m: Meta, e: TarEntry, package: str,
-               data_tar: Path) -> bool:
-    """Whether the model's node at `canon` was made by exactly this tar entry."""
-    if m.kind == FILE:
-        content = fs.content(canon)
-        return (isinstance(content, Extent)
-                and (content.path is data_tar or content.path == data_tar)
-                and content.offset == e.data_offset and content.size == e.size)
-    if m.package != package or m.mtime != e.mtime:
-        return False
-    if m.kind == SYMLINK:
-        return m.linkname == e.linkname
-    if m.kind == HARDLINK:
-        return m.linkname == _canonical(fs, e.linkname)
-    return m.devmajor == e.devmajor and m.devminor == e.devminor
-
-
-def final_entries(fs: FsModel, placed: set[str], users: dict[int, str],
-                  groups: dict[int, str], stats: StitchStats) -> Iterator[bytes]:
-    """Tar bytes of the final stretch: every directory, and every node no package stream
-    placed, in the sorted layer's order; then the end-of-archive marker."""
-    from builder.stages.layer import header_for, layer_walk
-
-    # Only this part of the walk: the order of a sorted pre-order walk is the order of the
-    # paths' component lists.
-    rest = sorted((p for p, m in fs.meta.items() if m.kind == DIR or p not in placed),
-                  key=lambda p: [name_key(c) for c in p.split("/")])
-    files = [p for p in placed if fs.meta[p].kind == FILE]
-    for path, m in layer_walk(fs, files, ((p, fs.meta[p]) for p in rest)):
-        stats.final_entries += 1
-        yield encode_header(header_for(path, m, users, groups))
-        if m.kind == FILE and m.size:
-            content = fs.content(path)
-            yield read_extent(content) if isinstance(content, Extent) else content
-            yield padding(m.size)
-    yield END_MARKER
+from builder.deflate.splice import Source, Stitcher
+from builder.errors import ApkImageError
+from builder.expand.model import ExpandedPackage, Stitchable
+from builder.fs.model import FsModel
+from builder.layer.stitch_plan import Keep, StitchStats, final_entries, plan_package
+from builder.util.hashing import OrderedHasher
 
 
 @dataclass
@@ -204,7 +66,7 @@ class _HashingFile:
 
     def __init__(self, path: Path) -> None:
         self.f = open(path, "wb")  # noqa: SIM115 - closed by close()
-        self.h = _OrderedHasher("digest")
+        self.h = OrderedHasher("digest")
 
     def write(self, data: bytes | memoryview, origin: tuple[int, int] | None = None) -> None:
         """Append `data`; a large run with an `origin` (the same bytes in another file) is
@@ -237,54 +99,6 @@ class _HashingFile:
 
 _COPY_MIN = 256 << 10  # smaller runs are written from memory
 _NO_COPY_RANGE = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
-_SMALL = 64 << 10  # smaller buffers are gathered and hashed in batches of about _BATCH
-_BATCH = 1 << 20
-
-
-class _OrderedHasher:
-    """SHA-256 fed on one worker thread, in submission order: the diffID is hashed on the
-    second core while the main thread stitches (hashlib releases the GIL on large buffers).
-    Buffers handed over must stay valid until `mark()`'s future completes."""
-
-    def __init__(self, name: str) -> None:
-        self._h = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-        self._last: Future | None = None
-        self._small = bytearray()  # copies of small buffers, not yet handed to the thread
-
-    def update(self, data: bytes | memoryview) -> None:
-        if len(data) < _SMALL:
-            self._small += data
-            if len(self._small) >= _BATCH:
-                self._submit_small()
-            return
-        self._submit_small()
-        self._last = self._pool.submit(self._hash, [data])
-
-    def _hash(self, box: list[bytes | memoryview]) -> None:
-        # The buffer is dropped before the future completes, so a map whose hashing is done
-        # has no view left on it and can be closed.
-        self._h.update(box.pop())
-
-    def _submit_small(self) -> None:
-        if self._small:
-            # Handed over as it is (no copy); a new buffer gathers the next batch.
-            self._last = self._pool.submit(self._hash, [self._small])
-            self._small = bytearray()
-
-    def mark(self) -> Future | None:
-        """A future done once everything handed over so far is hashed."""
-        self._submit_small()
-        return self._last
-
-    def hexdigest(self) -> str:
-        last = self.mark()
-        if last is not None:
-            last.result()
-        return self._h.hexdigest()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
 
 
 class _Releases:
@@ -293,7 +107,7 @@ class _Releases:
     The main thread runs ahead of the hashers by up to `limit` bytes: it plans and stitches
     the next package while the last ones are still being hashed, and only then waits."""
 
-    def __init__(self, hashers: tuple[_OrderedHasher, ...], limit: int) -> None:
+    def __init__(self, hashers: tuple[OrderedHasher, ...], limit: int) -> None:
         self._hashers = hashers
         self._limit = limit
         self._queue: deque[tuple[list[Future], Callable[[], object], int]] = deque()
@@ -322,20 +136,19 @@ class _Releases:
             release()
 
 
-def stitch_layer(fs: FsModel, packages: list, out_path: Path, users: dict[int, str],
-                 groups: dict[int, str], engine: str = "isal", level: int = 2
+def stitch_layer(fs: FsModel, packages: list[ExpandedPackage], out_path: Path,
+                 users: dict[int, str], groups: dict[int, str], engine: str = "isal",
+                 level: int = 2
                  ) -> StitchResult:
     """Write the stitched layer blob for `packages` (fast-expanded, in install order).
     `engine`/`level` compress the few bytes that are not reused."""
-    from builder.stages.expand_cache import FastExpandedPackage
-
     for exp in packages:
-        if not isinstance(exp, FastExpandedPackage):
+        if not isinstance(exp, Stitchable):
             raise ApkImageError(f"layer=stitched: {exp.package} was not expanded by the fast "
                                 "expand stage (it needs the cached data sections)")
     stats = StitchStats()
     placed: set[str] = set()
-    diff = _OrderedHasher("diffid")
+    diff = OrderedHasher("diffid")
     size = 0
     out = _HashingFile(out_path)
     releases = _Releases((diff, out.h), limit=2 * CHUNK)
@@ -442,7 +255,7 @@ def _chunks(src: Source, start: int, end: int) -> Iterator[tuple[int, int]]:
 CHUNK = 64 << 20  # bytes of data tar stitched and hashed between page releases
 
 
-def _source(stack: ExitStack, exp) -> _Mapped:
+def _source(stack: ExitStack, exp: Stitchable) -> _Mapped:
     """The package's data section (compressed, from the .apk) and data tar, memory-mapped."""
     def mapped(path: Path) -> tuple[int, mmap.mmap]:
         fd = os.open(path, os.O_RDONLY)

@@ -11,7 +11,7 @@ contents live:
 
 - `FsRoot` (the reference): a temporary root directory on disk; contents are written on
   install and read back by the layer walk, which lists the disk.
-- `builder.memfs.MemFs` (the fast build): contents stay where they are — a file node is an
+- `builder.fs.memory.MemFs` (the fast build): contents stay where they are — a file node is an
   `Extent` of a package's cached data tar, or bytes the builder wrote.
 """
 
@@ -20,31 +20,16 @@ from __future__ import annotations
 import io
 import os
 import posixpath
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import FormatError
+from builder.fs.extent import Content, Extent, ExtentReader, read_extent
+from builder.fs.kinds import DIR, FILE, HARDLINK, SYMLINK
 
-DIR, FILE, SYMLINK, HARDLINK, CHAR, BLOCK, FIFO = (
-    "dir", "file", "symlink", "hardlink", "char", "block", "fifo")
 _MAX_LINKS = 40
-_COPY = 1 << 20
-
-
-def _read_chunks(reader: BinaryIO, size: int | None) -> Iterator[bytes]:
-    """`reader`'s bytes in pieces of up to 1 MiB: `size` of them, or all when None (fewer
-    if it ends first)."""
-    remaining = size if size is not None else -1
-    while remaining != 0:
-        chunk = reader.read(_COPY if remaining < 0 else min(remaining, _COPY))
-        if not chunk:
-            return
-        yield chunk
-        if remaining > 0:
-            remaining -= len(chunk)
+_READ_BUFFER = 1 << 20
 
 
 @dataclass(slots=True)
@@ -65,22 +50,6 @@ class Meta:
     checksum: str = ""  # hex SHA-1 of the content (from the package), "" if unknown
 
 
-@dataclass(frozen=True)
-class Extent:
-    """`size` bytes at `offset` of the file `path` (a package's decompressed data tar).
-
-    `fileobj`, when given, is an open handle on `path` that storage which copies the bytes
-    may use instead of opening the file again; it is not part of the value."""
-
-    path: Path
-    offset: int
-    size: int
-    fileobj: BinaryIO | None = field(default=None, compare=False, repr=False)
-
-
-Content = bytes | Extent
-
-
 def _split(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
 
@@ -88,50 +57,6 @@ def _split(path: str) -> list[str]:
 def name_key(name: str) -> bytes:
     """Sort key of a directory entry name (byte order, as the disk walk sorts)."""
     return os.fsencode(name)
-
-
-def read_extent(ext: Extent) -> bytes:
-    """The bytes of `ext` (FormatError if the file is shorter)."""
-    parts = []
-    fd = os.open(ext.path, os.O_RDONLY)
-    try:
-        pos, end = ext.offset, ext.offset + ext.size
-        while pos < end:
-            chunk = os.pread(fd, min(end - pos, 1 << 30), pos)
-            if not chunk:
-                raise FormatError(f"{ext.path}: truncated at byte {pos}, expected data up to "
-                                  f"byte {end}")
-            parts.append(chunk)
-            pos += len(chunk)
-    finally:
-        os.close(fd)
-    return b"".join(parts)
-
-
-class ExtentReader(io.RawIOBase):
-    """A read-only file over one Extent (reads stop at its end)."""
-
-    def __init__(self, ext: Extent) -> None:
-        super().__init__()
-        self._fd = os.open(ext.path, os.O_RDONLY)
-        self._pos = ext.offset
-        self._end = ext.offset + ext.size
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = min(len(b), self._end - self._pos)
-        if n <= 0:
-            return 0
-        got = os.preadv(self._fd, [memoryview(b)[:n]], self._pos)
-        self._pos += got
-        return got
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self._fd)
-        super().close()
 
 
 class FsModel:
@@ -421,93 +346,5 @@ class FsModel:
         """A readable file over the content of the regular file `canonical`."""
         data = self.content(canonical)
         if isinstance(data, Extent):
-            return io.BufferedReader(ExtentReader(data), _COPY)  # type: ignore[return-value]
+            return io.BufferedReader(ExtentReader(data), _READ_BUFFER)  # type: ignore[return-value]
         return io.BytesIO(data)
-
-
-class FsRoot(FsModel):
-    """The reference storage: a temporary on-disk root; the walk lists the disk."""
-
-    def __init__(self, root: str | Path) -> None:
-        super().__init__()
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-
-    def disk(self, canonical: str) -> Path:
-        return self.root / canonical if canonical else self.root
-
-    def _store_dir(self, canonical: str) -> None:
-        self.disk(canonical).mkdir()
-
-    def _store_file(self, canonical: str, data: bytes | Extent) -> int:
-        with open(self.disk(canonical), "wb") as f:
-            if not isinstance(data, Extent):
-                f.write(data)
-                return len(data)
-            src = data.fileobj or open(data.path, "rb")  # noqa: SIM115 - closed below
-            try:
-                src.seek(data.offset)
-                written = 0
-                for chunk in _read_chunks(src, data.size):
-                    f.write(chunk)
-                    written += len(chunk)
-                return written
-            finally:
-                if data.fileobj is None:
-                    src.close()
-
-    def _store_symlink(self, canonical: str, target: str) -> None:
-        os.symlink(target, self.disk(canonical))
-
-    def _store_hardlink(self, canonical: str, target: str) -> None:
-        os.link(self.disk(target), self.disk(canonical))
-
-    def _store_node(self, canonical: str) -> None:
-        self.disk(canonical).touch()  # a placeholder; the truth is in the table
-
-    def _store_remove(self, canonical: str, kind: str) -> None:
-        p = self.disk(canonical)
-        if p.is_symlink() or p.exists():
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-
-    def content(self, canonical: str) -> Content:
-        m = self.meta[canonical]
-        c = m.linkname if m.kind == HARDLINK else canonical
-        return Extent(self.disk(c), 0, self.meta[c].size)
-
-    def read(self, path: str) -> bytes:
-        c, m = self._file_meta(path)
-        return self.disk(m.linkname if m.kind == HARDLINK else c).read_bytes()
-
-    def open(self, canonical: str) -> BinaryIO:
-        m = self.meta[canonical]
-        return open(self.disk(m.linkname if m.kind == HARDLINK else canonical), "rb")
-
-    def walk(self) -> Iterator[tuple[str, Meta]]:
-        """Listed from the disk; metadata from the table (an entry on disk without metadata
-        is a builder bug and raises)."""
-        stack: list[tuple[str, Iterator[os.DirEntry[str]]]] = []
-
-        def children(rel: str) -> Iterator[os.DirEntry[str]]:
-            with os.scandir(self.disk(rel)) as it:
-                entries = list(it)
-            entries.sort(key=lambda e: name_key(e.name))
-            return iter(entries)
-
-        stack.append(("", children("")))
-        while stack:
-            rel, it = stack[-1]
-            entry = next(it, None)
-            if entry is None:
-                stack.pop()
-                continue
-            path = f"{rel}/{entry.name}" if rel else entry.name
-            m = self.meta.get(path)
-            if m is None:
-                raise FormatError(f"builder: {path!r} is on disk but has no metadata")
-            yield path, m
-            if m.kind == DIR and entry.is_dir(follow_symlinks=False):
-                stack.append((path, children(path)))

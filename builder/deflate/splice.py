@@ -8,7 +8,7 @@ The stitched layer (DESIGN.md §4) is mostly bytes the packages already ship com
   again: from `start` up to the first block boundary whose 32 KiB window is already in the
   output (so reused blocks never refer back to bytes that are not there), and at `end`: when
   `end` falls inside a block, that block is reused up to its last symbol boundary before `end`
-  and closed with its own end-of-block code (`builder.apk.deflate_block`), so at most one
+  and closed with its own end-of-block code (`builder.deflate.block_reader`), so at most one
   match (258 bytes) is compressed again there.
 - `literal(data)`: new bytes (rewritten headers, files apko adds), compressed by us.
 
@@ -17,7 +17,7 @@ pieces end byte-aligned (sync flush); before a reused run we emit an empty dynam
 whose length puts the stream at exactly that bit phase, so the original bytes are copied as they
 are (only the first and last byte are merged). After a reused run an empty stored block
 re-aligns the stream. CRC-32 of reused runs comes from the CRCs recorded at block boundaries
-(`builder.apk.deflate_index`) via CRC combination, so reused bytes are never re-read for it.
+(`builder.deflate.block_index`) via CRC combination, so reused bytes are never re-read for it.
 """
 
 from __future__ import annotations
@@ -30,12 +30,11 @@ from dataclasses import dataclass
 
 from isal import isal_zlib
 
-from builder.apk.deflate_block import STORED, read_block_header, symbol_boundary
-from builder.apk.deflate_index import BlockIndex, BlockStart, EarlyEnd
+from builder.deflate.block_index import BlockIndex, BlockStart, EarlyEnd
+from builder.deflate.block_reader import STORED, read_block_header, symbol_boundary
+from builder.deflate.gzipstream import GZIP_HEADER, engine_module
 
 WINDOW = 32 * 1024
-_ENGINES = {"zlib": zlib, "isal": isal_zlib}
-GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
 
 
 # CRC-32 of A+B from crc(A), crc(B) and len(B).
@@ -174,11 +173,9 @@ class Stitcher:
         same bytes in that file. `engine`/`level`: what compresses the bytes that are not
         reused — "zlib" (levels 1-9) or "isal" (ISA-L, levels 0-3, many times faster at a
         slightly lower ratio)."""
-        if engine not in _ENGINES:
-            raise ValueError(f"unknown compression engine {engine!r}")
         self._write = write
         self._level = level
-        self._engine = _ENGINES[engine]
+        self._engine = engine_module(engine)
         self._bits = 0  # pending output bits (< 8 of them), LSB first
         self._nbits = 0
         self._crc = 0

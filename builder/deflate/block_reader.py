@@ -1,7 +1,7 @@
 """Inside one DEFLATE block: its end-of-block code, and its last symbol boundary before an
 output offset.
 
-The stitcher (`builder.deflate_stitch`) can end a reused run in the middle of an original
+The stitcher (`builder.deflate.splice`) can end a reused run in the middle of an original
 block: it copies the block's bits up to a symbol boundary, closes the block with that block's
 own end-of-block code, and compresses only the few bytes from the boundary to the cut. A
 package's last block, which also holds the tar end-of-archive marker that must be cut, is then
@@ -13,7 +13,7 @@ from __future__ import annotations
 import ctypes
 from dataclasses import dataclass
 
-from builder.apk.deflate_index import _Z_BLOCK, _Z_OK, _lib, _ZStream
+from builder.deflate.block_index import _Z_BLOCK, _Z_OK, _lib, _ZStream
 
 _CL_ORDER = (16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15)
 _MAX_HEADER_BYTES = 700  # 17 + 19*3 + 316*(7+7) bits, rounded up

@@ -60,7 +60,7 @@ def _load_libz() -> ctypes.CDLL:
                                   ctypes.c_int]
     lib.inflate.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int]
     lib.inflateEnd.argtypes = [ctypes.POINTER(_ZStream)]
-    # for builder.apk.deflate_block
+    # for builder.deflate.block_reader
     lib.inflateSetDictionary.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_char_p,
                                          ctypes.c_uint]
     lib.inflatePrime.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int, ctypes.c_int]
@@ -105,7 +105,7 @@ class MemberInfo:
 class EarlyEnd:
     """A block that can be closed before its end: its bits up to `bit`, a symbol boundary
     at uncompressed offset `out`, then its own end-of-block code (`eob_bits`, `eob_nbits`,
-    LSB first) give exactly the output up to `out` (builder.apk.deflate_block)."""
+    LSB first) give exactly the output up to `out` (builder.deflate.block_reader)."""
 
     block_bit: int  # where the block starts
     bit: int

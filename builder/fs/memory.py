@@ -1,5 +1,5 @@
 """The fast build's image filesystem: the same path rules and metadata as the reference
-(`builder.fsroot.FsModel`), but nothing is written anywhere. A regular file is an `Extent` of
+(`builder.fs.model.FsModel`), but nothing is written anywhere. A regular file is an `Extent` of
 the package's cached, decompressed data tar (path, offset, size) or the bytes the builder
 made; directories, links and device nodes exist only in the metadata table. The layer stage
 streams file bytes straight from the data tars.
@@ -10,15 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from builder.errors import FormatError
-from builder.fsroot import (
-    DIR,
-    HARDLINK,
-    Content,
-    Extent,
-    FsModel,
-    Meta,
-    name_key,
-)
+from builder.fs.extent import Content, Extent
+from builder.fs.kinds import DIR, HARDLINK
+from builder.fs.model import FsModel, Meta, name_key
 
 
 class MemFs(FsModel):

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import functools
 import posixpath
-from binascii import b2a_base64
 from dataclasses import dataclass
 
 from builder.apk.model import Package
-from builder.errors import FormatError
+from builder.util.checksums import q1, q1_checksum
 
 
 @dataclass
@@ -31,17 +30,6 @@ class FileRecord:
     uid: int = 0
     gid: int = 0
     checksum: str = ""  # hex or Q1 form, "" if none
-
-
-def q1_checksum(checksum: str, who: str = "") -> str:
-    """`Q1`+base64 form of an APK-TOOLS.checksum.SHA1 value (hex or already Q1)."""
-    if checksum.startswith("Q1"):
-        return checksum
-    try:
-        raw = bytes.fromhex(checksum)
-    except ValueError:
-        raise FormatError(f"{who}: checksum {checksum!r} is neither hex nor Q1") from None
-    return "Q1" + b2a_base64(raw, newline=False).decode()
 
 
 def _path_compare(a: FileRecord, b: FileRecord) -> int:
@@ -202,7 +190,7 @@ def format_record(pkg: Package, files: list[FileRecord]) -> bytes:
         if c:
             if len(c) == 40 and not c.startswith("Q1"):
                 try:  # the usual hex form, converted inline
-                    lines.append(f"Z:Q1{b2a_base64(bytes.fromhex(c), newline=False).decode()}")
+                    lines.append(f"Z:{q1(bytes.fromhex(c))}")
                     continue
                 except ValueError:
                     pass
