@@ -23,6 +23,7 @@ from builder.deflate.gzipstream import GZIP_MAGIC
 from builder.errors import FormatError
 
 HEAD_CHUNK = 1 << 16  # read size for the signature and control members
+MIN_APK_SIZE = 20
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,12 @@ def _read_member(f: BinaryIO, start: int, source: str) -> tuple[bytes, bytes]:
     return b"".join(out), raw[: len(raw) - len(d.unused_data)]
 
 
+def check_apk_size(size: int, source: str) -> None:
+    """Smaller than two empty gzip members: not an `.apk` (one check for every reader)."""
+    if size < MIN_APK_SIZE:
+        raise FormatError(f"{source}: too short to be an .apk ({size} bytes)")
+
+
 def tar_members(raw: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
     """Entries and contents of a small truncated tar (signature or control section; they
     have no end marker, so one is added). Raises tarfile.TarError."""
@@ -83,8 +90,7 @@ def read_layout(path: Path) -> ApkLayout:
     source = str(path)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        if size < 20:
-            raise FormatError(f"{source}: too short to be an .apk ({size} bytes)")
+        check_apk_size(size, source)
         first, first_raw = _read_member(f, 0, source)
         try:
             items = tar_members(first)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from builder.apk.layout import read_control, tar_members
+from builder.apk.layout import check_apk_size, read_control, tar_members
 from builder.apk.pkginfo import pkginfo_to_package
 from builder.apk.tarindex import index_tar
 from builder.deflate.gzipstream import inflate_member, iter_inflate, split_members
@@ -22,6 +22,7 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
 
     source = str(path)
     blob = path.read_bytes()
+    check_apk_size(len(blob), source)
     members = split_members(blob, source)
     if len(members) < 2:
         raise FormatError(f"{source}: expected control and data sections, found "

@@ -42,13 +42,13 @@ def _fetch_one(fetcher: Fetcher, pkg: Package, arch: str) -> Path:
                                  lambda path: verify_package_file(path, pkg))
 
 
-def fetch_reference(packages: Iterable[Package], arch: str, fetcher: Fetcher,
+def fetch_reference(packages: Iterable[Package], apk_arch: str, fetcher: Fetcher,
                     keyring: Keyring | None = None) -> dict[str, Path]:
     """Serially: {package name: path of the verified .apk}."""
-    return {pkg.name: _fetch_one(fetcher, pkg, arch) for pkg in packages}
+    return {pkg.name: _fetch_one(fetcher, pkg, apk_arch) for pkg in packages}
 
 
-def fetch_parallel(packages: Iterable[Package], arch: str, fetcher: Fetcher,
+def fetch_parallel(packages: Iterable[Package], apk_arch: str, fetcher: Fetcher,
                    keyring: Keyring | None = None, workers: int | None = None
                    ) -> dict[str, Path]:
     """`fetch_reference`'s work on a thread pool of `workers` (default: the fetcher's
@@ -56,7 +56,8 @@ def fetch_parallel(packages: Iterable[Package], arch: str, fetcher: Fetcher,
     pkgs = list(packages)
     for pkg in pkgs:
         _repository(pkg)
-    paths = quick_then_pooled(pkgs, lambda pkg: None, lambda pkg: _fetch_one(fetcher, pkg, arch),
+    paths = quick_then_pooled(pkgs, lambda pkg: None,
+                              lambda pkg: _fetch_one(fetcher, pkg, apk_arch),
                               size=lambda pkg: 0, workers=workers or fetcher.http.pool_size,
                               name="fetch")
     return {pkg.name: path for pkg, path in zip(pkgs, paths, strict=True)}
@@ -89,7 +90,7 @@ def _fetch_one_quick(fetcher: Fetcher, pkg: Package, arch: str) -> Path | None:
         return None
 
 
-def fetch_fast(packages: Iterable[Package], arch: str, fetcher: Fetcher,
+def fetch_fast(packages: Iterable[Package], apk_arch: str, fetcher: Fetcher,
                keyring: Keyring | None = None, workers: int | None = None) -> dict[str, Path]:
     """Cache first, stamped in-place verification, quick packages first, then a pool of
     `workers` (default: the fetcher's connection pool size), largest first."""
@@ -97,7 +98,7 @@ def fetch_fast(packages: Iterable[Package], arch: str, fetcher: Fetcher,
     for pkg in pkgs:
         _repository(pkg)
     paths = quick_then_pooled(
-        pkgs, lambda pkg: _fetch_one_quick(fetcher, pkg, arch),
-        lambda pkg: _fetch_one_fast(fetcher, pkg, arch), size=lambda pkg: pkg.size,
+        pkgs, lambda pkg: _fetch_one_quick(fetcher, pkg, apk_arch),
+        lambda pkg: _fetch_one_fast(fetcher, pkg, apk_arch), size=lambda pkg: pkg.size,
         workers=workers or fetcher.http.pool_size, name="fetch")
     return {pkg.name: path for pkg, path in zip(pkgs, paths, strict=True)}

@@ -17,15 +17,15 @@ log = logging.getLogger(__name__)
 
 def load_indexes(
     repositories: list[Repository],
-    arch: str,
+    apk_arch: str,
     keyring: Keyring,
     fetcher: Fetcher,
     allow_untrusted: bool = False,
 ) -> list[Package]:
-    """All index records of `repositories` for `arch`, in repository order.
+    """All index records of `repositories` for `apk_arch`, in repository order.
 
     Each Package gets `.repository` (the repository URL as configured) and
-    `.repository_tag`. A local repository without an index for `arch` is skipped with a
+    `.repository_tag`. A local repository without an index for `apk_arch` is skipped with a
     warning (as apko does); an unreachable remote index, a bad signature or a malformed
     index raises FetchError / VerificationError / FormatError naming the URL.
     """
@@ -36,10 +36,10 @@ def load_indexes(
 
     packages: list[Package] = []
     for repo in repositories:
-        index = fetcher.fetch_index(repo, arch, parse)
+        index = fetcher.fetch_index(repo, apk_arch, parse)
         if index is None:
             log.warning(
-                "repository %s: no index at %s (skipped)", repo, repo.index_url(arch)
+                "repository %s: no index at %s (skipped)", repo, repo.index_url(apk_arch)
             )
             continue
         for pkg in index.packages:

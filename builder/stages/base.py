@@ -234,6 +234,7 @@ class LayerWriter(Protocol):
     finished compressed blob itself ("blob")."""
 
     output: LayerOutput
+    layer_format: str  # writers of one format make the same tar for the same model
     needs_block_index: bool  # the expand stage must make each package's block index
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],

@@ -20,6 +20,7 @@ from builder.stages.base import BlobResult, Impl, LayerOutput, LayerResult, Laye
 
 class SortedReference:
     output: LayerOutput = "file"
+    layer_format = "sorted"
     needs_block_index = False
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
@@ -32,6 +33,7 @@ class SortedReference:
 
 class SortedFast:
     output: LayerOutput = "stream"
+    layer_format = "sorted"
     needs_block_index = False
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
@@ -43,6 +45,7 @@ class SortedFast:
 
 class Stitched:
     output: LayerOutput = "blob"
+    layer_format = "stitched"
     needs_block_index = True
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
