@@ -7,12 +7,13 @@ attributes — and from there into the run record — never into the image confi
 
 `reference` = zlib at level 6 (zlib's own default); `zlib:N`, `isal:N` (one serial stream);
 `isal-mt` (`isal-mt:N`) = ISA-L in independent 1 MiB blocks with a 32 KiB preset dictionary,
-on all CPUs. All of builder/compress/.
+on all CPUs; `zstd:N` = a `tar+zstd` layer. All of builder/compress/.
 """
 
 from __future__ import annotations
 
 from builder.compress.gzip import MT_BLOCK_SIZE, MT_LEVEL, GzipSetting, cpu_threads, parse_gzip
+from builder.compress.zstd import parse_zstd
 from builder.stages.base import Impl, StageSpec
 
 _DEFLATE = frozenset({"deflate"})
@@ -23,10 +24,13 @@ def _impl(setting: GzipSetting, help_text: str) -> Impl:
 
 
 def parametric(name: str) -> Impl | None:
-    """`zlib:N`, `isal:N`, `isal-mt:N` -> an Impl for that setting; None otherwise."""
+    """`zlib:N`, `isal:N`, `isal-mt:N`, `zstd:N` -> an Impl for that setting; None otherwise."""
     gz = parse_gzip(name)
     if gz is not None:
         return _impl(gz, f"{gz.engine} level {gz.level}")
+    zs = parse_zstd(name)
+    if zs is not None:
+        return Impl("compress", name, zs, f"zstd level {zs.level} (a tar+zstd layer)")
     return None
 
 
@@ -40,6 +44,6 @@ STAGE = StageSpec(
     ),
     parametric=parametric,
     parametric_help=("zlib:N (N = 0..9; reference = zlib:6)", "isal:N (N = 0..3)",
-                     "isal-mt:N (N = 0..3; isal-mt = isal-mt:1)"),
-    parametric_samples=("zlib:1", "zlib:9", "isal:0", "isal:2", "isal-mt:3"),
+                     "isal-mt:N (N = 0..3; isal-mt = isal-mt:1)", "zstd:N (N = 1..19)"),
+    parametric_samples=("zlib:1", "zlib:9", "isal:0", "isal:2", "isal-mt:3", "zstd:3"),
 )
