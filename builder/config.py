@@ -16,49 +16,9 @@ from typing import Any
 
 import yaml
 
+from builder.archs import ARCHS, oci_arch, parse_archs
 from builder.errors import ConfigError
 from builder.gojson import Struct
-
-# --------------------------------------------------------------------------- architectures
-
-# canonical OCI name -> (APK name, OCI architecture, OCI variant)
-ARCHS: dict[str, tuple[str, str, str]] = {
-    "386": ("x86", "386", ""),
-    "amd64": ("x86_64", "amd64", ""),
-    "arm64": ("aarch64", "arm64", ""),
-    "arm/v6": ("armhf", "arm", "v6"),
-    "arm/v7": ("armv7", "arm", "v7"),
-    "loong64": ("loongarch64", "loong64", ""),
-    "ppc64le": ("ppc64le", "ppc64le", ""),
-    "riscv64": ("riscv64", "riscv64", ""),
-    "s390x": ("s390x", "s390x", ""),
-}
-_ARCH_ALIASES = {
-    "x86": "386", "i386": "386", "x86_64": "amd64", "aarch64": "arm64", "armhf": "arm/v6",
-    "armv7": "arm/v7", "loongarch64": "loong64",
-}
-
-
-def parse_arch(name: str, where: str = "arch") -> str:
-    """Canonical OCI architecture name for an OCI or APK name (`x86_64` -> `amd64`)."""
-    name = name.strip()
-    canon = _ARCH_ALIASES.get(name, name)
-    if canon not in ARCHS:
-        raise ConfigError(f"{where}: unknown architecture {name!r} "
-                          f"(known: {', '.join(sorted(ARCHS))})")
-    return canon
-
-
-def apk_arch(arch: str) -> str:
-    return ARCHS[parse_arch(arch)][0]
-
-
-def parse_archs(names: list[str], where: str = "archs") -> list[str]:
-    """Dedupe + sort, as apko does; `all` means every known architecture."""
-    if names == ["all"]:
-        return sorted(ARCHS)
-    return sorted({parse_arch(n, where) for n in names})
-
 
 # --------------------------------------------------------------------------- model
 
@@ -300,7 +260,7 @@ def _build(raw: dict[str, Any], filename: str, lines: dict[str, int]) -> ImageCo
         groups=[Group(groupname=g.get("groupname") or "", gid=g.get("gid") or 0,
                       members=list(g.get("members") or [])) for g in a.get("groups") or []],
     )
-    cfg.archs = [parse_arch(x, where("archs")) for x in raw.get("archs") or []]
+    cfg.archs = [oci_arch(x, where("archs")) for x in raw.get("archs") or []]
     cfg.environment = dict(raw.get("environment") or {})
     cfg.paths = []
     for i, p in enumerate(raw.get("paths") or []):
@@ -513,7 +473,7 @@ def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> Struct:
     put(out, "stop-signal", cfg.stop_signal)
     put(out, "work-dir", cfg.work_dir)
     out["accounts"] = Struct(accounts.items())
-    out["archs"] = [parse_arch(arch)]
+    out["archs"] = [oci_arch(arch)]
     put(out, "environment", dict(sorted(cfg.environment.items())))
     put(out, "paths", paths)
     put(out, "vcs-url", cfg.vcs_url)

@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.apk.model import Package
-from builder.config import ImageConfig, apk_arch, build_repositories, parse_arch
+from builder.archs import apk_arch, oci_arch
+from builder.config import ImageConfig, build_repositories
 from builder.errors import ConfigError, FetchError
 from builder.spans import SpanRecorder
 from builder.stages.registry import current
@@ -209,7 +210,7 @@ def make_plan(opts: BuildOptions, rec: SpanRecorder, fetcher: Fetcher) -> tuple[
     archs: list[ArchPlan] = []
     resolved: dict[str, list[Package]] = {}
     for arch in cfg.archs:
-        arch = parse_arch(arch)
+        arch = oci_arch(arch)
         aarch = apk_arch(arch)
         with rec.span("index", aarch, impl=chosen["index"]) as s:
             available = load_index(repos, aarch, keyring, fetcher, opts.allow_untrusted)

@@ -9,17 +9,9 @@ import json
 import pytest
 import yaml
 
+from builder.archs import apk_arch, oci_arch, platform_of
 from builder.errors import ConfigError
-from builder.oci.image import (
-    Descriptor,
-    ImageSpec,
-    apk_arch,
-    build_config,
-    build_image,
-    build_index,
-    oci_arch,
-    platform_of,
-)
+from builder.oci.image import Descriptor, ImageSpec, build_config, build_image, build_index
 from tests.conftest import GOLDEN
 
 BLOBS = GOLDEN / "golden" / "blobs" / "sha256"

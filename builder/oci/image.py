@@ -14,6 +14,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 
+from builder.archs import oci_arch, platform_of
 from builder.errors import ConfigError
 from builder.gojson import Struct, dumps
 
@@ -33,41 +34,6 @@ ANN_SOURCE = "org.opencontainers.image.source"
 ANN_REVISION = "org.opencontainers.image.revision"
 ANN_TITLE = "org.opencontainers.image.title"
 ANN_VENDOR = "org.opencontainers.image.vendor"
-
-# APK arch -> OCI arch string ("arch" or "arch/variant").
-APK_TO_OCI = {
-    "x86_64": "amd64",
-    "aarch64": "arm64",
-    "armv7": "arm/v7",
-    "armhf": "arm/v6",
-    "x86": "386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-    "loongarch64": "loong64",
-}
-OCI_TO_APK = {v: k for k, v in APK_TO_OCI.items()}
-
-
-def oci_arch(arch: str) -> str:
-    """Canonical OCI arch string for an APK or OCI arch name (`armv7` -> `arm/v7`)."""
-    if arch in APK_TO_OCI:
-        return APK_TO_OCI[arch]
-    if arch in OCI_TO_APK:
-        return arch
-    raise ConfigError(f"archs: unknown architecture {arch!r}")
-
-
-def apk_arch(arch: str) -> str:
-    """APK arch name for an APK or OCI arch name (`arm64` -> `aarch64`)."""
-    return OCI_TO_APK[oci_arch(arch)]
-
-
-def platform_of(arch: str) -> tuple[str, str]:
-    """(architecture, variant) of the OCI platform; variant is "" when there is none."""
-    a, _, variant = oci_arch(arch).partition("/")
-    return a, variant
-
 
 def rfc3339(epoch: int) -> str:
     """Go's time.RFC3339 of a UTC time with whole seconds."""

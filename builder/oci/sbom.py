@@ -22,15 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
+from builder.archs import platform_of
 from builder.errors import FormatError
 from builder.gojson import Struct, dumps_encoder
-from builder.oci.image import (
-    MEDIA_INDEX,
-    MEDIA_LAYER_GZIP,
-    MEDIA_MANIFEST,
-    platform_of,
-    rfc3339,
-)
+from builder.oci.image import MEDIA_INDEX, MEDIA_LAYER_GZIP, MEDIA_MANIFEST, rfc3339
 
 NAMESPACE = "https://spdx.org/spdxdocs/apko/"
 LICENSE_LIST_VERSION = "3.27"
