@@ -26,13 +26,13 @@ the full check runs again (and writes a fresh stamp when it passes).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from builder.util.atomic import write_bytes
 
 SETTLE_NS = 2_000_000_000  # a file changed more recently than this is not stamped
 
@@ -75,16 +75,7 @@ def write_stamp(stamp: Path, before: os.stat_result, after: os.stat_result,
     # by a crash is just not a stamp (the full check runs again), and a hot build that
     # stamps every package should not wait for the disk ~100 times.
     try:
-        stamp.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=stamp.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps(doc, sort_keys=True).encode())
-            os.replace(tmp, stamp)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError:  # a read-only cache still builds, without stamps
+        write_bytes(stamp, json.dumps(doc, sort_keys=True).encode(), durable=False)
+    except OSError:  # a read-only cache still builds, without stamps (not a CacheError)
         return False
     return True
