@@ -76,7 +76,7 @@ from builder.apk.pkginfo import pkginfo_to_package
 from builder.apk.tarindex import TarEntry, TarIndex, index_tar
 from builder.deflate.block_index import BlockIndex, scan_blocks
 from builder.deflate.gzipstream import GZIP_MAGIC
-from builder.errors import FetchError, FormatError, VerificationError
+from builder.errors import CacheError, FormatError, VerificationError
 from builder.expand.codecs import (
     FORMAT,
     block_index_from_json,
@@ -471,9 +471,12 @@ def _locked(paths: ExpandedPaths) -> Iterator[None]:
         paths.dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise FetchError(f"cache: cannot lock {paths.lock}: {exc.strerror or exc}") from None
+        raise CacheError(paths.lock, f"cannot lock: {exc.strerror or exc}") from None
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise CacheError(paths.lock, f"cannot lock: {exc.strerror or exc}") from None
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -29,11 +29,13 @@ Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apk
                                     {"url", "sha256", "size", "etag", "last_modified"}
                                     (the validators are sent on conditional GETs)
       blobs/sha256/<hex>            content-addressed bodies of those URLs, verified by name
-                                    on every read
+                                    on every read: a LocalContentStore (builder/repo/store.py)
+                                    rooted at v1/blobs
 
 Rules that make two builds at once safe:
 - Every file is written to a temp file in the directory of its final name, flushed,
-  fsync'd and `os.replace`d into place, so a reader sees either no file or a whole one.
+  fsync'd and `os.replace`d into place (builder/util/atomic.py), so a reader sees either no
+  file or a whole one.
 - Entries are never deleted or truncated in place, only replaced by a verified copy; a
   reader holding an open file keeps its (identical) bytes.
 - A record that points at content (index JSON -> blob) is written after the content, so a
@@ -43,6 +45,10 @@ Rules that make two builds at once safe:
   big content checks (a package's datahash, a data tar's CRC-32) are skipped while a
   verification stamp (`*.verified`, builder/repo/stamp.py) shows the file has not changed
   since it last passed them.
+
+Faults of the cache itself — a directory that cannot be created or written, a lock that
+cannot be taken, an entry that cannot be read or replaced — raise CacheError naming the
+path; a damaged entry found by a check is CorruptEntry, which callers answer by refetching.
 """
 
 from __future__ import annotations
@@ -50,13 +56,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
-from builder.errors import FetchError
+from builder.errors import CacheError
+from builder.repo.store import ALGORITHM, CorruptEntry, LocalContentStore
+from builder.util.atomic import AtomicFile
 from builder.util.checksums import checksum_hex
 
 LAYOUT_VERSION = "v1"
@@ -77,41 +83,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "apkimage"
 
 
-class AtomicFile:
-    """A temp file in `directory` that becomes `dest` on `commit()`, or vanishes.
-
-    Use as a context manager; leaving the block without `commit()` removes the temp file.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        self.path = Path(name)
-        self.file: BinaryIO = os.fdopen(fd, "w+b")
-        self._done = False
+class CacheFile(AtomicFile):
+    """An AtomicFile in the cache whose faults are CacheError: an OSError raised by `commit`,
+    or escaping the `with` block (writing or reading back the temp file), names the path."""
 
     def commit(self, dest: Path) -> None:
-        """Flush, fsync and atomically rename onto `dest` (replacing any existing file)."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.chmod(self.path, 0o644)
-        os.replace(self.path, dest)
-        self._done = True
-        _fsync_dir(dest.parent)
-
-    def abort(self) -> None:
-        if self._done:
-            return
-        self._done = True
-        self.file.close()
         try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-
-    def __enter__(self) -> AtomicFile:
-        return self
+            super().commit(dest)
+        except OSError as exc:
+            raise CacheError(dest, f"cannot store: {exc.strerror or exc}") from None
 
     def __exit__(
         self,
@@ -120,19 +100,8 @@ class AtomicFile:
         tb: TracebackType | None,
     ) -> None:
         self.abort()
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        if isinstance(exc, OSError):
+            raise CacheError(self.path, f"I/O error: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -177,33 +146,27 @@ class IndexRecord:
     last_modified: str = ""
 
 
-class CorruptEntry(Exception):
-    """A cache entry failed its check; `path` names it. Callers refetch or report."""
-
-    def __init__(self, path: Path, why: str) -> None:
-        super().__init__(f"{path}: {why}")
-        self.path = path
-        self.why = why
-
-
 class Cache:
     """The cache rooted at `root` (see the module docstring for the layout)."""
 
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.base = self.root / LAYOUT_VERSION
+        self.blobs = LocalContentStore(self.base / "blobs")
 
     # -- generic -------------------------------------------------------------------------
 
-    def atomic(self, directory: Path) -> AtomicFile:
-        """A temp file in `directory` (created if needed), to `commit()` to a final name."""
+    def atomic(self, directory: Path) -> CacheFile:
+        """A temp file in `directory` (created if needed), to `commit()` to a final name;
+        CacheError naming `directory` when it cannot be made."""
         try:
-            return AtomicFile(directory)
+            return CacheFile(directory)
         except OSError as exc:
-            raise FetchError(f"cache {self.root}: cannot write in {directory}: {exc}") from exc
+            raise CacheError(directory, f"cannot write: {exc.strerror or exc}") from None
 
     def write_bytes(self, dest: Path, data: bytes) -> None:
-        """Atomically (temp + fsync + rename) write `data` to `dest`."""
+        """Atomically (temp + fsync + rename) write `data` to `dest`; CacheError naming the
+        path when that fails."""
         with self.atomic(dest.parent) as tmp:
             tmp.file.write(data)
             tmp.commit(dest)
@@ -229,24 +192,26 @@ class Cache:
 
     # -- blobs ---------------------------------------------------------------------------
 
+    # The URL bodies live in `self.blobs` (a ContentStore); these take the bare hex that
+    # index records carry.
+
     @property
     def blob_dir(self) -> Path:
-        return self.base / "blobs" / "sha256"
+        return self.blobs.blob_dir
 
     def blob_path(self, sha256_hex: str) -> Path:
-        return self.blob_dir / sha256_hex
+        return self.blobs.path(f"{ALGORITHM}:{sha256_hex}")
 
     def read_blob(self, sha256_hex: str) -> bytes:
-        """The blob's bytes, re-hashed; raises CorruptEntry if missing or not matching."""
-        path = self.blob_path(sha256_hex)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise CorruptEntry(path, "missing") from None
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != sha256_hex:
-            raise CorruptEntry(path, f"content hashes to sha256:{actual}")
-        return data
+        """The blob's bytes, re-hashed; raises CorruptEntry if missing (BlobNotFound) or not
+        matching."""
+        return self.blobs.read_bytes(f"{ALGORITHM}:{sha256_hex}")
+
+    def put_blob(self, data: bytes, sha256_hex: str | None = None) -> str:
+        """Store `data` as a blob (checked against `sha256_hex` when given: DigestMismatch
+        if it differs); returns its hex SHA-256."""
+        digest = self.blobs.put(data, None if sha256_hex is None else f"{ALGORITHM}:{sha256_hex}")
+        return digest.removeprefix(f"{ALGORITHM}:")
 
     # -- index records -------------------------------------------------------------------
 
@@ -255,12 +220,15 @@ class Cache:
         return self.base / "index" / uhash[:2] / f"{uhash}.json"
 
     def load_index_record(self, url: str) -> IndexRecord | None:
-        """The record for `url`, None when absent; raises CorruptEntry when unreadable."""
+        """The record for `url`, None when absent; raises CorruptEntry when not a valid
+        record, CacheError when the file cannot be read at all."""
         path = self.index_record_path(url)
         try:
             raw = path.read_text()
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise CacheError(path, f"cannot read: {exc.strerror or exc}") from None
         try:
             obj = json.loads(raw)
             record = IndexRecord(**obj)

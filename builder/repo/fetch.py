@@ -13,6 +13,7 @@ at least once; reads re-run the check and refetch (or, offline, fail naming the 
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 from collections.abc import Callable
@@ -163,21 +164,20 @@ class Fetcher:
                 conditional["If-None-Match"] = record.etag
             if record.last_modified:
                 conditional["If-Modified-Since"] = record.last_modified
-        with self.cache.atomic(self.cache.blob_dir) as tmp:
-            self._count(requests=1)
-            got = download(
-                session, url, tmp.file, self.http, conditional=conditional or None,
-                max_size=self.max_response_bytes,
-            )
-            if got.not_modified and cached is not None:
-                self._count(cache_hits=1, not_modified=1)
-                return parse(cached, url)
-            self._count(bytes_fetched=got.size, cache_misses=1)
-            tmp.file.flush()
-            tmp.file.seek(0)
-            data = tmp.file.read()
-            result = parse(data, url)
-            tmp.commit(self.cache.blob_path(got.digest))
+        body = io.BytesIO()  # parsed whole anyway; stored only once `parse` accepts it
+        self._count(requests=1)
+        got = download(
+            session, url, body, self.http, conditional=conditional or None,
+            max_size=self.max_response_bytes,
+        )
+        if got.not_modified and cached is not None:
+            self._count(cache_hits=1, not_modified=1)
+            return parse(cached, url)
+        self._count(bytes_fetched=got.size, cache_misses=1)
+        data = body.getvalue()
+        del body
+        result = parse(data, url)
+        self.cache.put_blob(data, got.digest)  # re-hashed: refused if not what was downloaded
         self.cache.store_index_record(
             IndexRecord(url=url, sha256=got.digest, size=got.size, etag=got.etag,
                         last_modified=got.last_modified)
