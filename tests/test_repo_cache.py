@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import VerificationError
+from builder.errors import CacheError, FetchError, VerificationError
+from builder.expand.cached import _locked
 from builder.repo.cache import Cache, CorruptEntry, IndexRecord, default_cache_dir
+from builder.repo.store import BlobNotFound
 from builder.util.checksums import checksum_hex
 
 REPLAYOUT_C = "Q11/HhSewwwOXgl0r0ffb0O0BRtYc="  # golden x86_64 replayout C:
@@ -66,7 +68,7 @@ def test_blob_corruption_detected(tmp_path: Path) -> None:
     with pytest.raises(CorruptEntry, match="hashes to sha256:") as info:
         cache.read_blob(digest)
     assert info.value.path == cache.blob_path(digest)
-    with pytest.raises(CorruptEntry, match="missing"):
+    with pytest.raises(BlobNotFound, match="missing"):
         cache.read_blob("0" * 64)
 
 
@@ -84,6 +86,61 @@ def test_index_records(tmp_path: Path) -> None:
     path.write_text(json.dumps({**rec.__dict__, "url": "http://other/"}))
     with pytest.raises(CorruptEntry, match="record is for http://other/"):
         cache.load_index_record(url)
+
+
+def _blocked_cache(tmp_path: Path) -> tuple[Cache, Path]:
+    """A cache whose root is a regular file: nothing can be created under it."""
+    root = tmp_path / "cache"
+    root.write_bytes(b"a file, not a directory")
+    return Cache(root), root
+
+
+def test_unwritable_cache_is_a_cache_error_naming_the_path(tmp_path: Path) -> None:
+    cache, root = _blocked_cache(tmp_path)
+    dest = cache.package_path(REPLAYOUT_C)
+    for attempt in (lambda: cache.write_bytes(dest, b"x"), lambda: cache.atomic(dest.parent),
+                    lambda: cache.store_index_record(IndexRecord("http://x/", "ab" * 32, 1)),
+                    lambda: cache.put_blob(b"x")):
+        with pytest.raises(CacheError) as info:
+            attempt()
+        message = str(info.value)
+        assert message.startswith(f"cache {root / 'v1'}/")  # the directory that failed
+        assert message.endswith(": cannot write: Not a directory")
+        assert not isinstance(info.value, FetchError)
+    with pytest.raises(CacheError, match=f"cache {root}/v1/index/.*: cannot read"):
+        cache.load_index_record("http://x/")
+
+
+def test_expand_lock_that_cannot_be_taken_is_a_cache_error(tmp_path: Path) -> None:
+    cache, root = _blocked_cache(tmp_path)
+    paths = cache.expanded_paths("d7f1e149ec30c0e5e0974af47df6f43b4051b587")
+    with pytest.raises(CacheError) as info, _locked(paths):
+        pass
+    assert str(info.value) == f"cache {paths.lock}: cannot lock: Not a directory"
+    assert info.value.path == paths.lock
+
+
+def test_entry_that_cannot_be_replaced_is_a_cache_error(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    dest = cache.package_path(REPLAYOUT_C)
+    dest.mkdir(parents=True)  # a directory squats the entry's name: rename onto it fails
+    (dest / "x").write_bytes(b"")
+    with pytest.raises(CacheError, match=f"^cache {dest}: cannot store: "):
+        cache.write_bytes(dest, b"package bytes")
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["package.apk"]  # temp removed
+
+
+def test_io_error_while_writing_an_entry_is_a_cache_error(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    dest = cache.package_path(REPLAYOUT_C)
+    with pytest.raises(CacheError, match=r"^cache .*/\.tmp-[^/]*: I/O error: No space") as info:
+        with cache.atomic(dest.parent) as tmp:
+            tmp.file.write(b"part")
+            raise OSError(28, "No space left on device")
+    assert isinstance(info.value.__cause__, OSError)
+    assert list(dest.parent.iterdir()) == []
+    with pytest.raises(ValueError, match="not an OSError"), cache.atomic(dest.parent):
+        raise ValueError("not an OSError")  # other errors pass through unchanged
 
 
 def _payload(writer: int, round_: int) -> bytes:
