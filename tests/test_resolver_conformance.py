@@ -6,13 +6,15 @@ Each ``.test`` has ``@ARGS``, ``@REPO [@tag] file``, ``@CACHE``, ``@INSTALLED``,
 ResolveError. The fixtures come from apk-tools 3, hence ``strict_virtuals``. Cases that
 upgrade/remove an existing installation, or use apk features the builder does not have
 (``-t`` virtual packages, ``--force-broken-world``), are skipped with the reason.
+
+The summary line at the end of the run ("apk-tools solver conformance: ...") is counted in
+conftest.py from the test reports, so under xdist it covers every worker's cases.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +23,9 @@ import pytest
 from builder.apk.model import Package, parse_index_text
 from builder.errors import ResolveError
 from builder.resolve import resolve
-from tests.conftest import FIXTURES
+from tests.helpers import SOLVER_CASES, SOLVER_DIR
 
-SOLVER_DIR = FIXTURES / "apk-tools-solver-tests"
 INSTALL_RE = re.compile(r"^\(\d+/\d+\) Installing (\S+) \((.+)\)$")
-RESULTS: Counter[str] = Counter()
 
 
 @dataclass
@@ -87,32 +87,12 @@ def load_packages(case: Case) -> list[Package]:
     return packages
 
 
-CASES = sorted(SOLVER_DIR.glob("*.test")) if SOLVER_DIR.is_dir() else []
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _summary(request: pytest.FixtureRequest):
-    yield
-    if RESULTS:
-        line = (f"apk-tools solver conformance: {RESULTS['passed']} fresh-install cases passed, "
-                f"{RESULTS['failed']} failed, {RESULTS['skipped']} not applicable "
-                f"(of {len(CASES)})")
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                print("\n" + line)
-        else:
-            print(line)
-
-
-@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+@pytest.mark.parametrize("path", SOLVER_CASES, ids=[p.stem for p in SOLVER_CASES])
 def test_solver_case(path: Path) -> None:
     case = parse_case(path)
     reason = not_applicable(case)
     if reason:
-        RESULTS["skipped"] += 1
         pytest.skip(reason)
-    RESULTS["failed"] += 1  # undone below on success
     world = case.world + [a for a in case.args if not a.startswith("-")][1:]
     packages = load_packages(case)
     if any(line.startswith("ERROR") for line in case.expect):
@@ -123,5 +103,3 @@ def test_solver_case(path: Path) -> None:
         got = [(f"{p.name}@{p.repository_tag}" if p.repository_tag else p.name, p.version)
                for p in resolve(world, packages, arch="x86_64", strict_virtuals=True)]
         assert got == expected
-    RESULTS["failed"] -= 1
-    RESULTS["passed"] += 1

@@ -1,0 +1,544 @@
+"""Everything the test modules share, in one place (no test module imports another).
+
+Session fixtures built on these (the warm golden cache, the `small` workload, a signing key)
+are in conftest.py. Sections:
+
+- paths and tools: REPO_ROOT, FIXTURES, KEYS, GOLDEN, SOLVER_CASES; require_tool()
+- apko's golden fixture: its digests, annotations and image inputs; golden_workdir(),
+  build_golden() (the CLI, like apko's test), golden_spec(), golden_oci_inputs()
+- repositories made in tests: repo_from_apks(), the package_sets() hypothesis strategy and
+  apks_of_package_set(), REAL_PACKAGES, build_in_process() (pipeline, not CLI)
+- a static HTTP(S) repository server: RepoServer, GOLDEN_REPO, fast_fetcher()
+- a real registry: run_registry(), make_htpasswd() (Debian's docker-registry, htpasswd)
+- image trees: unpack() with umoci, snapshot(), differences() (DESIGN.md invariant 4)
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import socket
+import ssl
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.utils import formatdate
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import requests
+import yaml
+from hypothesis import strategies as st
+
+from builder.apk.writer import DataEntry
+
+if TYPE_CHECKING:
+    from builder.oci.image import Image, ImageSpec
+    from builder.oci.layout import BlobSource
+    from builder.repo.fetch import Fetcher
+
+# -------------------------------------------------------------------------------- paths and tools
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = REPO_ROOT.parent / "shared" / "apk-fixtures"
+KEYS = FIXTURES / "keys"
+GOLDEN = FIXTURES / "apko-golden"
+SOLVER_DIR = FIXTURES / "apk-tools-solver-tests"  # apk-tools' own solver test cases
+SOLVER_CASES = sorted(SOLVER_DIR.glob("*.test")) if SOLVER_DIR.is_dir() else []
+
+
+def require_tool(*names: str) -> None:
+    """Skip the calling test when a Debian tool is not installed (make test installs them).
+    Tests calling this carry the `tools` marker (`make test-fast` leaves them out)."""
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        pytest.skip(f"missing tools: {', '.join(missing)} (run `make tools` as root)")
+
+
+# -------------------------------------------------------------------------- apko's golden fixture
+
+# What apko built from GOLDEN/apko.yaml, by OCI arch: the layer's diffID, the config digest.
+GOLDEN_DIFF_IDS = {
+    "amd64": "sha256:20f698463c2755b6dc42b7d07e959ed7455a06e7367d507e829a315898f21a01",
+    "arm64": "sha256:ca5e16c7c944d764863cb1a4286e668e72d6d87ef9ddd82337b19d87715bae7e",
+}
+GOLDEN_CONFIGS = {
+    "amd64": "sha256:6c815259150f37d000417f9a93f41bddf74dff905c745986069d4b03e954ac1d",
+    "arm64": "sha256:fbb854f9d5a601a36c4dc8cc82e5b21e91b11cdd4aab5035340e4f517c5a8eb1",
+}
+# The annotations apko's golden test passed: as a dict, and as `apkimage build` arguments.
+GOLDEN_ANNOTATIONS = {
+    "org.opencontainers.image.title": "Title",
+    "org.opencontainers.image.vendor": "Vendor",
+}
+GOLDEN_ANNOTATION_ARGS = [arg for key, value in GOLDEN_ANNOTATIONS.items()
+                          for arg in ("--annotations", f"{key}:{value}")]
+GOLDEN_BLOBS = GOLDEN / "golden" / "blobs" / "sha256"
+# apk arch -> (golden layer blob, golden config, golden manifest), hex digests
+GOLDEN_IMAGES = {
+    "x86_64": (
+        "c7557730da0e2d7fb242d8d1ac6dcf7e3a2439732aa5981270b4f3a02454b738",
+        "6c815259150f37d000417f9a93f41bddf74dff905c745986069d4b03e954ac1d",
+        "69f0237c7f8cf0b8a329d1bf1d6870c870c4ec323e39d3a6da59596632d0f2f4",
+    ),
+    "aarch64": (
+        "7e0f9d62f6cab4785e18a55f17d03f20ffb776881f1f46258efd9458f7cdaf08",
+        "fbb854f9d5a601a36c4dc8cc82e5b21e91b11cdd4aab5035340e4f517c5a8eb1",
+        "124c885f834cfaf1329987457a9651a68c4fb9733d4462ae6288b98011277858",
+    ),
+}
+GOLDEN_REPO = GOLDEN / "packages"  # the signed repository: index + 4 packages per arch
+
+
+def golden_workdir(tmp_path: Path) -> Path:
+    """apko's test resolves `./testdata/...` against its working directory: give it one
+    (`tmp_path/wd`, made once)."""
+    wd = tmp_path / "wd"
+    if not wd.exists():
+        wd.mkdir()
+        (wd / "testdata").symlink_to(GOLDEN)
+    return wd
+
+
+def build_golden(tmp_path: Path, out: Path, *extra: str, cache: Path | None = None) -> dict:
+    """`apkimage build` of the golden fixture into `out`, with apko's annotations; the spans
+    document (`image` summary and `spans`). The cache is `tmp_path/cache` unless given (the
+    session's warm `golden_cache`, for tests that only read a cache)."""
+    wd = golden_workdir(tmp_path)
+    spans = tmp_path / f"spans-{out.name}.json"
+    from builder.cli import main
+
+    rc = main(["build", str(GOLDEN / "apko.yaml"), "golden:latest", str(out), "--workdir",
+               str(wd), "--cache-dir", str(cache or tmp_path / "cache"), "--spans", str(spans),
+               *GOLDEN_ANNOTATION_ARGS, *extra])
+    assert rc == 0
+    return json.loads(spans.read_text())
+
+
+def golden_spec(arch: str) -> ImageSpec:
+    """The inputs apko had: apko.yaml + the test's annotations + diffID/digest of the layer."""
+    from builder.oci.image import Descriptor, ImageSpec
+
+    cfg = yaml.safe_load((GOLDEN / "apko.yaml").read_text())
+    layer_hex = GOLDEN_IMAGES[arch][0]
+    blob = (GOLDEN_BLOBS / layer_hex).read_bytes()
+    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest()
+    return ImageSpec(
+        arch=arch,
+        diff_ids=[diff_id],
+        layers=[Descriptor("sha256:" + layer_hex, len(blob))],
+        created=0,
+        entrypoint=cfg["entrypoint"]["command"].split(),
+        annotations=dict(GOLDEN_ANNOTATIONS),
+    )
+
+
+def golden_oci_inputs() -> tuple[list[Image], Image, list[BlobSource]]:
+    """apko's golden images rebuilt from their specs: (images, index, layer blobs)."""
+    from builder.oci.image import build_image, build_index
+    from builder.oci.layout import BlobSource
+
+    images = [build_image(golden_spec(a)) for a in sorted(GOLDEN_IMAGES)]
+    index = build_index(images, dict(GOLDEN_ANNOTATIONS))
+    layers = [BlobSource.from_file(GOLDEN_BLOBS / v[0], "sha256:" + v[0])
+              for v in GOLDEN_IMAGES.values()]
+    return images, index, layers
+
+
+# --------------------------------------------------------------------- repositories made in tests
+
+# Real Alpine (abuild), Wolfi and melange packages from the fixtures, by arch; the
+# multi-member tzdata data section, and a replaces pair on each arch.
+REAL_PACKAGES = {
+    "x86_64": ["alpine/curl-7.83.1-r1.apk", "alpine/strace-5.17-r0.apk",
+               "wolfi/ruby3.2-base64-0.2.0-r2.apk",
+               "melange-local/tzdata-2023c-r0.multimember.x86_64.apk",
+               "melange-local/pretend-baselayout-1.0.0-r0.apk",
+               "melange-local/replayout-1.0.0-r0.apk",  # replaces pretend-baselayout
+               "melange-local/hello-0.1.0-r0.apk"],
+    "aarch64": ["wolfi/hello-wolfi-2.12-r1.apk", "wolfi/libcap-2.69-r0.apk",
+                "wolfi/wolfi-base-1-r1.aarch64.apk", "wolfi/kubeflow-pipelines-2.1.3-r7.apk",
+                "alpine/alpine-baselayout-3.2.0-r23.aarch64.apk",
+                "melange-local/replaces-0.0.1-r0.apk"],
+}
+
+
+def repo_from_apks(tmp: Path, apks: dict[str, bytes], key: tuple[bytes, bytes],
+                   packages: list[str] | None = None, arch: str = "x86_64") -> Path:
+    """A signed repository of `apks` (file name -> bytes) for `arch` and an apko.yaml
+    installing `packages` (default: all of them); returns the config's path."""
+    from builder.apk.index import index_record_from_apk, write_index
+    from builder.apk.package import read_apk
+
+    private, public = key
+    repo = tmp / "repo" / arch
+    repo.mkdir(parents=True)
+    records = []
+    for name, data in apks.items():
+        rec = index_record_from_apk(read_apk(data, name), len(data))
+        rec.depends = []  # keep the repository self-contained
+        records.append(rec)
+        (repo / rec.filename).write_bytes(data)
+    (repo / "APKINDEX.tar.gz").write_bytes(write_index(records, private, "local.rsa.pub"))
+    (tmp / "local.rsa.pub").write_bytes(public)
+    names = packages if packages is not None else sorted(r.name for r in records)
+    cfg = tmp / "apko.yaml"
+    cfg.write_text(f"contents:\n  keyring: [{tmp / 'local.rsa.pub'}]\n"
+                   f"  repositories: [{tmp / 'repo'}]\n"
+                   f"  packages: [{', '.join(names)}]\n"
+                   "accounts:\n  users: [{username: app, uid: 1000}]\n  run-as: app\n"
+                   f"archs: [{arch}]\n")
+    return cfg
+
+
+_DIRS = ["usr", "usr/lib", "usr/bin", "etc", "etc/conf.d", "opt", "opt/x"]
+_LINK_TARGETS = ["f1", "../bin/f1", "/usr/lib", "usr/lib/f1", "/etc/../../f2", "opt",
+                 "/usr/bin", "l1"]
+_CONTENTS = [b"", b"same\n", b"x" * 700, bytes(range(256)) * 9]
+
+PackageSet = list[tuple[str, list[DataEntry], list[str]]]  # (name, entries, replaces)
+
+
+@st.composite
+def package_sets(draw: st.DrawFn) -> PackageSet:
+    """1-3 packages p0, p1, ... with overlapping dirs, files, symlinks (usrmerge, absolute,
+    escaping), hardlinks, and replaces of earlier packages. Some sets are conflicts the
+    builder must refuse (see INSTALL_CONFLICTS)."""
+    n = draw(st.integers(1, 3))
+    out = []
+    for i in range(n):
+        entries: dict[str, DataEntry] = {}
+        mtime = draw(st.sampled_from([0, 1000, 2000]))
+
+        def add_dir(path: str, entries: dict[str, DataEntry] = entries,
+                    mtime: int = mtime) -> None:
+            parent = path.rpartition("/")[0]
+            if parent:
+                add_dir(parent)
+            if path not in entries:
+                entries[path] = DataEntry(path, "dir", draw(st.sampled_from(
+                    [0o755, 0o700, 0o2775])), mtime=mtime)
+
+        if i == 0 and draw(st.booleans()):
+            entries["lib"] = DataEntry("lib", "symlink", linkname="usr/lib", mtime=mtime)
+        files: list[str] = []
+        for _ in range(draw(st.integers(0, 6))):
+            d = draw(st.sampled_from(_DIRS + ["lib"]))
+            kind = draw(st.sampled_from(["file", "file", "symlink", "hardlink", "dir"]))
+            path = f"{d}/{draw(st.sampled_from(['f1', 'f2', 'l1', 'sub']))}"
+            if path in entries or (d == "lib" and "lib" not in entries and i == 0):
+                continue
+            if d != "lib":
+                add_dir(d)
+            if kind == "file":
+                entries[path] = DataEntry(path, "file", draw(st.sampled_from(
+                    [0o644, 0o755, 0o4755])), mtime=mtime, data=draw(st.sampled_from(
+                        _CONTENTS)))
+                files.append(path)
+            elif kind == "symlink":
+                entries[path] = DataEntry(path, "symlink", linkname=draw(
+                    st.sampled_from(_LINK_TARGETS)), mtime=mtime)
+            elif kind == "hardlink" and files:
+                entries[path] = DataEntry(path, "hardlink", linkname=draw(
+                    st.sampled_from(files)), mtime=mtime)
+            elif kind == "dir":
+                add_dir(path)
+        replaces = draw(st.lists(st.sampled_from([f"p{j}" for j in range(i)]), unique=True)) \
+            if i else []
+        out.append((f"p{i}", list(entries.values()), replaces))
+    return out
+
+
+# The errors with which the install stage refuses a package set that cannot be installed
+# (FormatError messages): what package_sets() may legitimately produce besides an image.
+INSTALL_CONFLICTS = (
+    "(neither package replaces the other)",
+    "is a directory in the image, the package has a non-directory there",
+    "is not a directory",  # a parent, or a path a directory must be created under
+    "escapes the image root",
+)
+
+
+def is_install_conflict(exc: BaseException) -> bool:
+    from builder.errors import FormatError
+
+    return isinstance(exc, FormatError) and any(m in str(exc) for m in INSTALL_CONFLICTS)
+
+
+def apks_of_package_set(pkgs: PackageSet) -> dict[str, bytes]:
+    """Unsigned .apk bytes (file name -> bytes) for a package_sets() example."""
+    from builder.apk.writer import build_apk
+
+    apks = {}
+    for name, entries, replaces in pkgs:
+        info: dict[str, list[str]] = {"pkgname": [name], "pkgver": ["1-r0"],
+                                      "arch": ["x86_64"], "builddate": ["1700000000"],
+                                      "license": ["MIT"], "origin": [name]}
+        if replaces:
+            info["replaces"] = replaces
+        apks[f"{name}.apk"] = build_apk(info, entries, None, "none", level=1)
+    return apks
+
+
+def build_in_process(config: Path, cache: Path, spec: str, work: Path) -> tuple[dict, list]:
+    """Build `config` with `--impl spec` through the pipeline (errors raise, with their
+    message); the summary (digests per arch) and the spans."""
+    from builder.pipeline import build
+    from builder.plan import BuildOptions
+    from builder.spans import SpanRecorder
+    from builder.stages.profiles import parse_impl
+
+    rec = SpanRecorder()
+    work.mkdir(parents=True, exist_ok=True)
+    opts = BuildOptions(config=str(config), cache_dir=str(cache), impl=parse_impl(spec),
+                        sbom=True)
+    res = build(opts, work, rec)
+    return res.summary(), rec.spans
+
+
+# ---------------------------------------------------------------------- HTTP(S) repository server
+
+
+class RepoServer:
+    """A tiny static repository server on 127.0.0.1 that records requests and injects
+    failures (5xx statuses, bodies cut short, latency)."""
+
+    def __init__(self, root: Path, tls_files: tuple[Path, Path] | None = None) -> None:
+        self.root = root
+        self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.client_ports: set[int] = set()  # one per TCP connection: shows reuse
+        self.fail: dict[str, list[int | str]] = {}  # path -> statuses / "cut" to serve first
+        self.delay = 0.0  # seconds of latency added to every request
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else headers+body cost a 40 ms delayed ACK
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                with server.lock:
+                    server.requests.append(("GET", self.path))
+                    server.client_ports.add(self.client_address[1])
+                    plan = server.fail.get(self.path)
+                    action = plan.pop(0) if plan else None
+                if server.delay:
+                    time.sleep(server.delay)
+                if isinstance(action, int):
+                    self.send_error(action)
+                    return
+                target = (server.root / self.path.lstrip("/")).resolve()
+                if server.root.resolve() not in target.parents or not target.is_file():
+                    self.send_error(404)
+                    return
+                body = target.read_bytes()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                if self.headers.get("If-None-Match") == etag:
+                    self.send_response(304)
+                    self.send_header("ETag", etag)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", formatdate(target.stat().st_mtime, usegmt=True))
+                self.end_headers()
+                if action == "cut":  # promise the whole body, send half, hang up
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        scheme = "http"
+        if tls_files is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(str(tls_files[0]), str(tls_files[1]))
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def __enter__(self) -> RepoServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+    def gets(self, suffix: str = "") -> list[str]:
+        with self.lock:
+            return [p for m, p in self.requests if m == "GET" and p.endswith(suffix)]
+
+
+def fast_fetcher(cache_dir: Path, **kw: object) -> Fetcher:
+    """A Fetcher with small timeouts and backoff: failure tests must stay quick."""
+    from builder.repo.fetch import Fetcher
+
+    opts: dict[str, object] = {"timeout": 5.0, "retries": 2, "backoff": 0.01}
+    opts.update(kw)
+    return Fetcher(cache_dir, **opts)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------------- a real registry
+#
+#     with run_registry(tmp_path) as base:          # "http://127.0.0.1:PORT"
+#         ...
+#     with run_registry(tmp_path, htpasswd=make_htpasswd(tmp_path, "u", "p")) as base:
+#         ...
+#
+# Debian's `docker-registry` (distribution 2.8); storage lives under tmp_path, the process
+# is stopped when the block exits.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_htpasswd(tmp_path: Path, user: str, password: str) -> Path:
+    """A bcrypt htpasswd file (needs `htpasswd` from apache2-utils)."""
+    if shutil.which("htpasswd") is None:
+        raise FileNotFoundError("htpasswd (apache2-utils) is not installed")
+    out = subprocess.run(["htpasswd", "-Bbn", user, password], check=True,
+                         capture_output=True, text=True).stdout
+    path = tmp_path / "htpasswd"
+    path.write_text(out.strip() + "\n")
+    return path
+
+
+@contextmanager
+def run_registry(tmp_path: Path, htpasswd: Path | None = None) -> Iterator[str]:
+    """Start `docker-registry serve` on a free loopback port; yields its base URL."""
+    port = free_port()
+    root = tmp_path / f"registry-{port}"
+    root.mkdir(parents=True)
+    lines = [
+        "version: 0.1",
+        "log:",
+        "  level: warn",
+        "storage:",
+        "  filesystem:",
+        f"    rootdirectory: {root / 'storage'}",
+        "  delete:",
+        "    enabled: true",
+        "http:",
+        f"  addr: 127.0.0.1:{port}",
+    ]
+    if htpasswd is not None:
+        lines += ["auth:", "  htpasswd:", "    realm: test-realm", f"    path: {htpasswd}"]
+    config = root / "config.yml"
+    config.write_text("\n".join(lines) + "\n")
+    log = open(root / "registry.log", "wb")
+    proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"docker-registry exited with {proc.returncode}: "
+                    f"{(root / 'registry.log').read_text()[-2000:]}"
+                )
+            try:
+                if requests.get(base + "/v2/", timeout=1).status_code in (200, 401):
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"docker-registry on {base} did not come up in 20 s")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+# ------------------------------------------------------------------------------------ image trees
+
+
+def unpack(layout: Path, manifest_digest: str, dest: Path) -> Path:
+    """`umoci unpack` one manifest of an OCI layout into `dest`; returns the rootfs.
+
+    Our layout's index.json is the image index; umoci resolves tags through it, so a tagged
+    copy of index.json pointing at the one manifest is written first (the blobs are shared)."""
+    blob = layout / "blobs" / "sha256" / manifest_digest.split(":")[1]
+    tagged = dest.parent / f"{dest.name}-layout"
+    tagged.mkdir(parents=True)
+    (tagged / "blobs").symlink_to(layout.resolve() / "blobs")
+    (tagged / "oci-layout").write_bytes((layout / "oci-layout").read_bytes())
+    (tagged / "index.json").write_text(json.dumps({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": manifest_digest, "size": blob.stat().st_size,
+                       "annotations": {"org.opencontainers.image.ref.name": "img"}}]}))
+    rootless = [] if os.geteuid() == 0 else ["--rootless"]
+    proc = subprocess.run(["umoci", "unpack", *rootless, "--image", f"{tagged}:img", str(dest)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"umoci unpack failed: {proc.stderr.strip()}")
+    return dest / "rootfs"
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    """path -> (type, mode, uid, gid, mtime, content digest | link target | device), plus
+    hardlink groups under the key "<hardlinks>"."""
+    tree: dict[str, tuple] = {}
+    inodes: dict[int, list[str]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            full = Path(dirpath) / name
+            rel = str(full.relative_to(root))
+            st = os.lstat(full)
+            mode = stat.S_IMODE(st.st_mode)
+            if stat.S_ISREG(st.st_mode):
+                what = ("file", hashlib.sha256(full.read_bytes()).hexdigest())
+                if st.st_nlink > 1:
+                    inodes.setdefault(st.st_ino, []).append(rel)
+            elif stat.S_ISLNK(st.st_mode):
+                what, mode = ("symlink", os.readlink(full)), 0
+            elif stat.S_ISDIR(st.st_mode):
+                what = ("dir", "")
+            else:
+                what = ("node", st.st_rdev)
+            tree[rel] = (*what, mode, st.st_uid, st.st_gid, st.st_mtime_ns)
+    tree["<hardlinks>"] = tuple(sorted(tuple(sorted(v)) for v in inodes.values()))
+    return tree
+
+
+def differences(a: dict[str, tuple], b: dict[str, tuple], limit: int = 20) -> list[str]:
+    """The first `limit` paths whose snapshot entries differ, one line each."""
+    out = []
+    for path in sorted(set(a) | set(b)):
+        if a.get(path) != b.get(path):
+            out.append(f"{path}: {a.get(path)} != {b.get(path)}")
+            if len(out) >= limit:
+                break
+    return out
