@@ -11,7 +11,7 @@ from builder.apk.index import index_record_from_apk, read_index
 from builder.apk.package import read_apk
 from builder.apk.signing import Keyring, generate_key
 from builder.apk.writer import DataEntry, build_apk
-from tests.conftest import FIXTURES, GOLDEN, KEYS
+from tests.helpers import FIXTURES, GOLDEN, KEYS
 
 APK = FIXTURES / "apk"
 

@@ -17,7 +17,7 @@ from builder.deflate.gzipstream import (
     split_members,
 )
 from builder.errors import FormatError
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 TZDATA = FIXTURES / "apk/melange-local/tzdata-2023c-r0.multimember.x86_64.apk"
 STRACE = FIXTURES / "apk/alpine/strace-5.17-r0.apk"

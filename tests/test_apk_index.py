@@ -12,7 +12,7 @@ from builder.apk.package import read_apk
 from builder.apk.signing import Keyring, generate_key, sign, signatures_member
 from builder.deflate.gzipstream import gzip_member, split_members
 from builder.errors import VerificationError
-from tests.conftest import FIXTURES, GOLDEN, KEYS
+from tests.helpers import FIXTURES, GOLDEN, KEYS
 
 
 def _index_rows() -> list[tuple[str, str]]:

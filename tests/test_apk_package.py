@@ -23,7 +23,7 @@ from builder.apk.writer import DataEntry, build_apk, build_control
 from builder.deflate.gzipstream import gzip_member, inflate_member, split_members
 from builder.errors import ApkImageError, FormatError, VerificationError
 from builder.gotar import END_MARKER, TYPE_SYMLINK, TarHeader, encode_header
-from tests.conftest import FIXTURES, GOLDEN, KEYS
+from tests.helpers import FIXTURES, GOLDEN, KEYS
 
 
 def _manifest() -> list[tuple[str, str | None, bool]]:

@@ -12,7 +12,7 @@ from builder.apk.signing import (
     signature_member,
 )
 from builder.errors import FormatError
-from tests.conftest import KEYS
+from tests.helpers import KEYS
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from builder.apk.signing import Keyring, generate_key, parse_signature_member, p
 from builder.apk.writer import DataEntry, build_apk, entries_from_tree
 from builder.deflate.gzipstream import inflate_member, split_members
 from builder.errors import FormatError
-from tests.conftest import require_tool
+from tests.helpers import require_tool
 
 FIELDS = {
     "pkgname": ["demo"],

@@ -16,7 +16,7 @@ from builder.config import (
 )
 from builder.errors import ConfigError
 from builder.gojson import dumps_encoder
-from tests.conftest import GOLDEN
+from tests.helpers import GOLDEN
 
 
 def write(tmp_path: Path, text: str, name: str = "apko.yaml") -> Path:

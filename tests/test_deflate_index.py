@@ -16,7 +16,7 @@ from builder.apk.layout import read_layout
 from builder.deflate import block_index as deflate_index
 from builder.deflate.block_index import BlockIndex, scan_blocks
 from builder.errors import FormatError
-from tests.conftest import FIXTURES, GOLDEN
+from tests.helpers import FIXTURES, GOLDEN
 
 
 def _text(seed: int, n: int) -> bytes:

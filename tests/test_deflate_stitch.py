@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from builder.deflate.block_index import scan_blocks
 from builder.deflate.block_reader import DYNAMIC, FIXED, STORED, read_block_header, symbol_boundary
 from builder.deflate.splice import _FILLERS, PARTIAL_MIN, Source, Stitcher, crc32_combine
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 
 def _corpus(seed: int, n: int) -> bytes:

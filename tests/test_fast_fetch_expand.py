@@ -27,9 +27,17 @@ from builder.repo.indexes import load_indexes
 from builder.repo.repository import Repository
 from builder.repo.verify import verify_package_fast, verify_package_file
 from builder.stages.expand import expand_fast, expand_reference
-from tests.conftest import FIXTURES, GOLDEN, REPO_ROOT
-from tests.test_golden import CONFIGS, DIFF_IDS, build_golden
-from tests.test_repo_fetch import REPO_DIR, RepoServer, fast_fetcher
+from tests.helpers import (
+    FIXTURES,
+    GOLDEN,
+    GOLDEN_CONFIGS,
+    GOLDEN_DIFF_IDS,
+    GOLDEN_REPO,
+    REPO_ROOT,
+    RepoServer,
+    build_golden,
+    fast_fetcher,
+)
 
 NEGATIVE = sorted((FIXTURES / "apk" / "negative").glob("*.apk"))
 GOOD = sorted(p for p in (FIXTURES / "apk").glob("**/*.apk") if "negative" not in p.parts) \
@@ -537,14 +545,14 @@ def test_fast_fetch_over_http_cold_hot_and_rejects_bad(tmp_path: Path) -> None:
     from builder.apk.signing import Keyring
 
     keyring = Keyring.from_paths([GOLDEN / "melange.rsa.pub"])
-    with RepoServer(REPO_DIR) as srv, fast_fetcher(tmp_path / "cache") as fetcher:
+    with RepoServer(GOLDEN_REPO) as srv, fast_fetcher(tmp_path / "cache") as fetcher:
         pkgs = load_indexes([Repository(srv.url)], "x86_64", keyring, fetcher)
         cold = fetch_fast(pkgs, "x86_64", fetcher, None)
         assert sorted(cold) == sorted(p.name for p in pkgs)
         assert fetcher.stats.cache_misses >= len(pkgs)
         for p in pkgs:
             assert cold[p.name] == fetcher.cache.package_path(p.checksum)
-            fixture = REPO_DIR / "x86_64" / p.filename
+            fixture = GOLDEN_REPO / "x86_64" / p.filename
             assert cold[p.name].read_bytes() == fixture.read_bytes()
         srv.requests.clear()
         hot = fetch_fast(pkgs, "x86_64", fetcher, None)
@@ -576,8 +584,8 @@ def test_golden_build_with_fast_fetch_and_expand(tmp_path: Path,
     image = doc["image"]
     assert image["impl"]["fetch"] == "fast" and image["impl"]["expand"] == "fast"
     for arch in ("amd64", "arm64"):
-        assert image["manifests"][arch]["diff_ids"] == [DIFF_IDS[arch]]
-        assert image["manifests"][arch]["config_digest"] == CONFIGS[arch]
+        assert image["manifests"][arch]["diff_ids"] == [GOLDEN_DIFF_IDS[arch]]
+        assert image["manifests"][arch]["config_digest"] == GOLDEN_CONFIGS[arch]
     assert image["index_digest"] == ref["index_digest"]
     # Second build, same cache: every package's expansion comes from the cache.
     again = build_golden(tmp_path, tmp_path / "fast2", "--impl", spec)

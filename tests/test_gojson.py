@@ -11,7 +11,7 @@ import pytest
 
 from builder.errors import FormatError
 from builder.gojson import Raw, Struct, dumps, dumps_encoder, encode_string, format_float
-from tests.conftest import GOLDEN
+from tests.helpers import GOLDEN
 
 GOLDEN_DIR = GOLDEN / "golden"
 

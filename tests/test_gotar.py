@@ -22,9 +22,8 @@ from builder.gotar import (
     pax_header_name,
     split_ustar_path,
 )
-from tests.conftest import GOLDEN
+from tests.helpers import GOLDEN_BLOBS
 
-BLOBS = GOLDEN / "golden" / "blobs" / "sha256"
 LAYERS = {
     "c7557730da0e2d7fb242d8d1ac6dcf7e3a2439732aa5981270b4f3a02454b738":
         "20f698463c2755b6dc42b7d07e959ed7455a06e7367d507e829a315898f21a01",
@@ -35,7 +34,7 @@ LAYERS = {
 
 @pytest.mark.parametrize("blob,diff_id", sorted(LAYERS.items()))
 def test_golden_layer_reencodes_byte_for_byte(blob: str, diff_id: str) -> None:
-    original = gzip.decompress((BLOBS / blob).read_bytes())
+    original = gzip.decompress((GOLDEN_BLOBS / blob).read_bytes())
     assert hashlib.sha256(original).hexdigest() == diff_id
     out = io.BytesIO()
     writer = TarWriter(out)

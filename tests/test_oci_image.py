@@ -2,67 +2,35 @@
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 
 import pytest
-import yaml
 
 from builder.archs import apk_arch, oci_arch, platform_of
 from builder.errors import ConfigError
 from builder.oci.image import Descriptor, ImageSpec, build_config, build_image, build_index
-from tests.conftest import GOLDEN
-
-BLOBS = GOLDEN / "golden" / "blobs" / "sha256"
-ANNOTATIONS = {
-    "org.opencontainers.image.title": "Title",
-    "org.opencontainers.image.vendor": "Vendor",
-}
-# apk arch -> (golden layer blob, golden config, golden manifest)
-GOLDEN_IMAGES = {
-    "x86_64": (
-        "c7557730da0e2d7fb242d8d1ac6dcf7e3a2439732aa5981270b4f3a02454b738",
-        "6c815259150f37d000417f9a93f41bddf74dff905c745986069d4b03e954ac1d",
-        "69f0237c7f8cf0b8a329d1bf1d6870c870c4ec323e39d3a6da59596632d0f2f4",
-    ),
-    "aarch64": (
-        "7e0f9d62f6cab4785e18a55f17d03f20ffb776881f1f46258efd9458f7cdaf08",
-        "fbb854f9d5a601a36c4dc8cc82e5b21e91b11cdd4aab5035340e4f517c5a8eb1",
-        "124c885f834cfaf1329987457a9651a68c4fb9733d4462ae6288b98011277858",
-    ),
-}
-
-
-def golden_spec(arch: str) -> ImageSpec:
-    """The inputs apko had: apko.yaml + the test's annotations + diffID/digest of the layer."""
-    cfg = yaml.safe_load((GOLDEN / "apko.yaml").read_text())
-    layer_hex = GOLDEN_IMAGES[arch][0]
-    blob = (BLOBS / layer_hex).read_bytes()
-    diff_id = "sha256:" + hashlib.sha256(gzip.decompress(blob)).hexdigest()
-    return ImageSpec(
-        arch=arch,
-        diff_ids=[diff_id],
-        layers=[Descriptor("sha256:" + layer_hex, len(blob))],
-        created=0,
-        entrypoint=cfg["entrypoint"]["command"].split(),
-        annotations=dict(ANNOTATIONS),
-    )
+from tests.helpers import (
+    GOLDEN,
+    GOLDEN_ANNOTATIONS,
+    GOLDEN_BLOBS,
+    GOLDEN_IMAGES,
+    golden_spec,
+)
 
 
 @pytest.mark.parametrize("arch", sorted(GOLDEN_IMAGES))
 def test_golden_config_and_manifest(arch: str) -> None:
     _, config_hex, manifest_hex = GOLDEN_IMAGES[arch]
     img = build_image(golden_spec(arch))
-    assert img.config.data == (BLOBS / config_hex).read_bytes()
+    assert img.config.data == (GOLDEN_BLOBS / config_hex).read_bytes()
     assert img.config.digest == "sha256:" + config_hex
-    assert img.manifest.data == (BLOBS / manifest_hex).read_bytes()
+    assert img.manifest.data == (GOLDEN_BLOBS / manifest_hex).read_bytes()
     assert img.manifest.digest == "sha256:" + manifest_hex
 
 
 def test_golden_index() -> None:
     images = [build_image(golden_spec(a)) for a in ("aarch64", "x86_64")]  # order not given
-    index = build_index(images, dict(ANNOTATIONS))
+    index = build_index(images, dict(GOLDEN_ANNOTATIONS))
     golden = (GOLDEN / "golden" / "index.json").read_bytes()
     assert index.data == golden
     assert index.digest == (

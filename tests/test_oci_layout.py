@@ -10,22 +10,13 @@ from pathlib import Path
 import pytest
 
 from builder.errors import FormatError
-from builder.oci.image import build_image, build_index
 from builder.oci.layout import (
     BlobSource,
     docker_repo_tag,
     write_docker_tarball,
     write_oci_layout,
 )
-from tests.conftest import GOLDEN, require_tool
-from tests.test_oci_image import ANNOTATIONS, BLOBS, GOLDEN_IMAGES, golden_spec
-
-
-def _golden_build():
-    images = [build_image(golden_spec(a)) for a in sorted(GOLDEN_IMAGES)]
-    index = build_index(images, dict(ANNOTATIONS))
-    layers = [BlobSource.from_file(BLOBS / v[0], "sha256:" + v[0]) for v in GOLDEN_IMAGES.values()]
-    return images, index, layers
+from tests.helpers import GOLDEN, GOLDEN_IMAGES, golden_oci_inputs, require_tool
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -33,7 +24,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def test_layout_equals_golden(tmp_path: Path) -> None:
-    images, index, layers = _golden_build()
+    images, index, layers = golden_oci_inputs()
     out = write_oci_layout(tmp_path / "img", index, images, layers)
     golden = _tree(GOLDEN / "golden")
     golden = {k: v for k, v in golden.items() if not k.startswith("sboms/")}
@@ -42,7 +33,7 @@ def test_layout_equals_golden(tmp_path: Path) -> None:
 
 
 def test_layout_replaces_existing_dir_and_failure_leaves_nothing(tmp_path: Path) -> None:
-    images, index, layers = _golden_build()
+    images, index, layers = golden_oci_inputs()
     out = tmp_path / "img"
     out.mkdir()
     (out / "stale").write_text("x")
@@ -62,7 +53,7 @@ def test_docker_repo_tag() -> None:
 
 
 def test_docker_tarball_structure(tmp_path: Path) -> None:
-    images, index, layers = _golden_build()
+    images, index, layers = golden_oci_inputs()
     out = write_docker_tarball(tmp_path / "img.tar", "golden:latest", index, images, layers)
     raw = out.read_bytes()
     assert len(raw) % 512 == 0 and raw.endswith(bytes(1024))
@@ -89,7 +80,7 @@ def test_docker_tarball_structure(tmp_path: Path) -> None:
 @pytest.mark.tools
 def test_skopeo_reads_docker_tarball(tmp_path: Path) -> None:
     require_tool("skopeo")
-    images, index, layers = _golden_build()
+    images, index, layers = golden_oci_inputs()
     tar = write_docker_tarball(tmp_path / "img.tar", "golden:latest", index, images, layers)
     info = json.loads(subprocess.run(
         ["skopeo", "inspect", f"docker-archive:{tar}:golden:latest-arm64"],

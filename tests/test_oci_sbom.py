@@ -19,14 +19,14 @@ from builder.oci.sbom import (
     parse_os_release,
     spdx_id,
 )
-from tests.test_oci_image import BLOBS, GOLDEN, GOLDEN_IMAGES
+from tests.helpers import GOLDEN, GOLDEN_BLOBS, GOLDEN_IMAGES
 
 SBOMS = GOLDEN / "golden" / "sboms"
 INDEX_DIGEST = "sha256:b5f05e6fc882c97d61c1daee566954ae6fc09924f8e152293e2b97a06092069f"
 
 
 def _layer_files(layer_hex: str) -> dict[str, bytes]:
-    raw = gzip.decompress((BLOBS / layer_hex).read_bytes())
+    raw = gzip.decompress((GOLDEN_BLOBS / layer_hex).read_bytes())
     with tarfile.open(fileobj=io.BytesIO(raw)) as tf:
         return {m.name: tf.extractfile(m).read() for m in tf.getmembers() if m.isreg()}
 

@@ -25,9 +25,7 @@ from builder.oci.registry import (
     parse_reference,
     push_image,
 )
-from tests.conftest import require_tool
-from tests.registry_fixture import make_htpasswd, run_registry
-from tests.test_oci_layout import _golden_build
+from tests.helpers import golden_oci_inputs, make_htpasswd, require_tool, run_registry
 
 
 @pytest.mark.parametrize(
@@ -121,7 +119,7 @@ def test_bearer_token_flow() -> None:
 @pytest.mark.tools
 def test_push_golden_and_check_with_skopeo(tmp_path: Path) -> None:
     require_tool("docker-registry", "skopeo")
-    images, index, layers = _golden_build()
+    images, index, layers = golden_oci_inputs()
     with run_registry(tmp_path) as base:
         reg = Registry(base)
         reg.ping()
@@ -192,7 +190,7 @@ def test_htpasswd_registry_needs_credentials(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     require_tool("docker-registry", "htpasswd")
-    images, index, layers = _golden_build()
+    images, index, layers = golden_oci_inputs()
     htpasswd = make_htpasswd(tmp_path, "bob", "hunter2")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "empty-config"))
     with run_registry(tmp_path, htpasswd=htpasswd) as base:

@@ -7,17 +7,13 @@ from the fixtures, counts every request, and can be told to fail (5xx, cut bodie
 from __future__ import annotations
 
 import datetime
-import hashlib
-import http.server
 import ipaddress
 import logging
 import shutil
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator
-from email.utils import formatdate
 from pathlib import Path
 
 import pytest
@@ -33,112 +29,21 @@ from builder.repo.fetch import Fetcher
 from builder.repo.fetch_packages import fetch_parallel, fetch_reference
 from builder.repo.indexes import load_indexes
 from builder.repo.repository import Repository, parse_repository
-from tests.conftest import GOLDEN, KEYS
+from tests.helpers import GOLDEN, GOLDEN_REPO, KEYS, RepoServer, fast_fetcher
 
-REPO_DIR = GOLDEN / "packages"
 ARCH = "x86_64"
 NAMES = ["custom-ca-certs-1", "custom-ca-certs-2", "pretend-baselayout", "replayout"]
 
 
-class RepoServer:
-    """A tiny static repository server that records requests and injects failures."""
-
-    def __init__(self, root: Path, tls_files: tuple[Path, Path] | None = None) -> None:
-        self.root = root
-        self.requests: list[tuple[str, str]] = []  # (method, path)
-        self.client_ports: set[int] = set()  # one per TCP connection: shows reuse
-        self.fail: dict[str, list[int | str]] = {}  # path -> statuses / "cut" to serve first
-        self.delay = 0.0  # seconds of latency added to every request
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # else headers+body cost a 40 ms delayed ACK
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802
-                with server.lock:
-                    server.requests.append(("GET", self.path))
-                    server.client_ports.add(self.client_address[1])
-                    plan = server.fail.get(self.path)
-                    action = plan.pop(0) if plan else None
-                if server.delay:
-                    time.sleep(server.delay)
-                if isinstance(action, int):
-                    self.send_error(action)
-                    return
-                target = (server.root / self.path.lstrip("/")).resolve()
-                if server.root.resolve() not in target.parents or not target.is_file():
-                    self.send_error(404)
-                    return
-                body = target.read_bytes()
-                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
-                if self.headers.get("If-None-Match") == etag:
-                    self.send_response(304)
-                    self.send_header("ETag", etag)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("ETag", etag)
-                self.send_header("Last-Modified", formatdate(target.stat().st_mtime, usegmt=True))
-                self.end_headers()
-                if action == "cut":  # promise the whole body, send half, hang up
-                    self.wfile.write(body[: len(body) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(body)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        scheme = "http"
-        if tls_files is not None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.load_cert_chain(str(tls_files[0]), str(tls_files[1]))
-            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
-            scheme = "https"
-        self.url = f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-
-    def __enter__(self) -> RepoServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-    def gets(self, suffix: str = "") -> list[str]:
-        with self.lock:
-            return [p for m, p in self.requests if m == "GET" and p.endswith(suffix)]
-
-
 @pytest.fixture
 def server() -> Iterator[RepoServer]:
-    with RepoServer(REPO_DIR) as srv:
+    with RepoServer(GOLDEN_REPO) as srv:
         yield srv
 
 
 @pytest.fixture
 def keyring() -> Keyring:
     return Keyring.from_paths([GOLDEN / "melange.rsa.pub"])
-
-
-def fast_fetcher(cache_dir: Path, **kw: object) -> Fetcher:
-    """Small timeouts and backoff: failure tests must stay quick."""
-    opts: dict[str, object] = {"timeout": 5.0, "retries": 2, "backoff": 0.01}
-    opts.update(kw)
-    return Fetcher(cache_dir, **opts)  # type: ignore[arg-type]
 
 
 def build_once(
@@ -153,7 +58,7 @@ def build_once(
 def assert_fixture_bytes(paths: dict[str, Path]) -> None:
     assert sorted(paths) == NAMES
     for name, path in paths.items():
-        (fixture,) = (REPO_DIR / ARCH).glob(f"{name}-1.0.0-r0.apk")
+        (fixture,) = (GOLDEN_REPO / ARCH).glob(f"{name}-1.0.0-r0.apk")
         assert path.read_bytes() == fixture.read_bytes(), name
 
 
@@ -169,7 +74,7 @@ def test_http_cold_then_hot(server: RepoServer, keyring: Keyring, tmp_path: Path
     assert all(tmp_path in p.parents for p in paths.values())
     assert len(server.gets(".apk")) == 4 and len(server.gets("APKINDEX.tar.gz")) == 1
     assert len(server.client_ports) == 1  # one pooled keep-alive connection for all 5 GETs
-    total = sum(f.stat().st_size for f in (REPO_DIR / ARCH).iterdir())
+    total = sum(f.stat().st_size for f in (GOLDEN_REPO / ARCH).iterdir())
     assert fetcher.stats.bytes_fetched == total
     assert (fetcher.stats.cache_misses, fetcher.stats.cache_hits) == (5, 0)
 
@@ -183,13 +88,13 @@ def test_http_cold_then_hot(server: RepoServer, keyring: Keyring, tmp_path: Path
 
 def test_changed_index_is_refetched(keyring: Keyring, tmp_path: Path) -> None:
     repo_dir = tmp_path / "repo"
-    shutil.copytree(REPO_DIR, repo_dir)
+    shutil.copytree(GOLDEN_REPO, repo_dir)
     index = repo_dir / ARCH / "APKINDEX.tar.gz"
     with RepoServer(repo_dir) as srv, fast_fetcher(tmp_path / "cache") as fetcher:
         first = load_indexes([Repository(srv.url)], ARCH, keyring, fetcher)
         assert {p.arch for p in first} == {"x86_64"}
         index.chmod(0o644)  # publish a new index (same key): the ETag changes
-        index.write_bytes((REPO_DIR / "aarch64" / "APKINDEX.tar.gz").read_bytes())
+        index.write_bytes((GOLDEN_REPO / "aarch64" / "APKINDEX.tar.gz").read_bytes())
         second = load_indexes([Repository(srv.url)], ARCH, keyring, fetcher)
         assert {p.arch for p in second} == {"aarch64"}
         assert fetcher.stats.not_modified == 0 and fetcher.stats.cache_misses == 2
@@ -199,18 +104,18 @@ def test_changed_index_is_refetched(keyring: Keyring, tmp_path: Path) -> None:
 
 
 def test_file_url_and_plain_path(keyring: Keyring, tmp_path: Path) -> None:
-    for text in (str(REPO_DIR), REPO_DIR.as_uri() + "/"):
+    for text in (str(GOLDEN_REPO), GOLDEN_REPO.as_uri() + "/"):
         repo = parse_repository(text)
         _, paths, fetcher = build_once(repo, tmp_path / "cache", keyring)
         assert_fixture_bytes(paths)
-        assert all(p.parent == REPO_DIR / ARCH for p in paths.values())  # read in place
+        assert all(p.parent == GOLDEN_REPO / ARCH for p in paths.values())  # read in place
         assert fetcher.stats.requests == 0 and fetcher._session is None
     assert not (tmp_path / "cache").exists()
 
 
 def test_https_with_ca_file(keyring: Keyring, tmp_path: Path) -> None:
     cert, key = make_self_signed(tmp_path)
-    with RepoServer(REPO_DIR, tls_files=(cert, key)) as tls:
+    with RepoServer(GOLDEN_REPO, tls_files=(cert, key)) as tls:
         repo = parse_repository(tls.url)
         _, paths, _ = build_once(repo, tmp_path / "c1", keyring, ca_file=str(cert))
         assert_fixture_bytes(paths)
@@ -225,7 +130,7 @@ def test_missing_local_index_is_a_warning(
     empty.mkdir()
     with fast_fetcher(tmp_path / "cache") as fetcher, caplog.at_level(logging.WARNING):
         pkgs = load_indexes(
-            [Repository(str(empty)), Repository(str(REPO_DIR))], ARCH, keyring, fetcher
+            [Repository(str(empty)), Repository(str(GOLDEN_REPO))], ARCH, keyring, fetcher
         )
     assert sorted(p.name for p in pkgs) == NAMES
     assert f"{empty}/x86_64/APKINDEX.tar.gz" in caplog.text
@@ -381,7 +286,7 @@ def test_bad_index_signature(server: RepoServer, tmp_path: Path) -> None:
 
 def test_tampered_index_signature(keyring: Keyring, tmp_path: Path) -> None:
     repo_dir = tmp_path / "repo"
-    shutil.copytree(REPO_DIR, repo_dir)
+    shutil.copytree(GOLDEN_REPO, repo_dir)
     index = repo_dir / ARCH / "APKINDEX.tar.gz"
     index.chmod(0o644)
     index.write_bytes(retamper_signature(index.read_bytes()))
@@ -393,7 +298,7 @@ def test_package_not_matching_index_is_rejected_and_not_cached(
     keyring: Keyring, tmp_path: Path
 ) -> None:
     repo_dir = tmp_path / "repo"
-    shutil.copytree(REPO_DIR, repo_dir)
+    shutil.copytree(GOLDEN_REPO, repo_dir)
     arch_dir = repo_dir / ARCH
     arch_dir.chmod(0o755)
     swapped = arch_dir / "replayout-1.0.0-r0.apk"
@@ -435,7 +340,7 @@ def test_concurrent_fetchers_share_the_cache(
 
 def test_fetch_url_caches_keys_and_limits_size(server: RepoServer, tmp_path: Path) -> None:
     url = f"{server.url}/melange.rsa.pub"
-    expected = (REPO_DIR / "melange.rsa.pub").read_bytes()
+    expected = (GOLDEN_REPO / "melange.rsa.pub").read_bytes()
     with fast_fetcher(tmp_path) as fetcher:
         assert fetcher.fetch_url(url, lambda data, src: data, what="key") == expected
     with fast_fetcher(tmp_path, offline=True) as offline:

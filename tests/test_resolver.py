@@ -11,7 +11,7 @@ from builder.apk.model import Package, parse_index_text
 from builder.apk.version import parse_constraint
 from builder.errors import ResolveError
 from builder.resolve import resolve
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 
 def pkg(name: str, version: str = "1", *, deps: str = "", provides: str = "", iif: str = "",

@@ -10,7 +10,7 @@ import pytest
 
 from builder.apk.tarindex import TarIndex, index_tar
 from builder.errors import FormatError
-from tests.conftest import FIXTURES
+from tests.helpers import FIXTURES
 
 APKS = sorted((FIXTURES / "apk").rglob("*.apk"))
 

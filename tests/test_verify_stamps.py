@@ -19,7 +19,7 @@ from builder.repo import stamp
 from builder.repo import verify as fetch
 from builder.repo.cache import VERIFIED_APK, VERIFIED_DATA_TAR, Cache
 from builder.repo.verify import verify_package_fast
-from tests.conftest import GOLDEN
+from tests.helpers import GOLDEN, GOLDEN_REPO, fast_fetcher
 
 # A package with a datahash and a data section of a few KiB.
 APK = sorted((GOLDEN / "packages").glob("*/*.apk"), key=lambda p: p.stat().st_size)[-1]
@@ -148,10 +148,9 @@ def test_hot_fetch_of_a_local_repository_uses_stamps_and_catches_damage(
     from builder.repo.fetch_packages import fetch_fast
     from builder.repo.indexes import load_indexes
     from builder.repo.repository import Repository
-    from tests.test_repo_fetch import REPO_DIR, fast_fetcher
 
     repo = tmp_path / "repo"
-    shutil.copytree(REPO_DIR, repo)
+    shutil.copytree(GOLDEN_REPO, repo)
     _settle()
     keyring = Keyring.from_paths([GOLDEN / "melange.rsa.pub"])
     with fast_fetcher(tmp_path / "cache") as fetcher:
