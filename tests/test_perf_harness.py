@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import types
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,11 @@ from perf.gitrefs import working_tree
 from perf.runner import Job, Plan, Side
 from perf.scenarios import ColdScenario, HotScenario, OfflineScenario, ScenarioError
 
+# Every test here runs real builds in child processes (and most need the small workload).
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 SLOW = "reference,compress=zlib:9"
-
-
-@pytest.fixture(scope="module")
-def workload(tmp_path_factory) -> types.SimpleNamespace:
-    from perf.workloads import prepare_workload
-
-    return prepare_workload("small", tmp_path_factory.mktemp("workloads"))
 
 
 def _job(workload, scenarios, tmp_path, impls=("reference",), repeat=2, results=None) -> Job:
@@ -36,9 +31,9 @@ def _job(workload, scenarios, tmp_path, impls=("reference",), repeat=2, results=
     return Job(plan, workload, log=lambda _m: None)
 
 
-def test_cold_hot_offline_records(workload, tmp_path):
+def test_cold_hot_offline_records(small_workload, tmp_path):
     results = tmp_path / "results"
-    recs = _job(workload, ["cold", "hot", "offline"], tmp_path, results=results).run()
+    recs = _job(small_workload, ["cold", "hot", "offline"], tmp_path, results=results).run()
     assert [r["scenario"] for r in recs] == ["cold"] * 2 + ["hot"] * 2 + ["offline"] * 2
     stored = records.load_records(results)
     assert len(stored) == 6
@@ -64,17 +59,17 @@ def test_cold_hot_offline_records(workload, tmp_path):
         stats.median([r["stages"]["fetch"]["wall_s"] for r in cold]) * 1.5
 
 
-def test_cold_with_populated_cache_is_refused(workload, tmp_path, monkeypatch):
+def test_cold_with_populated_cache_is_refused(small_workload, tmp_path, monkeypatch):
     def keep_cache(self, st):
         st.cache_dir.mkdir(parents=True, exist_ok=True)
         (st.cache_dir / "leftover").write_text("x")
 
     monkeypatch.setattr(ColdScenario, "reset_cache", keep_cache)
     with pytest.raises(ScenarioError, match="cold scenario: cache dir .* is not empty"):
-        _job(workload, ["cold"], tmp_path, repeat=1).run()
+        _job(small_workload, ["cold"], tmp_path, repeat=1).run()
 
 
-def test_hot_with_emptied_cache_is_refused(workload, tmp_path, monkeypatch):
+def test_hot_with_emptied_cache_is_refused(small_workload, tmp_path, monkeypatch):
     original = HotScenario.after_warm
 
     def warm_then_wipe(self, st, reqs):
@@ -84,10 +79,10 @@ def test_hot_with_emptied_cache_is_refused(workload, tmp_path, monkeypatch):
 
     monkeypatch.setattr(HotScenario, "after_warm", warm_then_wipe)
     with pytest.raises(ScenarioError, match="hot: cache .* has no entry for"):
-        _job(workload, ["hot"], tmp_path, repeat=1).run()
+        _job(small_workload, ["hot"], tmp_path, repeat=1).run()
 
 
-def test_offline_that_reaches_the_network_is_refused(workload, tmp_path, monkeypatch):
+def test_offline_that_reaches_the_network_is_refused(small_workload, tmp_path, monkeypatch):
     # Break the setup: the repository stays up and --offline is not passed.
     monkeypatch.setattr(OfflineScenario, "go_offline", lambda self: None)
     original = OfflineScenario.build_args
@@ -98,7 +93,7 @@ def test_offline_that_reaches_the_network_is_refused(workload, tmp_path, monkeyp
 
     monkeypatch.setattr(OfflineScenario, "build_args", online_args)
     with pytest.raises(ScenarioError, match="offline run of reference sent .* request"):
-        _job(workload, ["offline"], tmp_path, repeat=1).run()
+        _job(small_workload, ["offline"], tmp_path, repeat=1).run()
 
 
 def _gate(tmp_path, *extra) -> tuple[int, dict]:
@@ -108,7 +103,7 @@ def _gate(tmp_path, *extra) -> tuple[int, dict]:
     return rc, json.loads(out.read_text())
 
 
-def test_gate_aa_passes(workload, tmp_path):
+def test_gate_aa_passes(tmp_path):
     # The CI thresholds: this suite runs on two workers, so the other one's builds make the
     # machine as noisy as a shared CI runner.
     rc, doc = _gate(tmp_path, "--ci")
@@ -120,7 +115,7 @@ def test_gate_aa_passes(workload, tmp_path):
     assert 0.8 < rows["total"]["ratio"] < 1.25, rows["total"]
 
 
-def test_gate_catches_compress_slowdown(workload, tmp_path):
+def test_gate_catches_compress_slowdown(tmp_path):
     rc, doc = _gate(tmp_path, "--base-impl", "reference", "--head-impl", SLOW,
                     "--stage-threshold", "compress=15")
     rows = {r["stage"]: r for r in doc["rows"]}
@@ -135,7 +130,7 @@ def test_gate_catches_compress_slowdown(workload, tmp_path):
     assert rc2 == 0
 
 
-def test_flame_outputs(workload, tmp_path):
+def test_flame_outputs(tmp_path):
     rc = apkperf(["flame", "--workload", "small", "--scenario", "hot", "--out",
                   str(tmp_path), "--rate", "400"])
     assert rc == 0
@@ -152,12 +147,12 @@ def test_flame_outputs(workload, tmp_path):
     assert html.stat().st_size > 10_000
 
 
-def test_stitched_reuse_is_reported(workload, tmp_path):
+def test_stitched_reuse_is_reported(small_workload, tmp_path):
     """The run table says how many compressed bytes a stitched build reused verbatim and how
     many it compressed again (from the compress span's attributes)."""
     from perf.runner import format_run_table
 
-    recs = _job(workload, ["hot"], tmp_path, impls=("fast", "stitched"), repeat=1).run()
+    recs = _job(small_workload, ["hot"], tmp_path, impls=("fast", "stitched"), repeat=1).run()
     by_impl = {r["impl"]: r for r in recs}
     attrs = by_impl["stitched"]["stages"]["compress"]["attrs"]
     assert attrs["reused_bytes"] > 0.9 * by_impl["stitched"]["stages"]["compress"]["bytes_out"]

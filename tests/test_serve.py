@@ -14,6 +14,8 @@ import pytest
 import requests
 
 from perf.serve import RepoServer, ServeError, read_request_log
+from perf.workloads import Workload
+from tests.helpers import require_tool
 
 
 @pytest.fixture()
@@ -174,19 +176,17 @@ def test_cli_prints_url_and_stops_on_sigterm(repo: Path, tmp_path: Path) -> None
 
 @pytest.mark.tools
 @pytest.mark.slow
-def test_build_small_through_tls_server_and_unpack(tmp_path: Path) -> None:
+def test_build_small_through_tls_server_and_unpack(tmp_path: Path,
+                                                  small_workload: Workload) -> None:
     """The `small` workload builds through the HTTPS server, and umoci unpacks the image with
     the corpus' special cases resolved (replaces, symlinks, hard links)."""
     import json
     import shutil as sh
 
     import yaml
-    from conftest import require_tool
-
-    from perf.workloads import prepare_workload
 
     require_tool("umoci")
-    w = prepare_workload("small", tmp_path / "workloads")
+    w = small_workload
     with RepoServer(w.repo_dir, tls=True, tls_dir=tmp_path / "tls") as srv:
         doc = yaml.safe_load(w.config_path.read_text())
         doc["contents"]["repositories"] = [srv.url]
