@@ -18,20 +18,24 @@ from builder.apk.index import index_record_from_apk, write_index
 from builder.apk.package import read_apk
 from builder.apk.signing import generate_key
 from builder.cli import main
-from tests.conftest import FIXTURES, GOLDEN, require_tool
-from tests.registry_fixture import make_htpasswd, run_registry
+from tests.helpers import (
+    FIXTURES,
+    GOLDEN,
+    golden_workdir,
+    make_htpasswd,
+    require_tool,
+    run_registry,
+)
 
 pytestmark = pytest.mark.tools
 
 
-def golden_build(tmp_path: Path, out: Path, *extra: str) -> dict:
-    wd = tmp_path / "wd"
-    if not wd.exists():
-        wd.mkdir()
-        (wd / "testdata").symlink_to(GOLDEN)
+def golden_build(tmp_path: Path, out: Path, cache: Path, *extra: str) -> dict:
+    """`apkimage build` of the golden fixture (without apko's annotations): the image."""
     spans = tmp_path / "spans.json"
     rc = main(["build", str(GOLDEN / "apko.yaml"), "golden:latest", str(out), "--workdir",
-               str(wd), "--cache-dir", str(tmp_path / "cache"), "--spans", str(spans), *extra])
+               str(golden_workdir(tmp_path)), "--cache-dir", str(cache), "--spans", str(spans),
+               *extra])
     assert rc == 0
     return json.loads(spans.read_text())["image"]
 
@@ -53,10 +57,10 @@ def tag_layout(layout: Path, tag: str, manifest_digest: str) -> None:
                        "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
 
 
-def test_umoci_unpacks_golden(tmp_path: Path) -> None:
+def test_umoci_unpacks_golden(tmp_path: Path, golden_cache: Path) -> None:
     require_tool("umoci")
     out = tmp_path / "layout"
-    image = golden_build(tmp_path, out, "--arch", "x86_64")
+    image = golden_build(tmp_path, out, golden_cache, "--arch", "x86_64")
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
     tag_layout(copy, "amd64", image["manifests"]["amd64"]["digest"])
@@ -64,7 +68,12 @@ def test_umoci_unpacks_golden(tmp_path: Path) -> None:
     assert (root / "etc" / "apk" / "world").read_text() == \
         "pretend-baselayout=1.0.0-r0\nreplayout=1.0.0-r0\n"
     assert os.readlink(root / "lib" / "apk") == "../usr/lib/apk"
-    assert (root / "etc" / "os-release").read_text().startswith("")
+    # replayout replaces pretend-baselayout (whose os-release says ID=pretend): replayout's
+    # os-release is the one in the image, as in apko's golden layer.
+    assert (root / "etc" / "os-release").read_text() == (
+        'ID=replaces\nNAME="Replaces"\nPRETTY_NAME="Replaces"\nVERSION_ID="1.0.0"\n'
+        'HOME_URL="https://example.com/"\n')
+    assert not (root / "etc" / "os-release").is_symlink()
     assert (root / "tmp").stat().st_mode & 0o7777 == 0o1777
     assert (root / "etc" / "apko.json").stat().st_mode & 0o777 == 0o444
     assert (root / "var/lib/db/sbom/replayout-1.0.0-r0.spdx.json").is_file()
@@ -72,17 +81,14 @@ def test_umoci_unpacks_golden(tmp_path: Path) -> None:
     assert cfg["process"]["args"] == ["/bin/sh", "-l"]
 
 
-def test_publish_skopeo_and_republish(tmp_path: Path,
+def test_publish_skopeo_and_republish(tmp_path: Path, golden_cache: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
     require_tool("docker-registry", "skopeo")
     with run_registry(tmp_path) as base:
         host = base.split("://")[1]
         ref = f"{host}/golden:v1"
-        wd = tmp_path / "wd"
-        wd.mkdir()
-        (wd / "testdata").symlink_to(GOLDEN)
-        argv = ["publish", str(GOLDEN / "apko.yaml"), ref, "--workdir", str(wd),
-                "--cache-dir", str(tmp_path / "cache"), "--json"]
+        argv = ["publish", str(GOLDEN / "apko.yaml"), ref, "--workdir",
+                str(golden_workdir(tmp_path)), "--cache-dir", str(golden_cache), "--json"]
         assert main(argv) == 0
         first = json.loads(capsys.readouterr().out)
         raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
@@ -113,18 +119,16 @@ def test_publish_skopeo_and_republish(tmp_path: Path,
         assert sorted(second["pushed"]["skipped"]) == sorted(first["pushed"]["uploaded"])
 
 
-def test_registry_refusing_auth(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+def test_registry_refusing_auth(tmp_path: Path, golden_cache: Path,
+                                capsys: pytest.CaptureFixture[str],
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     require_tool("docker-registry")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
     htpasswd = make_htpasswd(tmp_path, "alice", "secret")
     with run_registry(tmp_path, htpasswd) as base:
         host = base.split("://")[1]
-        wd = tmp_path / "wd"
-        wd.mkdir()
-        (wd / "testdata").symlink_to(GOLDEN)
         rc = main(["publish", str(GOLDEN / "apko.yaml"), f"{host}/golden:v1", "--workdir",
-                   str(wd), "--cache-dir", str(tmp_path / "cache")])
+                   str(golden_workdir(tmp_path)), "--cache-dir", str(golden_cache)])
         err = capsys.readouterr().err
         assert rc == 1
         lines = [ln for ln in err.splitlines() if ln.strip()]

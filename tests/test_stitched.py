@@ -8,21 +8,35 @@ import gzip
 import hashlib
 import io
 import json
-import shutil
 import tarfile
 import tempfile
+import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 
 from builder.apk.writer import build_apk, build_control
 from builder.cli import main
 from builder.errors import ApkImageError
-from tests.conftest import FIXTURES, require_tool
-from tests.test_fast_stages import REAL, _repo_from_apks, package_sets
-from tests.test_golden import ANNOTATIONS, GOLDEN, golden_workdir
-from tests.tree_equivalence import differences, snapshot, unpack
+from perf.workloads import Workload
+from tests.helpers import (
+    FIXTURES,
+    GOLDEN,
+    GOLDEN_ANNOTATION_ARGS,
+    REAL_PACKAGES,
+    PackageSet,
+    apks_of_package_set,
+    build_in_process,
+    differences,
+    golden_workdir,
+    is_install_conflict,
+    package_sets,
+    repo_from_apks,
+    require_tool,
+    snapshot,
+    unpack,
+)
 
 
 def _build(config: Path, out: Path, impl: str, cache: Path, *extra: str) -> dict:
@@ -34,10 +48,11 @@ def _build(config: Path, out: Path, impl: str, cache: Path, *extra: str) -> dict
     return json.loads(spans.read_text())
 
 
-def _compare_trees(config: Path, tmp: Path, *extra: str) -> dict:
-    """Build sorted (fast) and stitched; for each arch, unpack both and compare."""
+def _compare_trees(config: Path, tmp: Path, *extra: str, cache: Path | None = None) -> dict:
+    """Build sorted (fast) and stitched (cache: `tmp/cache` unless given); for each arch,
+    unpack both and compare."""
     require_tool("umoci")
-    cache = tmp / "cache"
+    cache = cache or tmp / "cache"
     sorted_doc = _build(config, tmp / "sorted", "fast", cache, *extra)
     stitched_doc = _build(config, tmp / "stitched", "stitched", cache, *extra)
     for arch, m in sorted_doc["image"]["manifests"].items():
@@ -56,29 +71,28 @@ def _reuse(doc: dict) -> tuple[int, int]:
 
 
 @pytest.mark.tools
-def test_golden_fixture(tmp_path: Path) -> None:
+def test_golden_fixture(tmp_path: Path, golden_cache: Path) -> None:
     wd = golden_workdir(tmp_path)
-    _compare_trees(GOLDEN / "apko.yaml", tmp_path, "--workdir", str(wd), *ANNOTATIONS)
+    _compare_trees(GOLDEN / "apko.yaml", tmp_path, "--workdir", str(wd),
+                   *GOLDEN_ANNOTATION_ARGS, cache=golden_cache)
 
 
 @pytest.mark.tools
-@pytest.mark.parametrize("arch", sorted(REAL))
+@pytest.mark.parametrize("arch", sorted(REAL_PACKAGES))
 def test_real_packages(tmp_path: Path, signing_key: tuple[bytes, bytes], arch: str) -> None:
     """Alpine (abuild), Wolfi and melange packages, the multi-member tzdata data section."""
-    apks = {p: (FIXTURES / "apk" / p).read_bytes() for p in REAL[arch]}
-    cfg = _repo_from_apks(tmp_path, apks, signing_key, arch=arch)
+    apks = {p: (FIXTURES / "apk" / p).read_bytes() for p in REAL_PACKAGES[arch]}
+    cfg = repo_from_apks(tmp_path, apks, signing_key, arch=arch)
     doc = _compare_trees(cfg, tmp_path)
     reused, _ = _reuse(doc)
     assert reused > 0
 
 
 @pytest.mark.tools
-def test_small_corpus_tree_and_reuse(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from perf.workloads import prepare_workload
-
-    wl = prepare_workload("small", tmp_path_factory.mktemp("workloads"))
-    tmp = tmp_path_factory.mktemp("stitched-small")
-    doc = _compare_trees(wl.config_path, tmp)
+@pytest.mark.slow
+def test_small_corpus_tree_and_reuse(small_workload: Workload, tmp_path: Path) -> None:
+    tmp = tmp_path
+    doc = _compare_trees(small_workload.config_path, tmp)
     reused, recompressed = _reuse(doc)
     blob = sum(la["size"] for m in doc["image"]["manifests"].values() for la in m["layers"])
     assert reused + recompressed <= blob
@@ -89,47 +103,54 @@ def test_small_corpus_tree_and_reuse(tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.mark.tools
-@settings(max_examples=15, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(pkgs=package_sets())
-def test_random_package_sets(pkgs, signing_key: tuple[bytes, bytes]) -> None:
-    """Random overlapping dirs, symlinks, hardlinks and replaces: when the build succeeds,
-    the stitched tree equals the sorted one."""
-    with tempfile.TemporaryDirectory(prefix="stitch-prop-") as t:
-        tmp = Path(t)
-        apks = {}
-        for name, entries, replaces in pkgs:
-            info = {"pkgname": [name], "pkgver": ["1-r0"], "arch": ["x86_64"],
-                    "builddate": ["1700000000"], "license": ["MIT"], "origin": [name]}
-            if replaces:
-                info["replaces"] = replaces
-            apks[f"{name}.apk"] = build_apk(info, entries, None, "none", level=1)
-        cfg = _repo_from_apks(tmp, apks, signing_key, [n for n, _, _ in pkgs])
-        try:
-            _build(cfg, tmp / "probe", "fast", tmp / "probe-cache")
-        except ApkImageError:
-            return  # a conflict the builder rejects: nothing to compare
-        shutil.rmtree(tmp / "probe")
-        _compare_trees(cfg, tmp)
+@pytest.mark.slow
+def test_random_package_sets(signing_key: tuple[bytes, bytes]) -> None:
+    """Random overlapping dirs, symlinks, hardlinks and replaces: the stitched tree equals
+    the sorted one. A set the install stage refuses as a conflict (INSTALL_CONFLICTS) is
+    rejected by hypothesis (assume) and another drawn; any other build error fails."""
+    require_tool("umoci")
+    compared = []
+
+    @settings(max_examples=15, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(pkgs=package_sets())
+    def check(pkgs: PackageSet) -> None:
+        with tempfile.TemporaryDirectory(prefix="stitch-prop-") as t:
+            tmp = Path(t)
+            cfg = repo_from_apks(tmp, apks_of_package_set(pkgs), signing_key,
+                                 [n for n, _, _ in pkgs])
+            try:  # in process: a refused set raises with the install stage's message
+                build_in_process(cfg, tmp / "probe-cache", "fast", tmp / "probe")
+            except ApkImageError as exc:
+                assert is_install_conflict(exc), f"unexpected build error: {exc!r}"
+                assume(False)
+            _compare_trees(cfg, tmp)
+            compared.append(pkgs)
+
+    check()
+    # Rejected sets do not count toward max_examples: hypothesis draws valid ones until it
+    # has 15 (it stops early only when the strategy has nothing new to give).
+    assert len(compared) >= 10, f"only {len(compared)} random package sets were compared"
 
 
-def test_stitched_blob_is_one_valid_gzip_member(tmp_path: Path) -> None:
+def test_stitched_blob_is_one_valid_gzip_member(tmp_path: Path, golden_cache: Path) -> None:
     wd = golden_workdir(tmp_path)
-    doc = _build(GOLDEN / "apko.yaml", tmp_path / "out", "stitched", tmp_path / "cache",
-                 "--workdir", str(wd), *ANNOTATIONS)
+    doc = _build(GOLDEN / "apko.yaml", tmp_path / "out", "stitched", golden_cache,
+                 "--workdir", str(wd), *GOLDEN_ANNOTATION_ARGS)
     for m in doc["image"]["manifests"].values():
         blob = (tmp_path / "out" / "blobs" / "sha256" / m["layers"][0]["digest"][7:]).read_bytes()
-        tar = gzip.decompress(blob)
+        # Exactly one gzip member: gzip.decompress would also accept several, concatenated.
+        member = zlib.decompressobj(31)
+        tar = member.decompress(blob)
+        assert member.eof and member.unused_data == b"", "more than one gzip member"
         assert tar.endswith(b"\0" * 1024)
-        import hashlib
-
         assert "sha256:" + hashlib.sha256(tar).hexdigest() == m["diff_ids"][0]
 
 
-def test_layer_format_flag_selects_stitched(tmp_path: Path) -> None:
+def test_layer_format_flag_selects_stitched(tmp_path: Path, golden_cache: Path) -> None:
     wd = golden_workdir(tmp_path)
-    doc = _build(GOLDEN / "apko.yaml", tmp_path / "a", "reference", tmp_path / "cache",
-                 "--workdir", str(wd), "--layer-format", "stitched", *ANNOTATIONS)
+    doc = _build(GOLDEN / "apko.yaml", tmp_path / "a", "reference", golden_cache,
+                 "--workdir", str(wd), "--layer-format", "stitched", *GOLDEN_ANNOTATION_ARGS)
     assert doc["image"]["impl"]["layer"] == "stitched"
     assert doc["image"]["impl"]["expand"] == doc["image"]["impl"]["install"] == "fast"
     # The stitched format's compressor: it compresses only the bytes the layer cannot reuse.
@@ -137,8 +158,8 @@ def test_layer_format_flag_selects_stitched(tmp_path: Path) -> None:
     compress = [s for s in doc["spans"] if s["name"] == "compress"]
     assert compress and all(s["attrs"]["compressor"] == "stitched+isal:2"
                             and s["attrs"]["output"] == "blob" for s in compress)
-    back = _build(GOLDEN / "apko.yaml", tmp_path / "b", "stitched", tmp_path / "cache",
-                  "--workdir", str(wd), "--layer-format", "sorted", *ANNOTATIONS)
+    back = _build(GOLDEN / "apko.yaml", tmp_path / "b", "stitched", golden_cache,
+                  "--workdir", str(wd), "--layer-format", "sorted", *GOLDEN_ANNOTATION_ARGS)
     assert back["image"]["impl"]["layer"] == "fast"
     assert back["image"]["impl"]["compress"] == "isal-mt"  # the fast profile's
 
@@ -150,7 +171,7 @@ def test_paths_mutations_rewrite_headers(tmp_path: Path,
     still reused), add files, dirs and links: the stitched tree still equals the sorted one."""
     apks = {p: (FIXTURES / "apk" / p).read_bytes()
             for p in ["wolfi/hello-wolfi-2.12-r1.apk", "wolfi/libcap-2.69-r0.apk"]}
-    cfg = _repo_from_apks(tmp_path, apks, signing_key, arch="aarch64")
+    cfg = repo_from_apks(tmp_path, apks, signing_key, arch="aarch64")
     cfg.write_text(cfg.read_text() + (
         "paths:\n"
         "  - {path: usr/bin/hello, type: permissions, permissions: 0o4750, uid: 1000, gid: 5}\n"
@@ -194,7 +215,7 @@ def test_sub_second_mtimes(tmp_path: Path, signing_key: tuple[bytes, bytes]) -> 
              for i, f in enumerate([0, 0.25, 0.5, 0.999999, 3])]
     dirs = [("usr", None, 1700000000), ("usr/bin", None, 1700000000.7)]
     apks = {"subsec-1.0-r0.apk": _tarfile_apk("subsec", dirs + files)}
-    cfg = _repo_from_apks(tmp_path, apks, signing_key)
+    cfg = repo_from_apks(tmp_path, apks, signing_key)
     doc = _compare_trees(cfg, tmp_path)
     layer = next(s for s in doc["spans"] if s["name"] == "layer")
     assert layer["attrs"]["entries_rewritten"] == 3  # the three fractional ones
@@ -213,7 +234,7 @@ def test_hardlink_to_a_file_mutate_replaces(tmp_path: Path,
                DataEntry("etc/app/other", data=b"x" * 5000)]
     apk = build_apk({"pkgname": ["linked"], "pkgver": ["1-r0"], "arch": ["x86_64"]}, entries,
                     None, "")
-    cfg = _repo_from_apks(tmp_path, {"linked-1-r0.apk": apk}, signing_key)
+    cfg = repo_from_apks(tmp_path, {"linked-1-r0.apk": apk}, signing_key)
     cfg.write_text(cfg.read_text() + (
         "paths:\n  - {path: etc/app/conf, type: empty-file, permissions: 0o644}\n"))
     _compare_trees(cfg, tmp_path)
@@ -231,7 +252,7 @@ def test_pax_global_header_is_not_copied(tmp_path: Path, signing_key: tuple[byte
     if first == "file":
         files.insert(0, ("README", b"hello\n", 5))
     apks = {"glob-1.0-r0.apk": _tarfile_apk("glob", files, {"comment": "from a test"})}
-    cfg = _repo_from_apks(tmp_path, apks, signing_key)
+    cfg = repo_from_apks(tmp_path, apks, signing_key)
     doc = _compare_trees(cfg, tmp_path)
     manifest = next(iter(doc["image"]["manifests"].values()))
     blob = (tmp_path / "stitched" / "blobs" / "sha256" / manifest["layers"][0]["digest"][7:])
