@@ -7,7 +7,7 @@ DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap apache2-utils
 BASE ?=
 PYTEST_ARGS ?=
 
-.PHONY: test perf lint tools venv clean
+.PHONY: test test-fast perf lint tools venv clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,11 @@ tools:
 test: venv tools
 	$(BIN)/ruff check builder perf tests
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+
+# The quick loop: no Debian tools needed, nothing marked slow, tools or network (pyproject.toml).
+test-fast: venv
+	$(BIN)/ruff check builder perf tests
+	$(BIN)/pytest -n 2 -m "not slow and not tools and not network" $(PYTEST_ARGS)
 
 perf: venv tools
 ifeq ($(BASE),)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main
-from tests.conftest import GOLDEN, KEYS
+from tests.helpers import GOLDEN, KEYS
 
 
 def golden_copy(tmp_path: Path) -> Path:
@@ -61,6 +61,7 @@ def test_unsatisfiable_constraint(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert "replayout" in line
 
 
+@pytest.mark.slow  # the fetcher's retries and backoff: ~3 s
 def test_unreachable_repository(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     wd = golden_copy(tmp_path)
     with socket.socket() as s:  # a port nothing listens on

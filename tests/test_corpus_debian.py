@@ -97,6 +97,7 @@ def _apk_paths(apk_path: Path) -> list[str]:
 
 
 @pytest.mark.network
+@pytest.mark.slow  # the `converted` fixture converts bash's closure
 def test_round_trip_file_lists(converted: tuple[Path, Path]) -> None:
     out, cache = converted
     for name in ("bash", "libc6"):
@@ -111,6 +112,7 @@ def test_round_trip_file_lists(converted: tuple[Path, Path]) -> None:
 
 
 @pytest.mark.network
+@pytest.mark.slow  # the `converted` fixture converts bash's closure
 def test_converted_repo_verifies(converted: tuple[Path, Path]) -> None:
     out, _ = converted
     info = CorpusInfo.load(out / "corpus.json")
@@ -178,6 +180,7 @@ def test_closure_cached_until_apt_lists_change(tmp_path: Path,
 
 
 @pytest.mark.network
+@pytest.mark.slow  # the `converted` fixture converts bash's closure
 def test_second_run_reuses_everything(converted: tuple[Path, Path], tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Same cache, second run: no apt-cache, no .deb parsed or hashed, nothing compressed or
@@ -197,6 +200,7 @@ def test_second_run_reuses_everything(converted: tuple[Path, Path], tmp_path: Pa
 
 
 @pytest.mark.network
+@pytest.mark.slow  # the `converted` fixture converts bash's closure
 def test_debian_workload_prepared_once(converted: tuple[Path, Path], tmp_path: Path,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """`prepare_workload("debian-small")`: generated into place (no temp dirs left), with

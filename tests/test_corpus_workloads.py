@@ -11,6 +11,7 @@ from perf.corpus import CorpusError
 from perf.workloads import prepare_workload
 
 
+@pytest.mark.slow
 def test_small_generated_once_then_reused(tmp_path: Path) -> None:
     root = tmp_path / "workloads"
     w = prepare_workload("small", root)
@@ -32,6 +33,7 @@ def test_small_generated_once_then_reused(tmp_path: Path) -> None:
     assert by_path.config_path == w.config_path and by_path.key_path == w.key_path
 
 
+@pytest.mark.slow
 def test_incomplete_cache_dir_is_regenerated(tmp_path: Path) -> None:
     root = tmp_path / "w"
     w = prepare_workload("small:5", root)

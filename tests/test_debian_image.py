@@ -11,8 +11,9 @@
   under `bwrap` in the stitched one. Measured on the shared 2-core
   machine: 28 s cold (empty Debian cache; this mirror delivers the 170 MB of .debs in ~1.4 s),
   ~20 s with the conversion cached. That is under the 2-minute budget for the default run, so
-  it runs by default; it is marked `slow`, so `-m "not slow"` leaves it out (with the ~2 GB
-  of temporary disk it needs while it runs).
+  it runs by default; the whole module is marked `slow` (the small images take ~10 s to
+  convert and build too), so `-m "not slow"` (`make test-fast`) leaves it out, with the ~2 GB
+  of temporary disk the go image needs while it runs.
 
 Needs the Debian mirror the first time (skipped with the reason when it is unreachable and
 nothing is cached), `umoci` and `bwrap`. Downloads and conversions are cached in
@@ -33,10 +34,9 @@ import pytest
 
 from perf.corpus import CorpusError, CorpusInfo
 from perf.corpus.debian import convert_corpus, mirror_reachable
-from tests.conftest import REPO_ROOT, require_tool
-from tests.tree_equivalence import snapshot
+from tests.helpers import REPO_ROOT, require_tool, snapshot
 
-pytestmark = [pytest.mark.network, pytest.mark.tools]
+pytestmark = [pytest.mark.network, pytest.mark.tools, pytest.mark.slow]
 
 def _debian_cache() -> Path:
     return Path(os.environ.get("APKPERF_DEBIAN_CACHE") or REPO_ROOT / ".perf" / "debian-cache")
