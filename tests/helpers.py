@@ -20,6 +20,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -55,12 +56,31 @@ SOLVER_DIR = FIXTURES / "apk-tools-solver-tests"  # apk-tools' own solver test c
 SOLVER_CASES = sorted(SOLVER_DIR.glob("*.test")) if SOLVER_DIR.is_dir() else []
 
 
+def _missing_tool(reason: str) -> None:
+    """Skip — or fail, where `make test` runs as root and has installed every tool
+    (APKIMAGE_REQUIRE_TOOLS=1), so that a tool test cannot pass by not running."""
+    if os.environ.get("APKIMAGE_REQUIRE_TOOLS") == "1":
+        pytest.fail(f"{reason} (APKIMAGE_REQUIRE_TOOLS=1)")
+    pytest.skip(reason)
+
+
 def require_tool(*names: str) -> None:
     """Skip the calling test when a Debian tool is not installed (make test installs them).
     Tests calling this carry the `tools` marker (`make test-fast` leaves them out)."""
     missing = [n for n in names if shutil.which(n) is None]
     if missing:
-        pytest.skip(f"missing tools: {', '.join(missing)} (run `make tools` as root)")
+        _missing_tool(f"missing tools: {', '.join(missing)} (run `make tools` as root)")
+
+
+def require_umoci_with_zstd() -> None:
+    """umoci 0.5 or newer (Debian 12's 0.4.7 cannot unpack tar+zstd layers; `make tools`
+    puts a newer one in .venv/tools/bin)."""
+    require_tool("umoci")
+    out = subprocess.run(["umoci", "--version"], capture_output=True, text=True).stdout
+    m = re.search(r"version (\d+)\.(\d+)", out)
+    if not m or (int(m[1]), int(m[2])) < (0, 5):
+        _missing_tool(f"umoci {m[0] if m else '?'} cannot unpack zstd layers; "
+                      "`make tools` installs a newer one into .venv/tools/bin")
 
 
 # -------------------------------------------------------------------------- apko's golden fixture
@@ -264,6 +284,9 @@ INSTALL_CONFLICTS = (
     "is a directory in the image, the package has a non-directory there",
     "is not a directory",  # a parent, or a path a directory must be created under
     "escapes the image root",
+    "target is not a file",  # a hardlink to a path that holds a symlink or directory
+    "too many levels of symlinks",  # a symlink loop (lib/f1 -> ../lib/f1)
+    "links to itself",
 )
 
 
@@ -484,21 +507,25 @@ def run_registry(tmp_path: Path, htpasswd: Path | None = None) -> Iterator[str]:
 # ------------------------------------------------------------------------------------ image trees
 
 
-def unpack(layout: Path, manifest_digest: str, dest: Path) -> Path:
-    """`umoci unpack` one manifest of an OCI layout into `dest`; returns the rootfs.
-
-    Our layout's index.json is the image index; umoci resolves tags through it, so a tagged
-    copy of index.json pointing at the one manifest is written first (the blobs are shared)."""
+def tagged_layout(layout: Path, manifest_digest: str, dest: Path, tag: str = "img") -> Path:
+    """An OCI layout at `dest` sharing `layout`'s blobs whose index.json tags the one
+    manifest `manifest_digest` as `tag` (our index.json is the image index; umoci and skopeo
+    resolve tags through index.json)."""
     blob = layout / "blobs" / "sha256" / manifest_digest.split(":")[1]
-    tagged = dest.parent / f"{dest.name}-layout"
-    tagged.mkdir(parents=True)
-    (tagged / "blobs").symlink_to(layout.resolve() / "blobs")
-    (tagged / "oci-layout").write_bytes((layout / "oci-layout").read_bytes())
-    (tagged / "index.json").write_text(json.dumps({
+    dest.mkdir(parents=True)
+    (dest / "blobs").symlink_to(layout.resolve() / "blobs")
+    (dest / "oci-layout").write_bytes((layout / "oci-layout").read_bytes())
+    (dest / "index.json").write_text(json.dumps({
         "schemaVersion": 2,
         "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
                        "digest": manifest_digest, "size": blob.stat().st_size,
-                       "annotations": {"org.opencontainers.image.ref.name": "img"}}]}))
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return dest
+
+
+def unpack(layout: Path, manifest_digest: str, dest: Path) -> Path:
+    """`umoci unpack` one manifest of an OCI layout into `dest`; returns the rootfs."""
+    tagged = tagged_layout(layout, manifest_digest, dest.parent / f"{dest.name}-layout")
     rootless = [] if os.geteuid() == 0 else ["--rootless"]
     proc = subprocess.run(["umoci", "unpack", *rootless, "--image", f"{tagged}:img", str(dest)],
                           capture_output=True, text=True)
