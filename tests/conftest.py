@@ -1,7 +1,6 @@
 """Shared session fixtures, and the apk-tools solver conformance summary.
 
-Helpers and constants live in tests/helpers.py; the paths and require_tool are re-exported
-here for modules that import them from conftest.
+Helpers and constants live in tests/helpers.py (test modules import them from there).
 
 Session fixtures are made once per pytest process (with xdist, once per worker):
 
@@ -26,17 +25,7 @@ from pathlib import Path
 import pytest
 
 from perf.workloads import Workload, prepare_workload
-from tests.helpers import (
-    FIXTURES,
-    GOLDEN,
-    KEYS,
-    REPO_ROOT,
-    SOLVER_CASES,
-    build_golden,
-    require_tool,
-)
-
-__all__ = ["FIXTURES", "GOLDEN", "KEYS", "REPO_ROOT", "require_tool"]
+from tests.helpers import FIXTURES, SOLVER_CASES, build_golden
 
 
 @pytest.fixture(scope="session")

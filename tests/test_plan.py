@@ -15,7 +15,7 @@ from builder.pipeline import build
 from builder.plan import BuildOptions, BuildPlan, make_plan
 from builder.repo.fetch import Fetcher
 from builder.spans import SpanRecorder
-from tests.conftest import GOLDEN
+from tests.helpers import GOLDEN
 
 EXTRA = ["custom-ca-certs-2", "custom-ca-certs-1"]
 

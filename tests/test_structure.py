@@ -8,7 +8,7 @@ import importlib
 from pathlib import Path
 
 from builder.spans import STAGES
-from tests.conftest import REPO_ROOT
+from tests.helpers import REPO_ROOT
 
 BUILDER = REPO_ROOT / "builder"
 

@@ -13,9 +13,7 @@ from builder.spans import STAGES, SpanRecorder
 from builder.stages.base import Impl
 from builder.stages.profiles import check
 from builder.stages.registry import current
-from tests.conftest import GOLDEN
-
-ANNOTATIONS = ["org.opencontainers.image.title:Title", "org.opencontainers.image.vendor:Vendor"]
+from tests.helpers import GOLDEN, GOLDEN_ANNOTATIONS
 
 
 def implementations(stage: str) -> list[Impl]:
@@ -67,7 +65,8 @@ class GoldenBuilds:
             out = Path(tempfile.mkdtemp(prefix="build-", dir=self.root))
             opts = BuildOptions(config=str(GOLDEN / "apko.yaml"), tag="golden:latest",
                                 cache_dir=str(out / "cache"), workdir=str(self.workdir),
-                                annotations=list(ANNOTATIONS), impl=dict(chosen))
+                                annotations=[f"{k}:{v}" for k, v in GOLDEN_ANNOTATIONS.items()],
+                                impl=dict(chosen))
             rec = SpanRecorder()
             result = build(opts, out / "work", rec)
             self._done[key] = {"summary": json.loads(json.dumps(result.summary())),

@@ -20,7 +20,7 @@ from builder.install.rules import InstallState
 from builder.repo.fetch import Fetcher
 from builder.stages.base import Impl
 from builder.stages.registry import current
-from tests.conftest import FIXTURES, GOLDEN
+from tests.helpers import FIXTURES, GOLDEN
 
 GOOD = GOLDEN / "packages" / "x86_64" / "pretend-baselayout-1.0.0-r0.apk"
 NEGATIVE = sorted((FIXTURES / "apk" / "negative").glob("*.apk"))  # datahash does not match

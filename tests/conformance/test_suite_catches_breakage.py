@@ -7,9 +7,12 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO_ROOT
+import pytest
+
+from tests.helpers import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_a_broken_compressor_fails_the_suite() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
