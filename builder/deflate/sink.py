@@ -34,7 +34,7 @@ from isal import isal_zlib
 from builder.deflate.gzipstream import GZIP_HEADER, engine_module
 from builder.stages.base import BlobResult
 
-SERIAL_UNIT = 1 << 20  # the piece size compress_zlib reads; keeps serial bytes identical
+SERIAL_UNIT = 1 << 20  # the piece size compress_serial reads; keeps serial bytes identical
 WINDOW = 1 << 15
 
 

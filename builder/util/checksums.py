@@ -32,7 +32,11 @@ def parse_sha1(value: str) -> bytes | None:
 
 
 def sha1_hex(value: str) -> str:
-    """Hex form of a checksum value; "" when it is not a SHA-1 in either spelling."""
+    """Lower-case hex form of a checksum value, for comparing two of them ("" for a `Q1`
+    value that is not a SHA-1). Hex is taken as it is: on the install hot path, once per
+    file, and a regular file's value has already been checked against its content."""
+    if not value.startswith("Q1"):
+        return value.lower()
     raw = parse_sha1(value)
     return raw.hex() if raw is not None else ""
 
