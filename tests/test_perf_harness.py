@@ -111,8 +111,10 @@ def test_gate_aa_passes(tmp_path):
     assert rc == 0, doc["failures"]
     assert "total" in rows and "compress" in rows
     # Three pairs on a loaded machine may well call an A/A change "slower" at 95 %; that is
-    # why the gate asks for the whole interval past the threshold. The ratio stays near 1.
-    assert 0.8 < rows["total"]["ratio"] < 1.25, rows["total"]
+    # why the gate asks for the whole interval past the threshold. The median ratio of three
+    # pairs beside the suite's other worker has been seen at 1.26 (clean-clone CI run): the
+    # bound only catches a measurement that is broken (two different things timed).
+    assert 0.67 < rows["total"]["ratio"] < 1.5, rows["total"]
 
 
 def test_gate_catches_compress_slowdown(tmp_path):

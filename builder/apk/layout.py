@@ -119,16 +119,24 @@ def read_pkginfo(layout: ApkLayout) -> tuple[dict[str, list[str]],
 def read_control(control_tar: bytes, source: str) -> tuple[dict[str, list[str]],
                                                            list[tuple[tarfile.TarInfo, bytes]]]:
     """The inflated control section -> (.PKGINFO fields, the other control entries with
-    their contents). FormatError naming `source` when it is not a tar with a .PKGINFO."""
+    their contents). The one control-section reader: every entry must be a dot file
+    (`.PKGINFO`, scripts, `.melange.yaml`...) and `.PKGINFO` UTF-8; anything else is a
+    FormatError naming `source`."""
     try:
         items = tar_members(control_tar)
     except tarfile.TarError as exc:
-        raise FormatError(f"{source}: control section is not a tar: {exc}") from None
+        raise FormatError(f"{source}: malformed control tar: {exc}") from None
     text = None
     rest = []
     for ti, data in items:
-        if ti.name == ".PKGINFO":
-            text = data.decode("utf-8", "replace")
+        name = ti.name.removeprefix("./")
+        if not name.startswith("."):
+            raise FormatError(f"{source}: unexpected {name!r} in control section")
+        if name == ".PKGINFO":
+            try:
+                text = data.decode()
+            except UnicodeDecodeError as exc:
+                raise FormatError(f"{source}: .PKGINFO is not UTF-8: {exc}") from None
         else:
             rest.append((ti, data))
     if text is None:

@@ -14,18 +14,17 @@ tars into 1 MiB members). What is checked, and what each check proves:
 from __future__ import annotations
 
 import hashlib
-import io
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from builder.apk.layout import check_apk_size, read_control
 from builder.apk.model import Package
-from builder.apk.pkginfo import parse_pkginfo, pkginfo_to_package
+from builder.apk.pkginfo import pkginfo_to_package
 from builder.apk.signing import VERIFIABLE, Keyring, parse_signature_tar
 from builder.deflate.gzipstream import InflateReader, inflate_member
 from builder.errors import FormatError, VerificationError
-from builder.gotar import END_MARKER
 from builder.util.checksums import parse_sha1, q1
 
 CHECKSUM_PAX = "APK-TOOLS.checksum.SHA1"
@@ -63,30 +62,10 @@ def checksum(control: bytes) -> str:
     return q1(hashlib.sha1(control).digest())
 
 
-def _read_control(tar_bytes: bytes, source: str) -> tuple[dict[str, bytes], dict[str, int]]:
-    files: dict[str, bytes] = {}
-    modes: dict[str, int] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER)) as tf:
-            for info in tf:
-                name = info.name.removeprefix("./")
-                if not name.startswith("."):
-                    raise FormatError(f"{source}: unexpected {name!r} in control section")
-                if not info.isfile():
-                    continue
-                f = tf.extractfile(info)
-                files[name] = f.read() if f else b""
-                modes[name] = info.mode
-    except tarfile.TarError as exc:
-        raise FormatError(f"{source}: malformed control tar: {exc}") from None
-    return files, modes
-
-
 def read_apk(data: bytes, source: str) -> ApkFile:
     """Split an `.apk` into its sections and parse the control section. Only the signature
     and control members are inflated here; the data section is kept compressed."""
-    if len(data) < 20:
-        raise FormatError(f"{source}: too short to be an .apk ({len(data)} bytes)")
+    check_apk_size(len(data), source)
     first, first_end = inflate_member(data, 0, source)
     sigs = parse_signature_tar(first, source)
     if sigs is None:
@@ -101,15 +80,9 @@ def read_apk(data: bytes, source: str) -> ApkFile:
         control_tar, control_end = inflate_member(data, control_start, source)
     if control_end >= len(data):
         raise FormatError(f"{source}: no data section after the control section")
-    files, modes = _read_control(control_tar, source)
-    if ".PKGINFO" not in files:
-        raise FormatError(f"{source}: control section has no .PKGINFO")
-    try:
-        text = files.pop(".PKGINFO").decode()
-    except UnicodeDecodeError as exc:
-        raise FormatError(f"{source}: .PKGINFO is not UTF-8: {exc}") from None
-    modes.pop(".PKGINFO", None)
-    fields = parse_pkginfo(text, f"{source}:.PKGINFO")
+    fields, rest = read_control(control_tar, source)
+    files = {ti.name.removeprefix("./"): body for ti, body in rest if ti.isfile()}
+    modes = {ti.name.removeprefix("./"): ti.mode for ti, _ in rest if ti.isfile()}
     control = data[control_start:control_end]
     pkg = pkginfo_to_package(fields, f"{source}:.PKGINFO")
     pkg.checksum = checksum(control)
