@@ -7,14 +7,14 @@ DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap apache2-utils
 BASE ?=
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast perf lint tools venv clean
+.PHONY: test test-fast perf peer-tools lint tools venv clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' --config-settings editable_mode=compat
 	$(BIN)/python -m compileall -q builder perf >/dev/null
 	touch $(STAMP)
 
@@ -42,7 +42,24 @@ test-fast: venv
 	$(BIN)/ruff check builder perf tests
 	$(BIN)/pytest -n 2 -m "not slow and not tools and not network" $(PYTEST_ARGS)
 
-perf: venv tools
+# The tools `apkperf peers` measures apkimage against: pigz and apk (Debian's apk-tools, where
+# the archive has it); tar, gzip and umoci come with the system and `make tools`. Installed only
+# when missing, as root; a peer whose tool is missing is skipped (and says so) in the results.
+peer-tools:
+	@missing=""; \
+	command -v pigz >/dev/null 2>&1 || missing="$$missing pigz"; \
+	command -v apk >/dev/null 2>&1 || missing="$$missing apk-tools"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "not root: cannot install$$missing; apkperf peers will skip the peers needing them"; exit 0; fi; \
+	for p in $$missing; do \
+	  apt-cache show $$p >/dev/null 2>&1 || apt-get update -qq; \
+	  if apt-cache show $$p >/dev/null 2>&1; then \
+	    echo "installing Debian package $$p"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$p >/dev/null || echo "apt-get install $$p failed"; \
+	  else echo "Debian's archive here has no package $$p: apkperf peers will skip the peers needing it"; fi; \
+	done
+
+perf: venv tools peer-tools
 ifeq ($(BASE),)
 	$(BIN)/apkperf run --workload small --impl reference,fast,stitched --scenario cold,hot,offline
 	$(BIN)/apkperf report

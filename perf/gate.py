@@ -35,14 +35,14 @@ class Thresholds:
 
 def parse_stage_thresholds(items: list[str]) -> dict[str, float]:
     """["compress=15", "fetch=30"] -> {"compress": 15.0, "fetch": 30.0}."""
-    from builder.spans import STAGES
+    from builder.spans import STAGES, STARTUP
 
     out: dict[str, float] = {}
     for item in items:
         name, sep, val = item.partition("=")
-        if not sep or (name not in STAGES and name != "total"):
+        if not sep or (name not in STAGES and name not in ("total", STARTUP)):
             raise ValueError(f"--stage-threshold {item!r}: want STAGE=PERCENT with STAGE one of "
-                             f"total, {', '.join(STAGES)}")
+                             f"total, {STARTUP}, {', '.join(STAGES)}")
         try:
             out[name] = float(val)
         except ValueError:

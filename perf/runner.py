@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.errors import ApkImageError
+from builder.spans import SPAWN_ENV
 from perf import stats
 from perf.gitrefs import Tree
 from perf.machine import machine_id, machine_info
@@ -61,6 +62,9 @@ def measure(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | N
     out = open(stdout, "wb") if stdout else subprocess.DEVNULL
     err = open(stderr, "wb") if stderr else subprocess.DEVNULL
     try:
+        env = dict(os.environ if env is None else env)
+        # The build's `startup` span is measured from here (builder/spans.py).
+        env[SPAWN_ENV] = str(time.monotonic_ns())
         t0 = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=err,
                                 start_new_session=True)
@@ -293,10 +297,11 @@ def make_record(job: Job, scenario: str, side: Side, res: ProcResult, spans_doc:
 
 
 def stage_names(records: list[dict]) -> list[str]:
-    from builder.spans import STAGES
+    from builder.spans import STAGES, STARTUP
 
+    known = (STARTUP, *STAGES)
     seen = {s for r in records for s in r["stages"]}
-    return [s for s in STAGES if s in seen] + sorted(seen - set(STAGES))
+    return [s for s in known if s in seen] + sorted(seen - set(known))
 
 
 def stitch_reuse(rec: dict[str, Any]) -> str | None:

@@ -55,7 +55,8 @@ def test_plan_is_frozen_json_and_complete(workdir: Path,
             assert p.checksum.startswith("Q1") and p.size > 0 and p.repository
         # The live records behind the plan are the same packages, in the same order.
         assert [p.name for p in planned.packages[arch.apk_arch]] == names
-    assert {s.name for s in rec.spans} == {"config", "index", "resolve"}
+    assert [s.name for s in rec.spans][:2] == ["startup", "config"]
+    assert {s.name for s in rec.spans} == {"startup", "config", "index", "resolve"}
 
 
 def test_resolve_prints_the_order_the_build_installs(workdir: Path,

@@ -9,20 +9,17 @@ The build runs in a temporary work directory; OUT appears only when everything s
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from builder.artefacts import BuildResult
 from builder.errors import ConfigError
-from builder.pipeline import build
-from builder.plan import BuildOptions
-from builder.spans import SpanRecorder
 from builder.stages.profiles import LAYER_FORMATS, describe, parse_impl
-from builder.stages.registry import current
+
+if TYPE_CHECKING:  # what a build needs is loaded when one runs, not for --help
+    from builder.artefacts import BuildResult
+    from builder.plan import BuildOptions
+    from builder.spans import SpanRecorder
 
 
 def add_common_flags(p: argparse.ArgumentParser) -> None:
@@ -81,6 +78,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> BuildOptions:
+    from builder.plan import BuildOptions
+
     return BuildOptions(
         config=args.config, tag=getattr(args, "tag", ""), archs=list(args.arch),
         keyring_append=list(args.keyring_append), repository_append=list(args.repository_append),
@@ -99,6 +98,8 @@ def progress(msg: str) -> None:
 
 
 def finish(args: argparse.Namespace, rec: SpanRecorder, summary: dict[str, Any]) -> None:
+    import json
+
     if args.spans:
         doc = rec.to_json()
         doc["image"] = summary
@@ -110,6 +111,8 @@ def finish(args: argparse.Namespace, rec: SpanRecorder, summary: dict[str, Any])
 def copy_sboms(result: BuildResult, sbom_path: str | None) -> None:
     if sbom_path is None:
         return
+    import shutil
+
     dest = Path(sbom_path)
     dest.mkdir(parents=True, exist_ok=True)
     for p in result.sboms:
@@ -117,6 +120,12 @@ def copy_sboms(result: BuildResult, sbom_path: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from builder.pipeline import build
+    from builder.spans import SpanRecorder
+    from builder.stages.registry import current
+
     opts = options_from_args(args)
     out = Path(args.out)
     if out.suffix != ".tar" and out.exists() and not out.is_dir():

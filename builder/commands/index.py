@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from builder.apk.index import index_record_from_apk, write_index
-from builder.apk.model import Package
-from builder.apk.package import read_apk
 from builder.errors import FormatError
+
+if TYPE_CHECKING:
+    from builder.apk.model import Package
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def index_directory(directory: Path, arch: str | None = None) -> list[Package]:
+    from builder.apk.index import index_record_from_apk
+    from builder.apk.package import read_apk
+
     """Index records of the `.apk` files in `directory` (sorted by file name)."""
     if not directory.is_dir():
         raise FormatError(f"{directory}: not a directory")
@@ -56,18 +58,6 @@ def index_directory(directory: Path, arch: str | None = None) -> list[Package]:
     return packages
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def run(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     packages = index_directory(directory, args.arch)
@@ -81,8 +71,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.signing_key}: cannot read signing key: {exc.strerror}"
             ) from None
         key_name = key_name or Path(args.signing_key).name + ".pub"
+    from builder.apk.index import write_index
+    from builder.util.atomic import write_bytes
+
     out = directory / "APKINDEX.tar.gz"
-    write_atomic(out, write_index(packages, private_pem, key_name, args.description))
+    write_bytes(out, write_index(packages, private_pem, key_name, args.description))
     signed = f"signed as {key_name}" if private_pem else "UNSIGNED"
     print(f"{out}: {len(packages)} packages, {signed}")
     return 0

@@ -4,7 +4,6 @@ registry under every REF; prints the index digest (`--json`: the image summary i
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from builder.commands.build import (
@@ -15,9 +14,6 @@ from builder.commands.build import (
     options_from_args,
     progress,
 )
-from builder.pipeline import build
-from builder.spans import SpanRecorder
-from builder.stages.registry import current
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from builder.pipeline import build
+    from builder.spans import SpanRecorder
+    from builder.stages.registry import current
+
     opts = options_from_args(args)
     rec = SpanRecorder()
     with tempfile.TemporaryDirectory(prefix="apkimage-publish-") as tmp:

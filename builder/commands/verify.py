@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from builder.apk.index import read_index
-from builder.apk.package import read_apk, verify_apk
-from builder.apk.signing import Keyring
 from builder.errors import FormatError
+
+if TYPE_CHECKING:
+    from builder.apk.signing import Keyring
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def load_keyring(paths: list[str]) -> Keyring:
+    from builder.apk.signing import Keyring
+
     ring = Keyring()
     for path in paths:
         p = Path(path)
@@ -55,6 +58,9 @@ def _read(path: str) -> bytes:
 
 
 def verify_file(path: str, keyring: Keyring, allow_unsigned: bool) -> str:
+    from builder.apk.index import read_index
+    from builder.apk.package import read_apk, verify_apk
+
     """Verify one file; the summary line on success (raises VerificationError otherwise)."""
     data = _read(path)
     if Path(path).name.endswith(".tar.gz") and "APKINDEX" in Path(path).name:

@@ -12,13 +12,13 @@ never on how the input was split or on the thread count:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from builder.deflate.gzipstream import GzipCompressor
-from builder.deflate.sink import GzipSink
-from builder.stages.base import BlobResult
+if TYPE_CHECKING:  # the engines are loaded when something is compressed
+    from builder.deflate.sink import GzipSink
+    from builder.stages.base import BlobResult
 
 MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CHUNK = 1 << 20
@@ -37,6 +37,11 @@ def cpu_threads() -> int:
 def compress_serial(tar_path: Path, out_path: Path, level: int = 6,
                     engine: str = "zlib") -> BlobResult:
     """The tar file read in 1 MiB pieces through one deflate stream."""
+    import hashlib
+
+    from builder.deflate.gzipstream import GzipCompressor
+    from builder.stages.base import BlobResult
+
     comp = GzipCompressor(level, engine)
     h = hashlib.sha256()
     size = size_in = 0
@@ -79,6 +84,8 @@ class GzipSetting:
             return sink.close()
 
     def sink(self, out_path: Path) -> GzipSink:
+        from builder.deflate.sink import GzipSink
+
         return GzipSink(out_path, self.engine, self.level, threads=self.threads,
                         block_size=self.block_size)
 

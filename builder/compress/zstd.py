@@ -9,13 +9,14 @@ produces the stream.
 
 from __future__ import annotations
 
-import hashlib
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from builder.stages.base import BlobResult
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+
+    from builder.stages.base import BlobResult
 
 MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+zstd"
 LEVELS = range(1, 20)  # zstd's regular levels (20-22 need --ultra's memory)
@@ -27,6 +28,9 @@ class ZstdSink:
     """Write-only zstd frame producer (the `Sink` contract)."""
 
     def __init__(self, out_path: Path, level: int) -> None:
+        import hashlib
+        from concurrent.futures import ThreadPoolExecutor
+
         import zstandard
 
         self.path = Path(out_path)
@@ -67,6 +71,8 @@ class ZstdSink:
             self.abort()
             raise
         self._shutdown()
+        from builder.stages.base import BlobResult
+
         return BlobResult(self.path, "sha256:" + self._hash.hexdigest(), self._size_out,
                           self._size_in)
 

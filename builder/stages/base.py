@@ -1,26 +1,19 @@
-"""Stage contracts: what every implementation of a stage promises, and how it is registered.
+"""Stage contracts: what every implementation of a stage promises — a `Protocol` per stage
+— and the result types implementations and the pipeline share (`LayerResult`, `BlobResult`,
+`LayerTarget`).
 
-A stage module (`builder/stages/<stage>.py`) is a thin adapter: it declares one `StageSpec`
-named `STAGE` listing its `Impl` records. An `Impl` carries the implementation object, which
-satisfies the stage's `Protocol` below, and says in data what it needs from the other stages'
-implementations (`requires`: stage -> capability) and what it offers them (`provides`). The
-pipeline calls through the protocols only; `builder.stages.profiles` checks a chosen
-combination against the records before anything runs; `tests/conformance/` holds every
-registered implementation to its stage's contract.
-
-Result types shared by implementations and the pipeline live here too (`LayerResult`,
-`BlobResult`). This module imports no implementation at run time.
+How implementations are registered (the `Impl` records a stage module declares, with what
+they provide to and require of other stages) is `builder/stages/spec.py`. The pipeline calls
+through these protocols only; `tests/conformance/` holds every registered implementation to
+its stage's contract. This module imports no implementation at run time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-
-from builder.errors import ConfigError
 
 if TYPE_CHECKING:
     from builder.apk.model import Package
@@ -37,68 +30,7 @@ if TYPE_CHECKING:
     from builder.repo.fetch import Fetcher
     from builder.repo.repository import Repository
 
-# What an implementation can offer the others; `requires` names these.
-CAPABILITIES: dict[str, str] = {
-    "stitchable": "expanded packages that keep their original compressed data sections and "
-                  "DEFLATE block indexes",
-    "package-extents": "a filesystem model whose files point into the packages' data tars",
-    "deflate": "a DEFLATE (gzip) engine and level for the bytes a stitched layer compresses",
-}
-
 LayerOutput = Literal["file", "stream", "blob"]
-
-
-@dataclass(frozen=True)
-class Impl:
-    """One registered implementation of a stage."""
-
-    stage: str
-    name: str
-    obj: Any  # satisfies the stage's protocol (a callable, a Compressor, a LayerWriter...)
-    help: str
-    provides: frozenset[str] = frozenset()
-    requires: Mapping[str, str] = field(default_factory=dict)  # stage -> capability
-
-    def __post_init__(self) -> None:
-        for cap in (*self.provides, *self.requires.values()):
-            if cap not in CAPABILITIES:
-                raise ValueError(f"{self.stage}={self.name}: unknown capability {cap!r}")
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """A stage's registered implementations, plus parametric forms (`compress=zlib:9`)."""
-
-    name: str
-    impls: tuple[Impl, ...]
-    parametric: Callable[[str], Impl | None] | None = None
-    parametric_help: tuple[str, ...] = ()
-    # Parametric forms the conformance suite builds and checks (a sample of each family).
-    parametric_samples: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        names = [i.name for i in self.impls]
-        if len(set(names)) != len(names) or "reference" not in names:
-            raise ValueError(f"stage {self.name}: implementation names must be unique and "
-                             f"include 'reference' (got {names})")
-        for i in self.impls:
-            if i.stage != self.name:
-                raise ValueError(f"stage {self.name}: {i.name} is registered for {i.stage}")
-
-    def names(self) -> list[str]:
-        return sorted(i.name for i in self.impls)
-
-    def get(self, name: str) -> Impl:
-        """The implementation `name` (registered or parametric); ConfigError if none."""
-        for i in self.impls:
-            if i.name == name:
-                return i
-        found = self.parametric(name) if self.parametric is not None else None
-        if found is None:
-            choices = self.names() + list(self.parametric_help)
-            raise ConfigError(f"--impl: stage {self.name!r} has no implementation {name!r} "
-                              f"(available: {', '.join(choices)})")
-        return found
 
 
 # ------------------------------------------------------------------------------ results

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from builder.compress.gzip import MT_BLOCK_SIZE, MT_LEVEL, GzipSetting, cpu_threads, parse_gzip
 from builder.compress.zstd import parse_zstd
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
 
 _DEFLATE = frozenset({"deflate"})
 

@@ -4,14 +4,18 @@ command-line overrides."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from builder.config import ImageConfig, apply_overrides, load_config
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
+
+if TYPE_CHECKING:
+    from builder.config import ImageConfig
 
 
 def config_reference(path: str | Path, workdir: str | Path | None,
                      overrides: dict[str, Any]) -> ImageConfig:
+    from builder.config import apply_overrides, load_config
+
     return apply_overrides(load_config(path, workdir), **overrides)
 
 

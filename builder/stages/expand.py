@@ -12,10 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.expand.model import ExpandedPackage
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
 
 if TYPE_CHECKING:
+    from builder.expand.model import ExpandedPackage
     from builder.repo.cache import Cache
 
 

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from builder.repo.fetch_packages import fetch_fast, fetch_parallel, fetch_reference
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
+
+_WORK = "builder.repo.fetch_packages"
 
 STAGE = StageSpec("fetch", (
-    Impl("fetch", "reference", fetch_reference,
+    Impl("fetch", "reference", f"{_WORK}:fetch_reference",
          "one package after the other, each .apk read whole to verify it"),
-    Impl("fetch", "parallel", fetch_parallel, "the reference's work on a thread pool"),
-    Impl("fetch", "fast", fetch_fast,
+    Impl("fetch", "parallel", f"{_WORK}:fetch_parallel", "the reference's work on a thread pool"),
+    Impl("fetch", "fast", f"{_WORK}:fetch_fast",
          "thread pool, head-only verification, data sections hashed in place once per "
          "change of the file (verification stamps)"),
 ))

@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-from builder.repo.indexes import load_indexes
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
 
 STAGE = StageSpec("index", (
-    Impl("index", "reference", load_indexes,
+    Impl("index", "reference", "builder.repo.indexes:load_indexes",
          "each repository's signed APKINDEX (conditional GET, cached by URL)"),
 ))

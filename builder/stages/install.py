@@ -11,15 +11,20 @@ and the cyclic GC is paused while the nodes are created). Both run the same rule
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from builder.expand.model import ExpandedPackage
-from builder.fs.model import FsModel
-from builder.install.apkdb import resolve_apk_db, write_db
-from builder.install.rules import InstallState, install_package
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
+
+if TYPE_CHECKING:
+    from builder.expand.model import ExpandedPackage
+    from builder.fs.model import FsModel
+    from builder.install.rules import InstallState
 
 
 def _install_all(state: InstallState, expanded: list[ExpandedPackage]) -> None:
+    from builder.install.apkdb import resolve_apk_db, write_db
+    from builder.install.rules import install_package
+
     for exp in expanded:
         install_package(state, exp)
     write_db(state)

@@ -13,9 +13,14 @@ writer's `output` says (builder/stages/base.py `LayerWriter`).
 
 from __future__ import annotations
 
-from builder.expand.model import ExpandedPackage
-from builder.fs.model import FsModel
-from builder.stages.base import BlobResult, Impl, LayerOutput, LayerResult, LayerTarget, StageSpec
+from typing import TYPE_CHECKING
+
+from builder.stages.spec import Impl, StageSpec
+
+if TYPE_CHECKING:
+    from builder.expand.model import ExpandedPackage
+    from builder.fs.model import FsModel
+    from builder.stages.base import LayerOutput, LayerResult, LayerTarget
 
 
 class SortedReference:
@@ -52,6 +57,7 @@ class Stitched:
               target: LayerTarget) -> LayerResult:
         from builder.layer.stitched import stitch_layer
         from builder.layer.tarmap import image_names
+        from builder.stages.base import BlobResult, LayerResult
 
         assert target.path is not None and target.compressor is not None
         engine_level = target.compressor.deflate_engine

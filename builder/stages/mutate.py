@@ -4,9 +4,9 @@ runtime repositories."""
 
 from __future__ import annotations
 
-from builder.mutate import mutate_reference
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
 
 STAGE = StageSpec("mutate", (
-    Impl("mutate", "reference", mutate_reference, "apko's mutations, in apko's order"),
+    Impl("mutate", "reference", "builder.mutate:mutate_reference",
+         "apko's mutations, in apko's order"),
 ))

@@ -9,14 +9,18 @@ a temporary sibling and renamed into place by builder.oci.layout).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from builder.oci.image import Blob, BuiltImage
-from builder.oci.layout import BlobSource, write_docker_tarball, write_oci_layout
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
+
+if TYPE_CHECKING:
+    from builder.oci.image import Blob, BuiltImage
 
 
 def oci_reference(images: list[BuiltImage], index: Blob, layers: dict[str, Path],
                   out: Path, tag: str) -> int:
+    from builder.oci.layout import BlobSource, write_docker_tarball, write_oci_layout
+
     sources = [BlobSource.from_file(path, digest) for digest, path in sorted(layers.items())]
     if out.suffix == ".tar":
         write_docker_tarball(out, tag, index, images, sources)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from builder.errors import ConfigError
 from builder.spans import STAGES
-from builder.stages.base import CAPABILITIES
 from builder.stages.registry import Registry, current
+from builder.stages.spec import CAPABILITIES
 
 _FAST = {"fetch": "fast", "expand": "fast", "install": "fast", "layer": "fast",
          "compress": "isal-mt", "publish": "parallel"}

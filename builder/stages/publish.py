@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from builder.oci.publish import publish_parallel, publish_reference
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
 
 STAGE = StageSpec("publish", (
-    Impl("publish", "reference", publish_reference, "one blob upload at a time"),
-    Impl("publish", "parallel", publish_parallel,
+    Impl("publish", "reference", "builder.oci.publish:publish_reference",
+         "one blob upload at a time"),
+    Impl("publish", "parallel", "builder.oci.publish:publish_parallel",
          "concurrent uploads, largest first; repositories side by side"),
 ))

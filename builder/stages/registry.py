@@ -13,7 +13,7 @@ import importlib
 from collections.abc import Iterator, Mapping
 
 from builder.spans import STAGES
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
 
 
 class Registry:

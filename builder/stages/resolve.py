@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
-from builder.apk.model import Package
-from builder.stages.base import Impl, StageSpec
+from typing import TYPE_CHECKING
+
+from builder.stages.spec import Impl, StageSpec
+
+if TYPE_CHECKING:
+    from builder.apk.model import Package
 
 
 def resolve_reference(world: list[str], packages: list[Package], apk_arch: str

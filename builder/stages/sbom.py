@@ -10,15 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.fs.model import FsModel
-from builder.oci.sbom import SbomPackage, image_sbom, parse_os_release
-from builder.stages.base import Impl, StageSpec
+from builder.stages.spec import Impl, StageSpec
 
 if TYPE_CHECKING:
     from builder.artefacts import ArchArtefacts
+    from builder.fs.model import FsModel
 
 
 def sbom_reference(arch: ArchArtefacts, fs: FsModel, outdir: Path, repo: str) -> Path:
+    from builder.oci.sbom import SbomPackage, image_sbom, parse_os_release
+
     os_release = parse_os_release(
         fs.read("etc/os-release").decode("utf-8", "replace")
         if fs.exists("etc/os-release") else None)

@@ -11,8 +11,8 @@ import pytest
 
 from builder.compress.gzip import GzipSetting
 from builder.deflate.sink import GzipSink
-from builder.stages.base import Impl
 from builder.stages.registry import current, using
+from builder.stages.spec import Impl
 
 _stack = contextlib.ExitStack()
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from builder.spans import STAGES, SpanRecorder
-from builder.stages.base import Impl
 from builder.stages.profiles import check
 from builder.stages.registry import current
+from builder.stages.spec import Impl
 from tests.helpers import GOLDEN, GOLDEN_ANNOTATIONS
 
 

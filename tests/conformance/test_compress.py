@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.stages.base import Impl
+from builder.stages.spec import Impl
 
 MEDIA = {"application/vnd.oci.image.layer.v1.tar+gzip": ".gz",
          "application/vnd.oci.image.layer.v1.tar+zstd": ".zst"}

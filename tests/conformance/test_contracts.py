@@ -11,9 +11,9 @@ import pytest
 from builder.errors import ConfigError
 from builder.spans import STAGES
 from builder.stages import base
-from builder.stages.base import CAPABILITIES, Impl
 from builder.stages.profiles import PROFILES, check, parse_impl
 from builder.stages.registry import current
+from builder.stages.spec import CAPABILITIES, Impl
 from tests.conformance.support import all_implementations, profile_for
 
 PROTOCOLS: dict[str, Any] = {

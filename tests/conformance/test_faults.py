@@ -18,8 +18,8 @@ from builder.expand.model import ExpandedPackage
 from builder.install.apkdb import init_db
 from builder.install.rules import InstallState
 from builder.repo.fetch import Fetcher
-from builder.stages.base import Impl
 from builder.stages.registry import current
+from builder.stages.spec import Impl
 from tests.helpers import FIXTURES, GOLDEN
 
 GOOD = GOLDEN / "packages" / "x86_64" / "pretend-baselayout-1.0.0-r0.apk"
