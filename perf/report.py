@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 
 from perf import stats
+from perf.peers import peers_html
 from perf.records import metric
 from perf.runner import stage_names
 from perf.trend import render_stage_bars, render_trends
@@ -81,6 +82,7 @@ def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0) -
         for p in trends:
             parts.append(f"<p><a href='{p.with_suffix('.svg').name}'><img src='{p.name}' "
                          f"alt='{escape(p.stem)}'></a></p>")
+    parts.append(peers_html(out_dir))  # apkperf peers: the latest stored results
     links = profile_links(out_dir)
     parts.append("<h2>Profiles</h2>")
     if links:
