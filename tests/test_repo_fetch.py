@@ -110,7 +110,9 @@ def test_file_url_and_plain_path(keyring: Keyring, tmp_path: Path) -> None:
         assert_fixture_bytes(paths)
         assert all(p.parent == GOLDEN_REPO / ARCH for p in paths.values())  # read in place
         assert fetcher.stats.requests == 0 and fetcher._session is None
-    assert not (tmp_path / "cache").exists()
+    # Nothing of the repository is copied: the cache holds only the verified index's memo.
+    stored = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert stored and all("index-parsed" in p.parts for p in stored), stored
 
 
 def test_https_with_ca_file(keyring: Keyring, tmp_path: Path) -> None:

@@ -4,35 +4,42 @@ A signature lives in its own gzip member: a truncated tar (no end marker) with o
 signature, named `.SIGN.RSA.<keyfile>` (PKCS#1 v1.5 over SHA-1) or `.SIGN.RSA256.<keyfile>`
 (SHA-256), whose content is the raw signature. `<keyfile>` is the public key's file name
 (e.g. `melange.rsa.pub`), which is how the verifier finds the key.
+
+`cryptography` (~15 ms to import) is loaded by the functions that sign or verify, and keys
+are parsed when first used: a hot build whose index was verified before (builder/repo/
+indexes.py) never loads it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from typing import TYPE_CHECKING, Any
 
 from builder.deflate.gzipstream import gzip_member, inflate_member
 from builder.errors import FormatError
 from builder.gotar import END_MARKER, file_entry
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 KEY_SUFFIX = ".rsa.pub"
 # .SIGN.<algorithm>.<keyfile> -> digest name. DSA and RSA512 are recognised (so they can be
 # reported) but not verified.
 SIGN_ALGORITHMS = {"RSA": "sha1", "RSA256": "sha256", "RSA512": "sha512", "DSA": "dsa"}
 VERIFIABLE = {"sha1", "sha256"}
-_DIGESTS = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
 _PREFIX_FOR_DIGEST = {"sha1": "RSA", "sha256": "RSA256", "sha512": "RSA512"}
 
 
-def _hash(digest_name: str) -> hashes.HashAlgorithm:
+def _hash(digest_name: str) -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    digests = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
     try:
-        return _DIGESTS[digest_name]()
+        return digests[digest_name]()
     except KeyError:
         raise ValueError(f"unsupported signature digest {digest_name!r}") from None
 
@@ -40,11 +47,16 @@ def _hash(digest_name: str) -> hashes.HashAlgorithm:
 class Keyring:
     """Trusted RSA public keys, by file name (e.g. `melange.rsa.pub`)."""
 
-    def __init__(self, keys: dict[str, rsa.RSAPublicKey] | None = None) -> None:
-        self._keys: dict[str, rsa.RSAPublicKey] = dict(keys or {})
+    def __init__(self) -> None:
+        self._pems: dict[str, tuple[bytes, str]] = {}  # name -> (PEM, where it came from)
+        self._parsed: dict[str, rsa.RSAPublicKey] = {}
 
     @staticmethod
     def load_public_key(pem: bytes, source: str) -> rsa.RSAPublicKey:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
         try:
             key = serialization.load_pem_public_key(pem)
         except (ValueError, UnsupportedAlgorithm) as exc:
@@ -74,29 +86,55 @@ class Keyring:
         return cls.from_paths(sorted(p for p in d.iterdir() if p.name.endswith(".pub")))
 
     def add(self, name: str, pem: bytes, source: str | None = None) -> None:
-        self._keys[name] = self.load_public_key(pem, source or name)
+        """Trust `pem` under `name`; it is parsed (FormatError naming `source` if it is not an
+        RSA public key) when first used."""
+        if b"-----BEGIN" not in pem:
+            raise FormatError(f"{source or name}: not a PEM public key")
+        self._pems[name] = (bytes(pem), source or name)
+        self._parsed.pop(name, None)
 
     def merge(self, other: Keyring) -> None:
-        self._keys.update(other._keys)
+        for name, (pem, source) in other._pems.items():
+            self.add(name, pem, source)
 
     def names(self) -> list[str]:
-        return sorted(self._keys)
+        return sorted(self._pems)
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._pems)
 
-    def get(self, key_name: str) -> rsa.RSAPublicKey | None:
-        """The key called `key_name`, also matching with or without the `.rsa.pub` suffix."""
-        if key_name in self._keys:
-            return self._keys[key_name]
-        if key_name + KEY_SUFFIX in self._keys:
-            return self._keys[key_name + KEY_SUFFIX]
-        if key_name.endswith(KEY_SUFFIX):
-            return self._keys.get(key_name[: -len(KEY_SUFFIX)])
+    def fingerprint(self) -> str:
+        """Hex SHA-256 over the trusted keys (names and PEM bytes): what a record of "verified
+        with this keyring" must match."""
+        h = hashlib.sha256()
+        for name in sorted(self._pems):
+            pem = self._pems[name][0]
+            h.update(f"{name}\0{len(pem)}\0".encode())
+            h.update(pem)
+        return h.hexdigest()
+
+    def _name_of(self, key_name: str) -> str | None:
+        """The trusted name `key_name` refers to, also matching with or without the
+        `.rsa.pub` suffix."""
+        for candidate in (key_name, key_name + KEY_SUFFIX,
+                          key_name[: -len(KEY_SUFFIX)] if key_name.endswith(KEY_SUFFIX)
+                          else None):
+            if candidate is not None and candidate in self._pems:
+                return candidate
         return None
 
+    def get(self, key_name: str) -> rsa.RSAPublicKey | None:
+        """The key called `key_name` (parsed on first use), or None."""
+        name = self._name_of(key_name)
+        if name is None:
+            return None
+        if name not in self._parsed:
+            pem, source = self._pems[name]
+            self._parsed[name] = self.load_public_key(pem, source)
+        return self._parsed[name]
+
     def __contains__(self, key_name: str) -> bool:
-        return self.get(key_name) is not None
+        return self._name_of(key_name) is not None
 
     def verify(self, key_name: str, digest_name: str, message: bytes, signature: bytes) -> bool:
         """True when `signature` is a valid PKCS#1 v1.5 signature of `message` by `key_name`.
@@ -104,6 +142,9 @@ class Keyring:
         key = self.get(key_name)
         if key is None or digest_name not in VERIFIABLE:
             return False
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives.asymmetric import padding
+
         try:
             key.verify(signature, message, padding.PKCS1v15(), _hash(digest_name))
         except InvalidSignature:
@@ -113,6 +154,9 @@ class Keyring:
 
 def generate_key(bits: int = 2048) -> tuple[bytes, bytes]:
     """A new RSA key pair: (private PEM in traditional PKCS#1 form, public PEM)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     private = key.private_bytes(
         serialization.Encoding.PEM,
@@ -126,6 +170,10 @@ def generate_key(bits: int = 2048) -> tuple[bytes, bytes]:
 
 
 def load_private_key(private_pem: bytes, source: str = "signing key") -> rsa.RSAPrivateKey:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         key = serialization.load_pem_private_key(private_pem, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -137,6 +185,8 @@ def load_private_key(private_pem: bytes, source: str = "signing key") -> rsa.RSA
 
 def public_pem(private_pem: bytes) -> bytes:
     """The public key (SubjectPublicKeyInfo PEM) of a private key."""
+    from cryptography.hazmat.primitives import serialization
+
     return (
         load_private_key(private_pem)
         .public_key()
@@ -146,6 +196,8 @@ def public_pem(private_pem: bytes) -> bytes:
 
 def sign(private_pem: bytes, message: bytes, digest_name: str = "sha256") -> bytes:
     """PKCS#1 v1.5 signature of `message` (deterministic for a given key and message)."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     key = load_private_key(private_pem)
     return key.sign(message, padding.PKCS1v15(), _hash(digest_name))
 

@@ -31,6 +31,9 @@ Layout under `cache_dir` (default `$XDG_CACHE_HOME/apkimage`, i.e. `~/.cache/apk
       blobs/sha256/<hex>            content-addressed bodies of those URLs, verified by name
                                     on every read: a LocalContentStore (builder/repo/store.py)
                                     rooted at v1/blobs
+      index-parsed/<hh>/<sha256>-<keys>-<t|u>.json
+                                    an index verified with a keyring (fingerprint <keys>) and
+                                    parsed, by the index's SHA-256 (builder/repo/indexes.py)
 
 Rules that make two builds at once safe:
 - Every file is written to a temp file in the directory of its final name, flushed,
