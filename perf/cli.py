@@ -10,7 +10,7 @@ from builder.clitool import run_main
 
 COMMANDS = [
     "corpus", "serve", "run", "compare", "gate", "calibrate", "flame", "trend", "history",
-    "report",
+    "report", "frontier",
     "peers",
 ]
 

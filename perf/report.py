@@ -7,6 +7,7 @@ from html import escape
 from pathlib import Path
 
 from perf import stats
+from perf.frontier import section_html as frontier_html
 from perf.peers import peers_html
 from perf.records import metric
 from perf.runner import stage_names
@@ -45,7 +46,7 @@ PROFILE_SUFFIXES = (".svg", ".speedscope.json", ".pyinstrument.html", ".folded")
 def profile_links(out_dir: Path) -> list[Path]:
     files = []
     for p in sorted(out_dir.iterdir()):
-        if p.name.startswith(("trend-", "stages-", "index")):
+        if p.name.startswith(("trend-", "stages-", "index", "frontier-")):
             continue
         if p.name.endswith(PROFILE_SUFFIXES):
             files.append(p)
@@ -83,6 +84,7 @@ def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0) -
             parts.append(f"<p><a href='{p.with_suffix('.svg').name}'><img src='{p.name}' "
                          f"alt='{escape(p.stem)}'></a></p>")
     parts.append(peers_html(out_dir))  # apkperf peers: the latest stored results
+    parts.append(frontier_html(out_dir))  # apkperf frontier: the latest stored results
     links = profile_links(out_dir)
     parts.append("<h2>Profiles</h2>")
     if links:
