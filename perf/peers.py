@@ -460,6 +460,7 @@ class PeersJob(Job):
         self.image_root = self.work / "image" / "root"
         self.image: dict[str, Any] = {}
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.load_start = os.getloadavg()  # the machine is shared: how busy it was
 
     # servers ----------------------------------------------------------------
     def _server_scenario(self) -> Scenario:
@@ -665,6 +666,7 @@ class PeersJob(Job):
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "commit": tree.commit, "dirty": tree.dirty, "tree": tree.label,
             "machine": self.machine, "machine_id": self.machine_id,
+            "loadavg": {"start": list(self.load_start), "end": list(os.getloadavg())},
             "options": {"repeat": self.plan.repeat, "warmup": self.plan.warmup,
                         "impls": [s.impl for s in self.plan.sides],
                         "scenarios": self.plan.scenarios, "peers": self.pplan.peers},
@@ -734,6 +736,11 @@ def describe_tree(image: dict) -> str:
 # --------------------------------------------------------------------------- text table
 
 
+def _load(doc: dict, when: str) -> str:
+    vals = (doc.get("loadavg") or {}).get(when)
+    return "/".join(f"{v:.2f}" for v in vals) if vals else "?"
+
+
 def format_table(doc: dict) -> str:
     entries = doc["entries"]
     by_key = {e["key"]: e for e in entries}
@@ -741,6 +748,8 @@ def format_table(doc: dict) -> str:
              f"{doc['options']['warmup']} warm-up; commit {doc['commit'][:12]}"
              f"{' dirty' if doc['dirty'] else ''}; {doc['machine_id']}) ==",
              f"image tree: {describe_tree(doc['image'])}",
+             f"load average (1/5/15 min) at start {_load(doc, 'start')}, at end "
+             f"{_load(doc, 'end')} (a shared machine: busy neighbours slow every entry)",
              f"({SCOPE})", "",
              f"{'entry':38s}{'n':>3s}{'wall median±MAD':>20s}{'cpu median':>12s}"
              f"{'RSS':>8s}{'output':>10s}  paths vs apkimage's layer"]
@@ -905,7 +914,8 @@ def _doc_html(doc: dict, out_dir: Path) -> str:
             f"{escape(doc['commit'][:12])}{' (dirty)' if doc['dirty'] else ''}, machine "
             f"{escape(doc['machine_id'])} ({escape(str(m.get('cpu_model')))}, {m.get('cores')} "
             f"cores), {doc['options']['repeat']} interleaved rounds, started "
-            f"{escape(doc['started_at'])}. Image tree: {escape(describe_tree(doc['image']))}. "
+            f"{escape(doc['started_at'])}, load average {_load(doc, 'start')} → "
+            f"{_load(doc, 'end')}. Image tree: {escape(describe_tree(doc['image']))}. "
             f"{escape(SCOPE)}.</p>"
             "<table><tr><th>entry</th><th>n</th><th>wall</th><th>cpu</th><th>peak RSS</th>"
             f"<th>output</th><th>paths vs apkimage's layer</th></tr>{''.join(rows)}</table>"
