@@ -595,3 +595,26 @@ def test_golden_build_with_fast_fetch_and_expand(tmp_path: Path,
     resolved = {s["arch"]: s["attrs"]["packages"] for s in again["spans"]
                 if s["name"] == "resolve"}
     assert {s["arch"]: s["attrs"]["cache_hits"] for s in spans} == resolved
+
+
+def test_package_head_read_once_per_build(tmp_path: Path) -> None:
+    """Fetch's verification and the expand stage share the head of a settled package file:
+    the second read_layout of an unchanged file is the same object; a changed file is read
+    again; a file changed in the last two seconds is never kept."""
+    from builder.apk import layout as apk_layout
+
+    old = tmp_path / "old.apk"
+    old.write_bytes(TZDATA.read_bytes())
+    past = time.time() - 10
+    os.utime(old, (past, past))
+    # ctime is now: not settled yet, so not kept.
+    assert apk_layout.read_layout(old) is not apk_layout.read_layout(old)
+    kept = apk_layout.read_layout(TZDATA)  # a fixture file, settled long ago
+    assert apk_layout.read_layout(TZDATA) is kept
+    fresh = tmp_path / "fresh.apk"
+    fresh.write_bytes(TZDATA.read_bytes())
+    first = apk_layout.read_layout(fresh)
+    fresh.write_bytes(b"\0" * 8 + TZDATA.read_bytes()[8:])  # changed in place: read again
+    with pytest.raises(FormatError):
+        apk_layout.read_layout(fresh)
+    assert first.key == kept.key

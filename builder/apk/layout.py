@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,25 +86,50 @@ def tar_members(raw: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
     return out
 
 
+# The layouts found in this process, by path and file identity: fetch's verification and the
+# expand stage both need the head of every package; it is read and inflated once per build.
+# Only files whose last change is SETTLE_NS old are kept (as builder/repo/stamp.py explains,
+# a write within one timestamp tick of the last could leave the identity unchanged).
+_LAYOUTS: dict[tuple[str, int, int, int, int, int], ApkLayout] = {}
+_LAYOUTS_MAX = 4096
+SETTLE_NS = 2_000_000_000
+
+
 def read_layout(path: Path) -> ApkLayout:
-    """Find the control member of the `.apk` at `path` (reads only the head of the file)."""
+    """Find the control member of the `.apk` at `path` (reads only the head of the file).
+    A file read before in this process, unchanged since (same device, inode, size, mtime
+    and ctime), is not read again."""
     source = str(path)
     with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        check_apk_size(size, source)
-        first, first_raw = _read_member(f, 0, source)
-        try:
-            items = tar_members(first)
-        except tarfile.TarError as exc:
-            raise FormatError(f"{source}: first section is not a tar: {exc}") from None
-        has_sig = bool(items) and items[0][0].name.startswith(".SIGN.")
-        if has_sig:
-            start = len(first_raw)
-            if start >= size:
-                raise FormatError(f"{source}: signed package without control and data sections")
-            control, control_raw = _read_member(f, start, source)
-        else:
-            start, control, control_raw = 0, first, first_raw
+        st = os.fstat(f.fileno())
+        key = (source, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = _LAYOUTS.get(key)
+        if known is not None:
+            return known
+        layout = _read_layout(f, path, st.st_size)
+    if time.time_ns() - st.st_ctime_ns >= SETTLE_NS:
+        if len(_LAYOUTS) >= _LAYOUTS_MAX:
+            _LAYOUTS.clear()
+        _LAYOUTS[key] = layout
+    return layout
+
+
+def _read_layout(f: BinaryIO, path: Path, size: int) -> ApkLayout:
+    source = str(path)
+    check_apk_size(size, source)
+    first, first_raw = _read_member(f, 0, source)
+    try:
+        items = tar_members(first)
+    except tarfile.TarError as exc:
+        raise FormatError(f"{source}: first section is not a tar: {exc}") from None
+    has_sig = bool(items) and items[0][0].name.startswith(".SIGN.")
+    if has_sig:
+        start = len(first_raw)
+        if start >= size:
+            raise FormatError(f"{source}: signed package without control and data sections")
+        control, control_raw = _read_member(f, start, source)
+    else:
+        start, control, control_raw = 0, first, first_raw
     end = start + len(control_raw)
     if end >= size:
         raise FormatError(f"{source}: no data section after the control section")
