@@ -252,7 +252,10 @@ def _chunks(src: Source, start: int, end: int) -> Iterator[tuple[int, int]]:
     yield a, end
 
 
-CHUNK = 64 << 20  # bytes of data tar stitched and hashed between page releases
+# Bytes of data tar stitched and hashed between page releases; the hashers may run two such
+# chunks behind. Hot go: 64 MiB -> 218 MB peak RSS, 32 -> 133 MB, 16 -> 103 MB, with no
+# significant change in time (apkperf compare, 7 pairs each).
+CHUNK = 32 << 20
 
 
 def _source(stack: ExitStack, exp: Stitchable) -> _Mapped:
