@@ -64,6 +64,26 @@ def process_age_s() -> tuple[float, str]:
         return 0.0, "unknown"
 
 
+_STATUS_FIELDS = {b"VmHWM:": "peak_mb", b"VmRSS:": "rss_mb", b"RssAnon:": "anon_mb",
+                  b"RssFile:": "file_mb"}
+
+
+def memory_mb() -> dict[str, float]:
+    """Peak and current resident set of this process, in MB (/proc/self/status): `anon_mb`
+    is heap and thread stacks, `file_mb` file pages mapped in (the mmapped data tars and
+    .apk files, the interpreter's own files)."""
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                key = _STATUS_FIELDS.get(line.split(None, 1)[0])
+                if key:
+                    out[key] = round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return {}
+    return out
+
+
 class SpanRecorder:
     """Collects spans for one process. Use `with recorder.span("fetch", arch) as s: ...`.
 
@@ -73,6 +93,8 @@ class SpanRecorder:
 
     def __init__(self) -> None:
         self.spans: list[Span] = []
+        # After each span: the process's peak and current memory (what holds the peak).
+        self.memory: list[dict] = []
         self._start_wall = time.perf_counter()
         self._start_cpu = _cpu()
 
@@ -81,6 +103,12 @@ class SpanRecorder:
         s = Span(name=STARTUP, attrs={"clock": source})
         s.wall_s, s.cpu_s = age, _cpu()
         self.spans.append(s)
+        self._note_memory(s)
+
+    def _note_memory(self, s: Span) -> None:
+        mem = memory_mb()
+        if mem:
+            self.memory.append({"name": s.name, "arch": s.arch, **mem})
 
     @contextmanager
     def span(self, name: str, arch: str = "", **attrs: object) -> Iterator[Span]:
@@ -96,11 +124,13 @@ class SpanRecorder:
             s.wall_s = time.perf_counter() - wall0
             s.cpu_s = _cpu() - cpu0
             self.spans.append(s)
+            self._note_memory(s)
 
     def to_json(self) -> dict:
         return {
             "version": 1,
             "spans": [s.as_dict() for s in self.spans],
+            "memory": self.memory,
             "total": {
                 "wall_s": time.perf_counter() - self._start_wall,
                 "cpu_s": _cpu() - self._start_cpu,

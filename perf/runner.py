@@ -280,6 +280,7 @@ def make_record(job: Job, scenario: str, side: Side, res: ProcResult, spans_doc:
         "sys_s": res.sys_s,
         "peak_rss_mb": res.peak_rss_mb,
         "spans_total": spans_doc.get("total") or {},
+        "memory": spans_doc.get("memory") or [],
         "stages": stages,
         "image": image,
         "compressor": compressor_of(stages, image),
@@ -302,6 +303,22 @@ def stage_names(records: list[dict]) -> list[str]:
     known = (STARTUP, *STAGES)
     seen = {s for r in records for s in r["stages"]}
     return [s for s in known if s in seen] + sorted(seen - set(known))
+
+
+def memory_peak(rec: dict[str, Any]) -> str | None:
+    """"peak RSS reached in <stage> ..." for a record whose build noted memory per span."""
+    mem = rec.get("memory") or []
+    if not mem:
+        return None
+    first = mem[0]
+    peak = max(mem, key=lambda m: m.get("peak_mb", 0))
+    at = next(m for m in mem if m.get("peak_mb", 0) >= peak.get("peak_mb", 0))
+    where = f"{at['name']}" + (f" ({at['arch']})" if at.get("arch") else "")
+    return (f"peak RSS {peak.get('peak_mb', 0):.0f} MB reached in {where}; after startup "
+            f"{first.get('rss_mb', 0):.0f} MB (anon {first.get('anon_mb', 0):.0f}, files "
+            f"{first.get('file_mb', 0):.0f}); after {where} {at.get('rss_mb', 0):.0f} MB "
+            f"resident (anon {at.get('anon_mb', 0):.0f}, mapped files "
+            f"{at.get('file_mb', 0):.0f})")
 
 
 def stitch_reuse(rec: dict[str, Any]) -> str | None:
@@ -392,4 +409,7 @@ def format_run_table(records: list[dict]) -> str:
             reuse = stitch_reuse(sides[lab][0])
             if reuse:
                 lines.append(f"  {lab}: {reuse}")
+            held = memory_peak(sides[lab][0])
+            if held:
+                lines.append(f"  {lab}: {held}")
     return "\n".join(lines)

@@ -57,3 +57,16 @@ def test_build_records_startup_measured_from_spawn(tmp_path: Path) -> None:
     assert first["name"] == STARTUP and first["attrs"]["clock"] == "spawn"
     assert 0.005 < first["wall_s"] < elapsed
     assert doc["spans"][1]["name"] == "config"
+
+
+def test_memory_noted_after_every_span() -> None:
+    rec = SpanRecorder()
+    with rec.span("config"):
+        grow = bytearray(64 << 20)  # 64 MB of anonymous memory, touched
+        grow[::4096] = b"\1" * len(grow[::4096])
+    doc = rec.to_json()
+    assert [m["name"] for m in doc["memory"]] == [STARTUP, "config"]
+    before, after = doc["memory"]
+    assert set(after) >= {"peak_mb", "rss_mb", "anon_mb", "file_mb"}
+    assert after["anon_mb"] - before["anon_mb"] > 50 and after["peak_mb"] >= after["rss_mb"]
+    del grow
