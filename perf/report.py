@@ -11,6 +11,7 @@ from perf.frontier import section_html as frontier_html
 from perf.peers import peers_html
 from perf.records import metric
 from perf.runner import stage_names
+from perf.startup import report_section as startup_html
 from perf.trend import render_stage_bars, render_trends
 
 
@@ -85,6 +86,7 @@ def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0) -
                          f"alt='{escape(p.stem)}'></a></p>")
     parts.append(peers_html(out_dir))  # apkperf peers: the latest stored results
     parts.append(frontier_html(out_dir))  # apkperf frontier: the latest stored results
+    parts.append(startup_html())  # apkperf startup: the latest stored result
     links = profile_links(out_dir)
     parts.append("<h2>Profiles</h2>")
     if links:
