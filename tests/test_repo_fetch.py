@@ -458,3 +458,51 @@ def retamper_signature(index: bytes) -> bytes:
         info.size = len(sig)
         tf.addfile(info, io.BytesIO(bytes(sig)))
     return gzip.compress(out.getvalue()[: 512 + ((len(sig) + 511) // 512) * 512]) + rest
+
+
+def test_revalidation_without_requests(keyring: Keyring, tmp_path: Path) -> None:
+    """An index's conditional GET goes over http.client: a 304 or a changed body is handled
+    there, in one request and without the requests session; a 5xx is left to the session's
+    retrying path, which then answers it."""
+    repo_dir = tmp_path / "repo"
+    shutil.copytree(GOLDEN_REPO, repo_dir)
+    index = repo_dir / ARCH / "APKINDEX.tar.gz"
+    with RepoServer(repo_dir) as srv:
+        with fast_fetcher(tmp_path / "cache") as cold:
+            load_indexes([Repository(srv.url)], ARCH, keyring, cold)
+        with fast_fetcher(tmp_path / "cache") as hot:
+            load_indexes([Repository(srv.url)], ARCH, keyring, hot)
+            assert hot._session is None and hot.stats.not_modified == 1
+        index.chmod(0o644)
+        index.write_bytes((GOLDEN_REPO / "aarch64" / "APKINDEX.tar.gz").read_bytes())
+        srv.requests.clear()
+        with fast_fetcher(tmp_path / "cache") as changed:
+            got = load_indexes([Repository(srv.url)], ARCH, keyring, changed)
+            assert {p.arch for p in got} == {"aarch64"} and changed._session is None
+            assert len(srv.gets("APKINDEX.tar.gz")) == 1 and changed.stats.cache_misses == 1
+        srv.fail[f"/{ARCH}/APKINDEX.tar.gz"] = [503]
+        with fast_fetcher(tmp_path / "cache") as flaky:
+            again = load_indexes([Repository(srv.url)], ARCH, keyring, flaky)
+            assert flaky._session is not None  # the retrying path took over
+            assert {p.arch for p in again} == {"aarch64"}
+
+
+def test_hot_remote_build_does_not_import_requests(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import GOLDEN, REPO_ROOT
+
+    with RepoServer(GOLDEN_REPO) as srv:
+        cfg = tmp_path / "apko.yaml"
+        cfg.write_text(f"contents:\n  keyring:\n    - {GOLDEN / 'melange.rsa.pub'}\n"
+                       f"  repositories:\n    - {srv.url}\n  packages:\n    - replayout\n"
+                       "archs: [x86_64]\n")
+        code = ("import sys\nfrom builder.cli import main\n"
+                f"rc = main(['build', {str(cfg)!r}, 't', sys.argv[1], '--impl', 'fast', "
+                f"'--cache-dir', {str(tmp_path / 'cache')!r}])\n"
+                "print(rc, 'requests' in sys.modules, 'cryptography' in sys.modules)\n")
+        outs = [subprocess.run([sys.executable, "-c", code, str(tmp_path / f"o{i}")],
+                               cwd=REPO_ROOT, capture_output=True, text=True,
+                               check=True).stdout for i in range(2)]
+    assert outs == ["0 True True\n", "0 False False\n"]

@@ -2,7 +2,8 @@
 The `fetch` stage's implementations over it are in builder/repo/fetch_packages.py.
 
 The Fetcher is the only place that talks to the network. In offline mode it never creates
-an HTTP session: every path that would need one goes through `_session_for()`, which raises
+an HTTP session: every path that would need one goes through `_session_for()` or, for an
+index's conditional GET on the standard library, `_revalidate()`, both of which raise
 `FetchError("offline: would fetch <url>")` instead — so "offline opens no socket" holds by
 construction, not by each caller remembering to check.
 
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 from builder.apk.model import Package
 from builder.errors import FetchError, FormatError, VerificationError
 from builder.repo.cache import Cache, CorruptEntry, IndexRecord
-from builder.repo.http import HttpOptions, download, make_session
+from builder.repo.http import Download, HttpOptions, download, make_session, revalidate
 from builder.repo.repository import INDEX_FILENAME, Repository
 
 if TYPE_CHECKING:
@@ -99,13 +100,21 @@ class Fetcher:
         self.close()
 
     def _session_for(self, url: str) -> requests.Session:
-        """The build's session; the single gate between this process and the network."""
+        """The build's session; with `_revalidate`, the only gates between this process and
+        the network."""
         if self.offline:
             raise FetchError(f"offline: would fetch {url}")
         with self._lock:
             if self._session is None:
                 self._session = make_session(self.http)
             return self._session
+
+    def _revalidate(self, url: str, conditional: dict[str, str]
+                    ) -> tuple[Download, bytes] | None:
+        """A conditional GET without the session (builder/repo/http.py `revalidate`)."""
+        if self.offline:
+            raise FetchError(f"offline: would fetch {url}")
+        return revalidate(url, conditional, self.http, self.max_response_bytes)
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
@@ -157,25 +166,28 @@ class Fetcher:
             self._count(cache_hits=1)
             return parse(cached, url)
 
-        session = self._session_for(url)
         conditional: dict[str, str] = {}
         if record is not None and cached is not None:
             if record.etag:
                 conditional["If-None-Match"] = record.etag
             if record.last_modified:
                 conditional["If-Modified-Since"] = record.last_modified
-        body = io.BytesIO()  # parsed whole anyway; stored only once `parse` accepts it
         self._count(requests=1)
-        got = download(
-            session, url, body, self.http, conditional=conditional or None,
-            max_size=self.max_response_bytes,
-        )
+        quick = self._revalidate(url, conditional) if conditional else None
+        if quick is not None:
+            got, data = quick
+        else:
+            body = io.BytesIO()  # parsed whole anyway; stored only once `parse` accepts it
+            got = download(
+                self._session_for(url), url, body, self.http,
+                conditional=conditional or None, max_size=self.max_response_bytes,
+            )
+            data = body.getvalue()
+            del body
         if got.not_modified and cached is not None:
             self._count(cache_hits=1, not_modified=1)
             return parse(cached, url)
         self._count(bytes_fetched=got.size, cache_misses=1)
-        data = body.getvalue()
-        del body
         result = parse(data, url)
         self.cache.put_blob(data, got.digest)  # re-hashed: refused if not what was downloaded
         self.cache.store_index_record(
