@@ -157,7 +157,11 @@ def test_ratio_is_paired_and_phrased_for_apkimage():
     assert text.startswith("stitched hot is 2.9") and "faster than tar | gzip -6" in text
     slow = peers.ratio_sentence("a", "b", {"wall_ratio": 0.5, "wall_ci": [0.4, 0.6],
                                            "cpu_ratio": 0.5})
-    assert slow.startswith("a is 2.00x slower than b") and "1.67x..2.50x" in slow
+    assert slow.startswith("a is 2.00x slower than b") and "x0.40..x0.60;" in slow
+    assert "CPU 2.00x more" in slow
+    noisy = peers.ratio_sentence("a", "b", {"wall_ratio": 1.1, "wall_ci": [0.9, 1.3],
+                                            "cpu_ratio": 1.0})
+    assert "1.10x faster" in noisy and "not significant" in noisy
 
 
 def test_report_section_renders_from_stored_results(tmp_path, monkeypatch):
