@@ -865,12 +865,13 @@ def render_chart(doc: dict, path: Path) -> Path:
                     color="#888")
             continue
         ax.barh(y, s["wall_median_s"], xerr=s["wall_mad_s"], color=colour, height=0.6,
-                edgecolor="white", label=None)
+                edgecolor="white", error_kw={"elinewidth": 1, "capsize": 3, "alpha": 0.7})
         ax.barh(y + 0.22, s["cpu_median_s"], color="black", height=0.12, alpha=0.55)
-        ax.text(s["wall_median_s"], y, f" {s['wall_median_s']:.3f} s", va="center", fontsize=8)
+        ax.text(s["wall_median_s"] + s["wall_mad_s"], y, f"  {s['wall_median_s']:.3f} s",
+                va="center", fontsize=8)
     ax.set_yticks(ys)
     ax.set_yticklabels([e["name"] for e in entries], fontsize=9)
-    ax.invert_yaxis()
+    ax.set_ylim(len(entries) - 0.4, -0.6)  # first entry on top, room below the last
     ax.set_xlabel("wall time, median of interleaved rounds (s); thin dark bar = CPU (user+sys)")
     ax.set_title(f"apkimage and its peers: {doc['workload']}, {doc['commit'][:10]}, "
                  f"{doc['options']['repeat']} rounds", fontsize=11)
