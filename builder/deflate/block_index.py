@@ -18,7 +18,6 @@ data and its block index.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,8 +52,12 @@ class _ZStream(ctypes.Structure):
 
 
 def _load_libz() -> ctypes.CDLL:
-    name = ctypes.util.find_library("z") or "libz.so.1"
-    lib = ctypes.CDLL(name)
+    try:  # the soname every Linux zlib has: no `ldconfig -p` subprocess to find it
+        lib = ctypes.CDLL("libz.so.1")
+    except OSError:
+        from ctypes.util import find_library
+
+        lib = ctypes.CDLL(find_library("z") or "libz.so")
     lib.zlibVersion.restype = ctypes.c_char_p
     lib.inflateInit2_.argtypes = [ctypes.POINTER(_ZStream), ctypes.c_int, ctypes.c_char_p,
                                   ctypes.c_int]
