@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.apk.model import Package
-from builder.errors import CacheError
 from builder.repo.fetch import Fetcher
 from builder.repo.repository import Repository
+from builder.util.atomic import write_bytes
 
 if TYPE_CHECKING:
     from builder.apk.index import ApkIndex
@@ -121,7 +121,7 @@ class IndexMemo:
                           separators=(",", ":")).encode()
         head = json.dumps({"format": MEMO_FORMAT, "index_sha256": digest, "fields": _FIELDS,
                            "sha256": hashlib.sha256(body).hexdigest()}).encode()
-        try:
-            self.cache.write_bytes(path, head + b"\n" + body)
-        except CacheError as exc:  # a memo that cannot be written costs time, not correctness
+        try:  # not fsync'd: a memo lost in a crash only means verifying that index again
+            write_bytes(path, head + b"\n" + body, durable=False)
+        except OSError as exc:  # a memo that cannot be written costs time, not correctness
             log.debug("index memo %s not written: %s", path, exc)
