@@ -284,13 +284,6 @@ class Sample:
     cpu_s: float
 
 
-def _timed(fn: Callable[[], bytes], keep: bool) -> Sample:
-    c0, t0 = time.process_time(), time.perf_counter()
-    out = fn()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    return Sample(out if keep else None, len(out), wall, cpu)
-
-
 @dataclass(frozen=True)
 class Candidate:
     name: str
@@ -319,10 +312,18 @@ class Candidate:
     def run(self, inp: Input, threads: int, keep: bool) -> Sample:
         if self.mode == "cli":
             return self._run_cli(inp, threads, keep)
-        return _timed(lambda: self._compress(inp, threads), keep)
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = self._compress(inp, threads)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if isinstance(out, Path):  # a builder sink's file: read back outside the timing
+            size = out.stat().st_size
+            data = out.read_bytes() if keep else None
+            out.unlink()
+            return Sample(data, size, wall, cpu)
+        return Sample(out if keep else None, len(out), wall, cpu)
 
     # in-process compressors ------------------------------------------------------
-    def _compress(self, inp: Input, threads: int) -> bytes:
+    def _compress(self, inp: Input, threads: int) -> bytes | Path:
         fam, lvl = self.family, self.level
         if self.fmt == "zstd":
             from builder.compress.zstd import ZstdSink
@@ -367,17 +368,16 @@ class Candidate:
         return Sample(data, size, res.wall_s, res.cpu_s)
 
 
-def _through_sink(sink_cls: Any, inp: Input, **kw: Any) -> bytes:
-    """Feed the pieces to a builder sink writing to a tmpfs file; its bytes."""
+def _through_sink(sink_cls: Any, inp: Input, **kw: Any) -> Path:
+    """Feed the pieces to a builder sink writing a file in the (tmpfs) work directory, as the
+    fast layer writer feeds it; the file."""
     path = inp.workdir / "sink.out"
     sink = sink_cls(path, **kw)
     with sink:
         for piece in inp.chunks:
             sink.write(piece)
         sink.close()
-    data = path.read_bytes()
-    path.unlink()
-    return data
+    return path
 
 
 def _c(name: str, family: str, level: int, mode: str, *, parallel: bool = False,
