@@ -139,6 +139,17 @@ def build_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def _wait_for_settled_cache() -> None:
+    """Let the warm-up's cache files age past the verification-stamp settle window before
+    the warm-up rounds (which then write the stamps) and the measured ones: a build within
+    that window of a cache write re-hashes the files (builder/repo/stamp.py), so without the
+    wait the first rounds of a hot scenario measured a different, slower build than the rest
+    (small hot fetch 30-40 ms against 10 ms)."""
+    from builder.repo.stamp import SETTLE_NS
+
+    time.sleep(SETTLE_NS / 1e9 + 0.1)
+
+
 class Job:
     """One `apkperf run`: runs the plan, returns (and stores) the records."""
 
@@ -175,6 +186,8 @@ class Job:
                 n0 = len(scen.requests())
                 self._build(side, scen, st, "warm", scen.build_args)
                 scen.after_warm(st, scen.requests()[n0:])
+        if scen.warm_cache:
+            _wait_for_settled_cache()
         for w in range(self.plan.warmup):
             for side in self.plan.sides:
                 self._one(scen, side, states[side.label], f"warmup{w}", record=False)
