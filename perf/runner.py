@@ -34,7 +34,15 @@ from perf.records import (
     save_record,
     stages_from_spans,
 )
-from perf.scenarios import Scenario, ScenarioError, SideState, make_scenario, rm_tree
+from perf.scenarios import (
+    Scenario,
+    ScenarioError,
+    SideState,
+    make_scenario,
+    pick_repo_port,
+    preferred_repo_port,
+    rm_tree,
+)
 
 
 class BuildFailed(ApkImageError):
@@ -150,6 +158,33 @@ def _wait_for_settled_cache() -> None:
     time.sleep(SETTLE_NS / 1e9 + 0.1)
 
 
+def image_identity(rec: dict[str, Any]) -> tuple:
+    """What must not differ between a side's builds: per arch, the diffIDs and the config
+    digest (the blob bytes may: a compressor with threads need not be deterministic)."""
+    manifests = (rec.get("image") or {}).get("manifests") or {}
+    return tuple((arch, tuple(m.get("diff_ids") or ()), m.get("config_digest"))
+                 for arch, m in sorted(manifests.items()))
+
+
+def check_same_image(records: list[dict[str, Any]]) -> None:
+    """Every record of one side (tree + impl), in every scenario and round, is of the same
+    image; a scenario comparison of different images would be mislabelled."""
+    seen: dict[str, tuple[tuple, str]] = {}
+    for rec in records:
+        ident = image_identity(rec)
+        first = seen.setdefault(rec["side"], (ident, f"{rec['scenario']} round {rec['round']}"))
+        if first[0] != ident:
+            raise ScenarioError(
+                f"{rec['side']}: the {rec['scenario']} build (round {rec['round']}) made another "
+                f"image than the {first[1]} build: diffIDs/config {_short(ident)} against "
+                f"{_short(first[0])}")
+
+
+def _short(ident: tuple) -> str:
+    return "; ".join(f"{arch} {','.join(d[7:19] for d in ids)} config {str(cfg)[7:19]}"
+                     for arch, ids, cfg in ident)
+
+
 class Job:
     """One `apkperf run`: runs the plan, returns (and stores) the records."""
 
@@ -165,13 +200,22 @@ class Job:
 
     def run(self) -> list[dict]:
         t_start = time.monotonic()
+        # One repository URL for every scenario: it is part of the image, so cold, hot and
+        # offline build (and are checked to build) the same image.
+        port, preferred = pick_repo_port(self.workload.name)
+        if not preferred:
+            self.log(f"  port {preferred_repo_port(self.workload.name)} is busy: the repository "
+                     f"is served on {port}, so this job's images differ from other jobs' "
+                     "(the URL is in the image)")
         try:
             for name in self.plan.scenarios:
                 scen = make_scenario(name, self.workload, self.work / name,
                                      latency_ms=self.plan.latency_ms,
-                                     bandwidth_mbit=self.plan.bandwidth_mbit, tls=self.plan.tls)
+                                     bandwidth_mbit=self.plan.bandwidth_mbit, tls=self.plan.tls,
+                                     repo_port=port)
                 with scen:
                     self._run_scenario(scen, t_start)
+                check_same_image(self.records)
         finally:
             if not self.plan.keep_outputs:
                 rm_tree(self.work)

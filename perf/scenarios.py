@@ -53,6 +53,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def preferred_repo_port(workload_name: str) -> int:
+    """The port a workload's repository is served on: fixed per workload (20000-29999, below
+    Linux's ephemeral range), because the URL lands in the image (`etc/apk/repositories`,
+    `etc/apko.json`) and so in its diffIDs: every scenario, job and commit then builds the
+    same image."""
+    return 20000 + int(hashlib.sha256(workload_name.encode()).hexdigest(), 16) % 10000
+
+
+def pick_repo_port(workload_name: str) -> tuple[int, bool]:
+    """(port, is_preferred): the workload's preferred port when it can be bound, else a free
+    one (images are then comparable within this job only)."""
+    port = preferred_repo_port(workload_name)
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port, True
+        except OSError:
+            pass
+    return free_port(), False
+
+
 def cache_entries(cache_dir: Path) -> list[Path]:
     if not cache_dir.exists():
         return []
@@ -241,8 +263,9 @@ class Scenario:
     warm_cache = False  # prepare_side runs an unmeasured build that fills the cache
 
     def __init__(self, workload: Any, workdir: Path, *, latency_ms: int = 0,
-                 bandwidth_mbit: float = 0, tls: bool = False) -> None:
+                 bandwidth_mbit: float = 0, tls: bool = False, repo_port: int = 0) -> None:
         self.workload = workload
+        self.repo_port = repo_port  # 0: any free port (the image then names that port)
         self.workdir = workdir
         self.latency_ms = latency_ms
         self.bandwidth_mbit = bandwidth_mbit
@@ -254,7 +277,7 @@ class Scenario:
     # lifecycle ------------------------------------------------------------
     def __enter__(self) -> Scenario:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.server = self._start_server(Path(self.workload.repo_dir), port=0,
+        self.server = self._start_server(Path(self.workload.repo_dir), port=self.repo_port,
                                          latency_ms=self.latency_ms,
                                          bandwidth_mbit=self.bandwidth_mbit)
         write_config(self.workload, self.server.url, self.config_path)

@@ -6,15 +6,23 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from pathlib import Path
 
 import pytest
 
-from perf import flame, records, stats
+from perf import flame, records, runner, stats
 from perf.cli import main as apkperf
 from perf.gitrefs import working_tree
 from perf.runner import Job, Plan, Side
-from perf.scenarios import ColdScenario, HotScenario, OfflineScenario, ScenarioError
+from perf.scenarios import (
+    ColdScenario,
+    HotScenario,
+    OfflineScenario,
+    ScenarioError,
+    pick_repo_port,
+    preferred_repo_port,
+)
 
 # Every test here runs real builds in child processes (and most need the small workload).
 pytestmark = pytest.mark.slow
@@ -46,10 +54,9 @@ def test_cold_hot_offline_records(small_workload, tmp_path):
         assert rec["machine"]["cores"] >= 1 and rec["machine"]["zlib"]
         assert rec["compressor"]
         assert Path(rec["_path"]).parent.parent.name == rec["machine_id"]
-    # within a scenario the image is reproducible (scenarios differ: each has its own
-    # repository URL, which the image records in /etc/apk/repositories)
-    for scen in ("cold", "hot", "offline"):
-        assert len({r["image"]["digest"] for r in stored if r["scenario"] == scen}) == 1
+    # every scenario builds the same image: one repository URL (it is in the image) per job
+    assert len({r["image"]["digest"] for r in stored}) == 1
+    assert len({runner.image_identity(r) for r in stored}) == 1
     # cold fetched packages, hot did not
     cold = [r for r in stored if r["scenario"] == "cold"]
     hot = [r for r in stored if r["scenario"] == "hot"]
@@ -57,6 +64,34 @@ def test_cold_hot_offline_records(small_workload, tmp_path):
     assert all(r["stages"]["fetch"]["attrs"].get("bytes_fetched", 0) == 0 for r in hot)
     assert stats.median([r["stages"]["fetch"]["wall_s"] for r in hot]) <= \
         stats.median([r["stages"]["fetch"]["wall_s"] for r in cold]) * 1.5
+
+
+def test_repository_port_is_fixed_per_workload_unless_busy():
+    port = preferred_repo_port("small")
+    assert port == preferred_repo_port("small") and 20000 <= port < 30000
+    assert port != preferred_repo_port("go")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", port))
+        busy.listen()
+        other, preferred = pick_repo_port("small")
+    assert not preferred and other != port
+    assert pick_repo_port("small") == (port, True)
+
+
+def test_scenarios_building_different_images_are_refused(small_workload, tmp_path, monkeypatch):
+    # Break the setup: the hot scenario serves the repository on another port, so its image
+    # names another URL in /etc/apk/repositories.
+    original = runner.make_scenario
+
+    def other_port_for_hot(name, *args, **kw):
+        if name == "hot":
+            kw["repo_port"] = 0
+        return original(name, *args, **kw)
+
+    monkeypatch.setattr(runner, "make_scenario", other_port_for_hot)
+    with pytest.raises(ScenarioError, match="reference: the hot build .* made another image "
+                                            "than the cold round 0 build"):
+        _job(small_workload, ["cold", "hot"], tmp_path, repeat=1).run()
 
 
 def test_cold_with_populated_cache_is_refused(small_workload, tmp_path, monkeypatch):
