@@ -32,7 +32,8 @@ class Row:
     ci_hi: float
     p_value: float
     n: int
-    verdict: str
+    verdict: str  # the decision (stats.FASTER/SLOWER/NO_CHANGE): what gate and calibrate use
+    wording: str = ""  # what is printed: also names changes under the absolute floor
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -67,7 +68,8 @@ def compare_records(records: list[dict], base_label: str, head_label: str, *,
             bm, hm = stats.median(bs), stats.median(hs)
             v = stats.verdict(ci, min_effect=min_effect, base_median=bm, head_median=hm,
                               min_abs=min_abs_s)
-            rows.append(Row(scen, stage, bm, hm, ci.ratio, ci.lo, ci.hi, p, len(bs), v))
+            words = stats.wording(v, stats.direction(ci, min_effect=min_effect), min_abs_s)
+            rows.append(Row(scen, stage, bm, hm, ci.ratio, ci.lo, ci.hi, p, len(bs), v, words))
     return rows
 
 
@@ -81,7 +83,7 @@ def format_rows(rows: list[Row], base_desc: str, head_desc: str) -> str:
             out.append(f"{'stage':10s} {'base s':>9s} {'head s':>9s} {'head/base':>10s} "
                        f"{'95% CI':>15s} {'MW p':>6s}  verdict")
         out.append(f"{r.stage:10s} {r.base_median:9.3f} {r.head_median:9.3f} {r.ratio:10.3f} "
-                   f"[{r.ci_lo:5.2f}, {r.ci_hi:5.2f}] {r.p_value:6.3f}  {r.verdict}")
+                   f"[{r.ci_lo:5.2f}, {r.ci_hi:5.2f}] {r.p_value:6.3f}  {r.wording or r.verdict}")
     return "\n".join(out)
 
 

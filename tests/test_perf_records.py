@@ -12,7 +12,7 @@ import pytest
 
 from builder.errors import FormatError
 from perf import gate, records, stats
-from perf.compare import compare_records
+from perf.compare import compare_records, format_rows
 from perf.machine import machine_id, machine_info
 from perf.report import write_report
 from perf.runner import format_run_table, measure
@@ -124,6 +124,20 @@ def _ab_records(slow_compress: float, seed: int = 0, n: int = 5) -> list[dict]:
         out.append(make_rec("A", r, scale=rng.uniform(0.97, 1.03)))
         out.append(make_rec("B", r, scale=rng.uniform(0.97, 1.03), compress=0.9 * slow_compress))
     return out
+
+
+def test_a_slowdown_under_the_floor_is_worded_but_does_not_gate():
+    # compress x2 (0.9 s -> 1.8 s scaled to 9 ms -> 18 ms): clear statistically, tiny in seconds
+    recs = []
+    for r in range(5):
+        recs.append(make_rec("A", r, compress=0.009))
+        recs.append(make_rec("B", r, compress=0.018))
+    rows = compare_records(recs, "A", "B", min_abs_s=0.05)
+    by = {r.stage: r for r in rows}
+    assert by["compress"].verdict == stats.NO_CHANGE
+    assert by["compress"].wording == "slower (under the 0.05 s floor)"
+    assert gate.evaluate(rows, gate.Thresholds(total_pct=1, stage_pct=1)) == []
+    assert "slower (under the 0.05 s floor)" in format_rows(rows, "A", "B")
 
 
 def test_compare_and_gate_on_synthetic_records():

@@ -105,3 +105,17 @@ def test_verdict_needs_min_effect_and_abs_floor():
     assert stats.verdict(big, base_median=1.0, head_median=1.5, min_abs=0.02) == stats.SLOWER
     straddle = stats.RatioCI(1.2, 0.9, 1.5, True, 3)
     assert stats.verdict(straddle) == stats.NO_CHANGE
+
+
+def test_wording_names_a_change_the_floor_discounts():
+    plus21 = stats.RatioCI(1.21, 1.07, 1.49, True, 5)  # +21 %, CI x1.07..x1.49
+    decision = stats.verdict(plus21, base_median=0.010, head_median=0.0121, min_abs=0.05)
+    moved = stats.direction(plus21)
+    assert (decision, moved) == (stats.NO_CHANGE, stats.SLOWER)
+    assert stats.wording(decision, moved, 0.05) == "slower (under the 0.05 s floor)"
+    minus = stats.RatioCI(0.7, 0.6, 0.8, True, 5)
+    assert stats.wording(stats.NO_CHANGE, stats.direction(minus), 0.02) == \
+        "faster (under the 0.02 s floor)"
+    assert stats.wording(stats.SLOWER, stats.SLOWER, 0.05) == "slower"
+    straddle = stats.RatioCI(1.21, 0.9, 1.49, True, 5)
+    assert stats.wording(stats.NO_CHANGE, stats.direction(straddle), 0.05) == stats.NO_CHANGE
