@@ -35,12 +35,13 @@ from perf.records import (
     stages_from_spans,
 )
 from perf.scenarios import (
+    RunSpec,
     Scenario,
     ScenarioError,
     SideState,
     make_scenario,
-    pick_repo_port,
     preferred_repo_port,
+    repo_port,
     rm_tree,
 )
 
@@ -202,11 +203,15 @@ class Job:
         t_start = time.monotonic()
         # One repository URL for every scenario: it is part of the image, so cold, hot and
         # offline build (and are checked to build) the same image.
-        port, preferred = pick_repo_port(self.workload.name)
-        if not preferred:
-            self.log(f"  port {preferred_repo_port(self.workload.name)} is busy: the repository "
-                     f"is served on {port}, so this job's images differ from other jobs' "
-                     "(the URL is in the image)")
+        with repo_port(self.workload.name) as (port, preferred):
+            if not preferred:
+                self.log(f"  port {preferred_repo_port(self.workload.name)} is busy: the "
+                         f"repository is served on {port}, so this job's images differ from "
+                         "other jobs' (the URL is in the image)")
+            self._run_scenarios(port, t_start)
+        return self.records
+
+    def _run_scenarios(self, port: int, t_start: float) -> None:
         try:
             for name in self.plan.scenarios:
                 scen = make_scenario(name, self.workload, self.work / name,
@@ -219,7 +224,6 @@ class Job:
         finally:
             if not self.plan.keep_outputs:
                 rm_tree(self.work)
-        return self.records
 
     def _run_scenario(self, scen: Scenario, t_start: float) -> None:
         states = {s.label: scen.side_state(s.label) for s in self.plan.sides}
@@ -278,14 +282,19 @@ class Job:
         return self._exec(side, st, tag, args, out, spans)
 
     def _exec(self, side: Side, st: SideState, tag: str, args: list[str], out: Path,
-              spans: Path, *, wrapped: bool = False) -> tuple[ProcResult, dict]:
+              spans: Path, *, wrapped: bool = False,
+              spec: RunSpec | None = None) -> tuple[ProcResult, dict]:
         rm_tree(out)
         if spans.exists():
             spans.unlink()
         argv = side.tree.builder_argv() + args
         if wrapped and self.plan.wrap is not None:
             argv = self.plan.wrap(argv, side, tag)
-        res = measure(argv, cwd=side.tree.path, env=build_env(self.plan.env),
+        env = build_env(self.plan.env)
+        if spec is not None:
+            argv = spec.prefix + argv
+            env.update(spec.env)
+        res = measure(argv, cwd=side.tree.path, env=env,
                       stdout=st.dir / f"stdout-{tag}.txt", stderr=st.dir / f"stderr-{tag}.txt",
                       timeout=self.plan.timeout_s)
         if res.returncode != 0:
@@ -305,7 +314,12 @@ class Job:
         out, spans = self._paths(st, tag)
         started = datetime.now(UTC).isoformat(timespec="milliseconds")
         spec = scen.before_run(st, side.impl, out, spans)
-        res, doc = self._exec(side, st, tag, spec.args, out, spans, wrapped=record)
+        try:
+            res, doc = self._exec(side, st, tag, spec.args, out, spans, wrapped=record,
+                                  spec=spec)
+        except BuildFailed:
+            scen.after_failure(st, spec)
+            raise
         scen.after_run(st, spec, doc)
         if not record:
             return None

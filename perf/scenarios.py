@@ -17,6 +17,8 @@ than no number.
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import hashlib
 import io
 import os
@@ -24,10 +26,12 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,18 +65,30 @@ def preferred_repo_port(workload_name: str) -> int:
     return 20000 + int(hashlib.sha256(workload_name.encode()).hexdigest(), 16) % 10000
 
 
-def pick_repo_port(workload_name: str) -> tuple[int, bool]:
-    """(port, is_preferred): the workload's preferred port when it can be bound, else a free
-    one (images are then comparable within this job only)."""
+@contextlib.contextmanager
+def repo_port(workload_name: str) -> Iterator[tuple[int, bool]]:
+    """(port, is_preferred) for one job, held for the job's duration: the workload's preferred
+    port when no other job holds it (a lock file per port: the job's servers close and reopen
+    it between scenarios) and it can be bound; else a free one (images are then comparable
+    within this job only)."""
     port = preferred_repo_port(workload_name)
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lock = open(Path(tempfile.gettempdir()) / f"apkperf-repo-port-{port}.lock", "a")
+    try:
         try:
-            s.bind(("127.0.0.1", port))
-            return port, True
-        except OSError:
-            pass
-    return free_port(), False
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield free_port(), False
+            return
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind(("127.0.0.1", port))
+                bindable = True
+            except OSError:
+                bindable = False
+        yield (port, True) if bindable else (free_port(), False)
+    finally:
+        lock.close()
 
 
 def cache_entries(cache_dir: Path) -> list[Path]:
@@ -252,10 +268,29 @@ class SideState:
 
 @dataclass
 class RunSpec:
-    """What the runner needs for one build: subcommand arguments after `apkimage`."""
+    """What the runner needs for one build: subcommand arguments after `apkimage`, and
+    optionally a command the build runs under and environment it gets."""
 
     args: list[str]
     check_token: Any = None
+    prefix: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+NETGUARD_DIR = Path(__file__).resolve().parent / "netguard"
+
+
+def network_seal() -> list[str]:
+    """The command that runs a build with no network at all: a network namespace of its own
+    (as root `unshare -n`; unprivileged, inside a user namespace too). [] when neither works
+    here: the offline scenario then relies on its tripwire server and the audit log."""
+    for cmd in (["unshare", "-n"], ["unshare", "-rn"]):
+        try:
+            if subprocess.run([*cmd, "true"], capture_output=True, timeout=10).returncode == 0:
+                return cmd
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return []
 
 
 class Scenario:
@@ -339,6 +374,10 @@ class Scenario:
     def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
         raise NotImplementedError
 
+    def after_failure(self, st: SideState, spec: RunSpec) -> None:
+        """Called when the build exited non-zero, before the runner reports that: a scenario
+        whose setup explains the failure raises its own ScenarioError."""
+
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in text)[:60]
@@ -401,12 +440,17 @@ class HotScenario(Scenario):
 
 
 class OfflineScenario(HotScenario):
+    """Offline builds are sealed: each runs in a network namespace of its own (network_seal)
+    with an audit hook logging any resolve or connect (perf/netguard); any entry in that log,
+    or any request reaching the tripwire server on the repository's port, fails the run."""
+
     name = "offline"
 
     def __enter__(self) -> Scenario:
         super().__enter__()
         self._port = int(self.server.url.rsplit(":", 1)[1].split("/")[0])
         self._online = True
+        self.seal = network_seal()
         return self
 
     def go_offline(self) -> None:
@@ -423,14 +467,33 @@ class OfflineScenario(HotScenario):
         self.go_offline()
         self.check_warm(st)
         args = self.build_args(st, out, spans, impl, ["--offline"])
-        return RunSpec(args, len(self.requests()))
+        st.run_count += 1
+        net_log = st.dir / f"network-{st.run_count}.log"
+        net_log.unlink(missing_ok=True)
+        env = {"PYTHONPATH": str(NETGUARD_DIR), "APKPERF_NET_LOG": str(net_log)}
+        return RunSpec(args, (len(self.requests()), net_log), prefix=self.seal, env=env)
 
-    def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
-        asked = self.requests()[spec.check_token:]
+    def check_network(self, st: SideState, spec: RunSpec) -> None:
+        n0, net_log = spec.check_token
+        try:
+            tried = net_log.read_text().splitlines()
+        except FileNotFoundError:
+            tried = []
+        if tried:
+            raise ScenarioError(f"offline run of {st.label} tried the network {len(tried)} "
+                                f"time(s): {tried[0]}" + (f" (and {len(tried) - 1} more, see "
+                                f"{net_log})" if len(tried) > 1 else ""))
+        asked = self.requests()[n0:]
         if asked:
             raise ScenarioError(f"offline run of {st.label} sent {len(asked)} request(s) to the "
                                 f"repository (e.g. {asked[0].get('method')} "
                                 f"{asked[0].get('path')})")
+
+    def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
+        self.check_network(st, spec)
+
+    def after_failure(self, st: SideState, spec: RunSpec) -> None:
+        self.check_network(st, spec)
 
 
 class PublishScenario(HotScenario):

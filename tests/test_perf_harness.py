@@ -4,7 +4,9 @@ flamegraphs. Kept to a couple of minutes: --repeat 2-3, hot scenario where possi
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -20,8 +22,9 @@ from perf.scenarios import (
     HotScenario,
     OfflineScenario,
     ScenarioError,
-    pick_repo_port,
+    network_seal,
     preferred_repo_port,
+    repo_port,
 )
 
 # Every test here runs real builds in child processes (and most need the small workload).
@@ -66,16 +69,21 @@ def test_cold_hot_offline_records(small_workload, tmp_path):
         stats.median([r["stages"]["fetch"]["wall_s"] for r in cold]) * 1.5
 
 
-def test_repository_port_is_fixed_per_workload_unless_busy():
-    port = preferred_repo_port("small")
-    assert port == preferred_repo_port("small") and 20000 <= port < 30000
-    assert port != preferred_repo_port("go")
-    with socket.socket() as busy:
+def test_repository_port_is_fixed_per_workload_unless_taken():
+    port = preferred_repo_port("small-porttest")
+    assert port == preferred_repo_port("small-porttest") and 20000 <= port < 30000
+    assert port != preferred_repo_port("go-porttest")
+    with repo_port("small-porttest") as (got, preferred):
+        assert (got, preferred) == (port, True)
+        with repo_port("small-porttest") as (other, preferred2):  # another job meanwhile
+            assert not preferred2 and other != port
+    with socket.socket() as busy:  # another program listens there
         busy.bind(("127.0.0.1", port))
         busy.listen()
-        other, preferred = pick_repo_port("small")
-    assert not preferred and other != port
-    assert pick_repo_port("small") == (port, True)
+        with repo_port("small-porttest") as (other, preferred3):
+            assert not preferred3 and other != port
+    with repo_port("small-porttest") as (got, preferred):
+        assert (got, preferred) == (port, True)
 
 
 def test_scenarios_building_different_images_are_refused(small_workload, tmp_path, monkeypatch):
@@ -127,8 +135,34 @@ def test_offline_that_reaches_the_network_is_refused(small_workload, tmp_path, m
                                                      e != "--offline"])
 
     monkeypatch.setattr(OfflineScenario, "build_args", online_args)
-    with pytest.raises(ScenarioError, match="offline run of reference sent .* request"):
+    tried = r"tried the network .*socket[.][a-z]+ \('127.0.0.1', [0-9]+\)"
+    with pytest.raises(ScenarioError, match=rf"offline run of reference ({tried}|sent .* request)"):
         _job(small_workload, ["offline"], tmp_path, repeat=1).run()
+
+
+def test_offline_build_that_swallows_a_connection_attempt_fails(small_workload, tmp_path):
+    # The measured build first tries 192.0.2.1:443 (TEST-NET-1), ignores the failure, then
+    # builds normally and succeeds: only the seal's audit log can tell.
+    errno_file = tmp_path / "errno"
+    code = ("import socket, sys, runpy\n"
+            "s = socket.socket(); s.settimeout(2)\n"
+            f"open({str(errno_file)!r}, 'w').write(str(s.connect_ex(('192.0.2.1', 443))))\n"
+            "sys.argv = ['apkimage', *sys.argv[1:]]\n"
+            "runpy.run_module('builder.cli', run_name='__main__')\n")
+
+    def connect_first(argv, side, tag):
+        i = argv.index("-m")
+        return [*argv[:i], "-c", code, *argv[i + 2:]]
+
+    job = _job(small_workload, ["offline"], tmp_path, repeat=1)
+    job.plan.wrap = connect_first
+    with pytest.raises(ScenarioError, match=r"offline run of reference tried the network 1 "
+                                            r"time\(s\): socket.connect \('192.0.2.1', 443\)"):
+        job.run()
+    if network_seal():  # sealed: the attempt could not leave the namespace
+        assert int(errno_file.read_text()) == errno.ENETUNREACH
+    else:
+        assert os.environ.get("APKIMAGE_REQUIRE_TOOLS") != "1", "unshare -n cannot run here"
 
 
 def _gate(tmp_path, *extra) -> tuple[int, dict]:
