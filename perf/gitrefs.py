@@ -144,3 +144,41 @@ def prepare_tree(root: Path, ref: str) -> Tree:
     path = ensure_worktree(root, sha)
     py = ensure_venv(root, path, sha)
     return Tree(ref, path, py, sha, False)
+
+
+# What decides how fast a build is: a commit that touches none of these (docs, tests) cannot
+# move the timings, so the gate looks past it for its base.
+CODE_PATHS = ("builder", "perf", "pyproject.toml", "Makefile")
+
+
+def _code_tree(root: Path, sha: str) -> str:
+    return git(root, "ls-tree", sha, "--", *CODE_PATHS)
+
+
+def code_ancestors(root: Path, ref: str = "HEAD", count: int = 1,
+                   limit: int = 200) -> list[str]:
+    """The first `count` ancestors of `ref` (first-parent line, nearest first) at which the
+    code differs from the commit after them: for a slow commit followed by a docs commit,
+    the first is the commit before the slow one, not the slow one."""
+    shas = git(root, "rev-list", "--first-parent", f"--max-count={limit}", ref).split()
+    out: list[str] = []
+    current = _code_tree(root, shas[0]) if shas else ""
+    for sha in shas[1:]:
+        tree = _code_tree(root, sha)
+        if tree != current:
+            out.append(sha)
+            if len(out) == count:
+                break
+            current = tree
+    return out
+
+
+def merge_base(root: Path, branch: str, ref: str = "HEAD") -> str | None:
+    """Where `ref` left `branch` (None when the branch does not exist); equals `ref`'s own
+    sha when `ref` is on `branch`."""
+    for name in (branch, f"origin/{branch}"):
+        proc = subprocess.run(["git", "-C", str(root), "merge-base", name, ref],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return None

@@ -1,23 +1,33 @@
 """`apkperf gate BASE`: exit 1 when the total or a stage is significantly slower than BASE by
-more than its threshold (0 otherwise, 2 when the measurement itself failed). `--ci` picks the
-base (HEAD~1), thresholds and a time budget suitable for a shared CI runner."""
+more than its threshold (0 otherwise, 2 when the measurement itself failed). `--ci` picks
+thresholds and a time budget suitable for a shared CI runner, and bases a regression cannot
+step past (ci_bases): the code before HEAD's last code change (a docs commit after a slow one
+does not hide it), the merge-base with the main branch, the last commit this machine's gate
+passed, and the code CREEP_CHANGES code changes back (a creep of small slowdowns)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from builder.errors import ApkImageError
 from perf import gate
 from perf.compare import add_compare_options, describe, format_rows, run_comparison
-from perf.gitrefs import has_parent, repo_root
+from perf.gitrefs import code_ancestors, merge_base, repo_root, resolve
+from perf.machine import machine_id
+
+CREEP_CHANGES = 5
+MAIN_BRANCH = "main"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gate", help="fail when HEAD is significantly slower than BASE")
-    p.add_argument("base", nargs="?", default=None, help="git ref (--ci: default HEAD~1)")
+    p.add_argument("base", nargs="?", default=None,
+                   help="git ref (--ci: default the bases described in `apkperf gate --help`)")
     p.add_argument("head", nargs="?", default=None, help="default: the working tree")
     p.add_argument("--threshold", type=float, default=None,
                    help=f"percent slowdown allowed for the total (default "
@@ -27,29 +37,76 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"{gate.DEFAULT_STAGE_PCT:g}, --ci {gate.CI_STAGE_PCT:g})")
     p.add_argument("--stage-threshold", action="append", default=[], metavar="STAGE=PCT")
     p.add_argument("--ci", action="store_true",
-                   help="CI mode: base HEAD~1 (skip when none), small workload, hot scenario, "
-                        "loose thresholds, time budget")
+                   help="CI mode: the code before HEAD's last code change, the merge-base "
+                        f"with {MAIN_BRANCH}, the last gated commit and {CREEP_CHANGES} code "
+                        "changes back as bases (passes when there is none); loose thresholds, "
+                        "time budget")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds after which no new round starts (--ci default 240)")
     add_compare_options(p)
     p.set_defaults(func=run)
 
 
+def ci_bases(root: Path, head: str = "HEAD") -> list[tuple[str, str]]:
+    """(sha, why) for every base --ci gates against, without duplicates, nearest first."""
+    head_sha = resolve(root, head)
+    found: list[tuple[str, str]] = []
+    ancestors = code_ancestors(root, head, count=CREEP_CHANGES)
+    if ancestors:
+        found.append((ancestors[0], "the code before HEAD's last code change"))
+    mb = merge_base(root, MAIN_BRANCH, head)
+    if mb and mb != head_sha:
+        found.append((mb, f"the merge-base with {MAIN_BRANCH}"))
+    last = last_gated(root)
+    if last and last != head_sha:
+        found.append((last, "the last commit this machine's gate passed"))
+    if len(ancestors) == CREEP_CHANGES:
+        found.append((ancestors[-1], f"{CREEP_CHANGES} code changes back (creep)"))
+    out: list[tuple[str, str]] = []
+    for sha, why in found:
+        if sha not in {s for s, _ in out}:
+            out.append((sha, why))
+    return out
+
+
+def _gate_file(root: Path) -> Path:
+    return root / ".perf" / "gate" / f"{machine_id()}.json"
+
+
+def last_gated(root: Path) -> str | None:
+    """The last commit `gate --ci` passed at on this machine, if it is an ancestor of HEAD."""
+    try:
+        sha = json.loads(_gate_file(root).read_text())["commit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    proc = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", sha, "HEAD"],
+                          capture_output=True)
+    return sha if proc.returncode == 0 else None
+
+
+def record_gated(root: Path, head: str) -> None:
+    path = _gate_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"commit": resolve(root, head),
+                                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+
+
 def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     budget = args.budget
-    if args.ci:
-        root = repo_root()
-        if args.base is None:
-            if not has_parent(root):
-                print("apkperf gate --ci: no previous commit; nothing to compare, passing")
-                return 0
-            args.base = "HEAD~1"
-        args.min_abs = max(args.min_abs, gate.CI_MIN_ABS_S)
-        budget = budget if budget is not None else 240.0
-    if args.base is None:
+    if args.base is None and not args.ci:
         print("apkperf gate: BASE is required (or use --ci)", file=sys.stderr)
         return 2
+    bases: list[tuple[str, str]] = [(args.base, "as asked")] if args.base else []
+    if args.ci:
+        root = repo_root()
+        if not bases:
+            bases = ci_bases(root, args.head or "HEAD")
+            if not bases:
+                print("apkperf gate --ci: no earlier code to compare with; passing")
+                return 0
+        args.min_abs = max(args.min_abs, gate.CI_MIN_ABS_S)
+        budget = budget if budget is not None else 240.0
     total_pct = args.threshold if args.threshold is not None else (
         gate.CI_TOTAL_PCT if args.ci else gate.DEFAULT_TOTAL_PCT)
     stage_pct = args.stage_default if args.stage_default is not None else (
@@ -60,24 +117,31 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"apkperf gate: {exc}", file=sys.stderr)
         return 2
-    try:
-        rows, _records, base, head = run_comparison(args, args.base, args.head, budget_s=budget)
-    except ApkImageError as exc:
-        print(f"apkperf gate: measurement failed: {exc}", file=sys.stderr)
-        return 2
-    print(format_rows(rows, describe(base), describe(head)))
-    failures = gate.evaluate(rows, th)
+    failures: list[str] = []
+    all_rows: list[dict] = []
+    for base_ref, why in bases:
+        print(f"== gate against {base_ref[:12]} ({why}) ==")
+        try:
+            rows, _records, base, head = run_comparison(args, base_ref, args.head,
+                                                        budget_s=budget)
+        except ApkImageError as exc:
+            print(f"apkperf gate: measurement failed: {exc}", file=sys.stderr)
+            return 2
+        print(format_rows(rows, describe(base), describe(head)))
+        failures += [f"against {base_ref[:12]} ({why}): {f.describe()}"
+                     for f in gate.evaluate(rows, th)]
+        all_rows += [dict(r.to_json(), base=base_ref) for r in rows]
     if args.json:
-        args.json.write_text(json.dumps({
-            "rows": [r.to_json() for r in rows],
-            "failures": [f.describe() for f in failures],
-        }, indent=1) + "\n")
+        args.json.write_text(json.dumps({"rows": all_rows, "failures": failures},
+                                        indent=1) + "\n")
     took = time.monotonic() - t0
     if failures:
         print(f"\nPERF GATE FAILED ({took:.0f} s):")
         for f in failures:
-            print(f"  {f.describe()}")
+            print(f"  {f}")
         return 1
-    print(f"\nperf gate passed ({len(rows)} rows, total threshold {th.total_pct:g}%, "
-          f"stages {th.stage_pct:g}% unless set; {took:.0f} s)")
+    if args.ci and args.head is None and not args.base:
+        record_gated(repo_root(), "HEAD")
+    print(f"\nperf gate passed ({len(all_rows)} rows against {len(bases)} base(s), total "
+          f"threshold {th.total_pct:g}%, stages {th.stage_pct:g}% unless set; {took:.0f} s)")
     return 0
