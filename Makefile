@@ -7,7 +7,7 @@ DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap apache2-utils
 BASE ?=
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast perf peer-tools lint tools venv clean
+.PHONY: test test-fast perf bench peer-tools lint tools venv clean
 
 venv: $(STAMP)
 
@@ -66,6 +66,13 @@ ifeq ($(BASE),)
 else
 	$(BIN)/apkperf compare $(BASE)
 endif
+
+# Micro-benchmarks of the hot kernels (tests/bench), stored under .benchmarks; compare the
+# last two runs with BENCH_ARGS=--benchmark-compare (or pytest-benchmark compare).
+BENCH_ARGS ?=
+bench: venv
+	$(BIN)/pytest tests/bench -p no:xdist -q --benchmark-only --benchmark-autosave \
+		--benchmark-max-time=1 --benchmark-columns=min,median,iqr,rounds $(BENCH_ARGS)
 
 lint: venv
 	$(BIN)/ruff check builder perf tests
