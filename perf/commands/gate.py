@@ -17,7 +17,7 @@ from pathlib import Path
 from builder.errors import ApkImageError
 from perf import gate
 from perf.compare import add_compare_options, describe, format_rows, run_comparison
-from perf.gitrefs import code_ancestors, merge_base, repo_root, resolve
+from perf.gitrefs import code_ancestors, head_state, merge_base, repo_root, resolve
 from perf.machine import machine_id
 
 CREEP_CHANGES = 5
@@ -140,8 +140,8 @@ def run(args: argparse.Namespace) -> int:
         for f in failures:
             print(f"  {f}")
         return 1
-    if args.ci and args.head is None and not args.base:
-        record_gated(repo_root(), "HEAD")
+    if args.ci and args.head is None and not args.base and not head_state(repo_root())[1]:
+        record_gated(repo_root(), "HEAD")  # only a clean tree is the commit it names
     print(f"\nperf gate passed ({len(all_rows)} rows against {len(bases)} base(s), total "
           f"threshold {th.total_pct:g}%, stages {th.stage_pct:g}% unless set; {took:.0f} s)")
     return 0
