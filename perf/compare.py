@@ -33,7 +33,7 @@ class Row:
     p_value: float
     n: int
     verdict: str  # the decision (stats.FASTER/SLOWER/NO_CHANGE): what gate and calibrate use
-    wording: str = ""  # what is printed: also names changes under the absolute floor
+    wording: str  # what is printed: also names changes under the absolute floor
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -83,7 +83,7 @@ def format_rows(rows: list[Row], base_desc: str, head_desc: str) -> str:
             out.append(f"{'stage':10s} {'base s':>9s} {'head s':>9s} {'head/base':>10s} "
                        f"{'95% CI':>15s} {'MW p':>6s}  verdict")
         out.append(f"{r.stage:10s} {r.base_median:9.3f} {r.head_median:9.3f} {r.ratio:10.3f} "
-                   f"[{r.ci_lo:5.2f}, {r.ci_hi:5.2f}] {r.p_value:6.3f}  {r.wording or r.verdict}")
+                   f"[{r.ci_lo:5.2f}, {r.ci_hi:5.2f}] {r.p_value:6.3f}  {r.wording}")
     return "\n".join(out)
 
 

@@ -59,10 +59,6 @@ def head_state(root: Path) -> tuple[str, bool]:
     return sha, dirty
 
 
-def has_parent(root: Path, ref: str = "HEAD") -> bool:
-    return bool(git(root, "rev-parse", "--verify", "--quiet", f"{ref}~1", check=False))
-
-
 def rev_list(root: Path, spec: str) -> list[str]:
     """Commits of `A..B` (first-parent, oldest first); a single ref means just that commit."""
     if ".." in spec:
@@ -151,34 +147,26 @@ def prepare_tree(root: Path, ref: str) -> Tree:
 CODE_PATHS = ("builder", "perf", "pyproject.toml", "Makefile")
 
 
-def _code_tree(root: Path, sha: str) -> str:
-    return git(root, "ls-tree", sha, "--", *CODE_PATHS)
-
-
-def code_ancestors(root: Path, ref: str = "HEAD", count: int = 1,
-                   limit: int = 200) -> list[str]:
-    """The first `count` ancestors of `ref` (first-parent line, nearest first) at which the
-    code differs from the commit after them: for a slow commit followed by a docs commit,
-    the first is the commit before the slow one, not the slow one."""
-    shas = git(root, "rev-list", "--first-parent", f"--max-count={limit}", ref).split()
-    out: list[str] = []
-    current = _code_tree(root, shas[0]) if shas else ""
-    for sha in shas[1:]:
-        tree = _code_tree(root, sha)
-        if tree != current:
-            out.append(sha)
-            if len(out) == count:
-                break
-            current = tree
-    return out
+def code_ancestors(root: Path, ref: str = "HEAD", count: int = 1) -> list[str]:
+    """The commits just before the last `count` code changes on `ref`'s first-parent line
+    (nearest first): for a slow commit followed by a docs commit, the first is the commit
+    before the slow one, not the slow one. One `git log`: the commits that touched
+    CODE_PATHS, each with its real first parent (%P is not rewritten without --parents)."""
+    out = git(root, "log", "--first-parent", f"--max-count={count}", "--format=%P", ref,
+              "--", *CODE_PATHS)
+    return [line.split()[0] for line in out.splitlines() if line.strip()]  # root: no parent
 
 
 def merge_base(root: Path, branch: str, ref: str = "HEAD") -> str | None:
     """Where `ref` left `branch` (None when the branch does not exist); equals `ref`'s own
     sha when `ref` is on `branch`."""
     for name in (branch, f"origin/{branch}"):
-        proc = subprocess.run(["git", "-C", str(root), "merge-base", name, ref],
-                              capture_output=True, text=True)
-        if proc.returncode == 0:
-            return proc.stdout.strip()
+        if sha := git(root, "merge-base", name, ref, check=False):
+            return sha
     return None
+
+
+def is_ancestor(root: Path, sha: str, ref: str = "HEAD") -> bool:
+    proc = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", sha, ref],
+                          capture_output=True)
+    return proc.returncode == 0

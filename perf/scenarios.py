@@ -448,7 +448,7 @@ class OfflineScenario(HotScenario):
 
     def __enter__(self) -> Scenario:
         super().__enter__()
-        self._port = int(self.server.url.rsplit(":", 1)[1].split("/")[0])
+        self._port = self.server.port
         self._online = True
         self.seal = network_seal()
         return self

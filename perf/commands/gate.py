@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,14 @@ from pathlib import Path
 from builder.errors import ApkImageError
 from perf import gate
 from perf.compare import add_compare_options, describe, format_rows, run_comparison
-from perf.gitrefs import code_ancestors, head_state, merge_base, repo_root, resolve
+from perf.gitrefs import (
+    code_ancestors,
+    head_state,
+    is_ancestor,
+    merge_base,
+    repo_root,
+    resolve,
+)
 from perf.machine import machine_id
 
 CREEP_CHANGES = 5
@@ -62,11 +68,10 @@ def ci_bases(root: Path, head: str = "HEAD") -> list[tuple[str, str]]:
         found.append((last, "the last commit this machine's gate passed"))
     if len(ancestors) == CREEP_CHANGES:
         found.append((ancestors[-1], f"{CREEP_CHANGES} code changes back (creep)"))
-    out: list[tuple[str, str]] = []
+    first_reason: dict[str, str] = {}
     for sha, why in found:
-        if sha not in {s for s, _ in out}:
-            out.append((sha, why))
-    return out
+        first_reason.setdefault(sha, why)
+    return list(first_reason.items())
 
 
 def _gate_file(root: Path) -> Path:
@@ -79,9 +84,7 @@ def last_gated(root: Path) -> str | None:
         sha = json.loads(_gate_file(root).read_text())["commit"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    proc = subprocess.run(["git", "-C", str(root), "merge-base", "--is-ancestor", sha, "HEAD"],
-                          capture_output=True)
-    return sha if proc.returncode == 0 else None
+    return sha if is_ancestor(root, sha) else None
 
 
 def record_gated(root: Path, head: str) -> None:
@@ -99,9 +102,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     bases: list[tuple[str, str]] = [(args.base, "as asked")] if args.base else []
     if args.ci:
-        root = repo_root()
         if not bases:
-            bases = ci_bases(root, args.head or "HEAD")
+            bases = ci_bases(repo_root(), args.head or "HEAD")
             if not bases:
                 print("apkperf gate --ci: no earlier code to compare with; passing")
                 return 0
@@ -140,8 +142,10 @@ def run(args: argparse.Namespace) -> int:
         for f in failures:
             print(f"  {f}")
         return 1
-    if args.ci and args.head is None and not args.base and not head_state(repo_root())[1]:
-        record_gated(repo_root(), "HEAD")  # only a clean tree is the commit it names
+    if args.ci and args.head is None and not args.base:
+        root = repo_root()
+        if not head_state(root)[1]:  # only a clean tree is the commit it names
+            record_gated(root, "HEAD")
     print(f"\nperf gate passed ({len(all_rows)} rows against {len(bases)} base(s), total "
           f"threshold {th.total_pct:g}%, stages {th.stage_pct:g}% unless set; {took:.0f} s)")
     return 0
