@@ -21,6 +21,10 @@ from pathlib import Path
 
 STARTUP = "startup"  # process start to the first stage: not a pipeline stage
 SPAWN_ENV = "APKPERF_SPAWN_NS"
+# Set by the harness when it counts instructions (perf/instructions.py): every span start and
+# end then calls getpgrp(2), on which valgrind's callgrind dumps its counters, and the marks
+# are listed in the spans file so the dumps can be told apart.
+MARKS_ENV = "APKPERF_STAGE_MARKS"
 STAGES = (
     "config", "index", "resolve", "fetch", "expand", "install", "mutate",
     "layer", "compress", "sbom", "oci", "publish",
@@ -97,6 +101,12 @@ class SpanRecorder:
         self.memory: list[dict] = []
         self._start_wall = time.perf_counter()
         self._start_cpu = _cpu()
+        self.marks: list[str] | None = [] if os.environ.get(MARKS_ENV) == "1" else None
+
+    def _mark(self, what: str) -> None:
+        if self.marks is not None:
+            self.marks.append(what)
+            os.getpgrp()  # callgrind's --dump-before point; nothing else here calls it
 
     def _record_startup(self) -> None:
         age, source = process_age_s()
@@ -117,17 +127,19 @@ class SpanRecorder:
         if not self.spans:
             self._record_startup()
         s = Span(name=name, arch=arch, attrs=dict(attrs))
+        self._mark(f"start {name}")
         wall0, cpu0 = time.perf_counter(), _cpu()
         try:
             yield s
         finally:
             s.wall_s = time.perf_counter() - wall0
             s.cpu_s = _cpu() - cpu0
+            self._mark(f"end {name}")
             self.spans.append(s)
             self._note_memory(s)
 
     def to_json(self) -> dict:
-        return {
+        doc = {
             "version": 1,
             "spans": [s.as_dict() for s in self.spans],
             "memory": self.memory,
@@ -136,6 +148,9 @@ class SpanRecorder:
                 "cpu_s": _cpu() - self._start_cpu,
             },
         }
+        if self.marks is not None:
+            doc["marks"] = self.marks
+        return doc
 
     def write(self, path: str | Path) -> None:
         import json

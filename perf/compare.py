@@ -16,9 +16,30 @@ from perf import stats
 from perf.gitrefs import WORKTREE, prepare_tree, repo_root
 from perf.machine import mismatches
 from perf.runner import Job, Plan, Side, _paired, stage_names
+from perf.scenarios import ScenarioError
 
-DEFAULT_MIN_EFFECT = 0.05  # ratios within 5 % are never called a change
-DEFAULT_MIN_ABS_S = 0.02  # nor are changes under 20 ms
+
+@dataclass(frozen=True)
+class Metric:
+    """What a comparison compares: a record field (total) and the same field per stage."""
+
+    name: str
+    field: str
+    unit: str  # as printed, after dividing by `scale`
+    scale: float
+    min_effect: float  # ratios within this are never called a change
+    min_abs: float  # nor are changes under this (in the field's own unit)
+
+    def show(self, value: float) -> str:
+        return f"{value / self.scale:g} {self.unit}"
+
+
+WALL = Metric("wall", "wall_s", "s", 1.0, min_effect=0.05, min_abs=0.02)
+# Counted under callgrind (perf/instructions.py): deterministic to ~0.01 %, so a change of
+# 0.5 % is real; stages under 5 M instructions (~2 ms) are not judged on their own.
+INSTRUCTIONS = Metric("instructions", "instructions", "M", 1e6, min_effect=0.005,
+                      min_abs=5e6)
+METRICS = {m.name: m for m in (WALL, INSTRUCTIONS)}
 
 
 @dataclass(frozen=True)
@@ -34,16 +55,19 @@ class Row:
     n: int
     verdict: str  # the decision (stats.FASTER/SLOWER/NO_CHANGE): what gate and calibrate use
     wording: str  # what is printed: also names changes under the absolute floor
+    metric: str = WALL.name
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
 def compare_records(records: list[dict], base_label: str, head_label: str, *,
-                    min_effect: float = DEFAULT_MIN_EFFECT,
-                    min_abs_s: float = DEFAULT_MIN_ABS_S, confidence: float = 0.95,
+                    metric: Metric = WALL, min_effect: float | None = None,
+                    min_abs: float | None = None, confidence: float = 0.95,
                     seed: int = 0) -> list[Row]:
     """Rows for every scenario × (total + each stage) present on both sides."""
+    min_effect = metric.min_effect if min_effect is None else min_effect
+    min_abs = metric.min_abs if min_abs is None else min_abs
     rows: list[Row] = []
     scenarios = list(dict.fromkeys(r["scenario"] for r in records))
     for scen in scenarios:
@@ -57,7 +81,7 @@ def compare_records(records: list[dict], base_label: str, head_label: str, *,
                 if bad:
                     raise ValueError(f"refusing to compare {scen}: machines differ ({bad[0]})")
         for stage in ["total", *stage_names(base + head)]:
-            bs, hs = _paired(base, head, stage)
+            bs, hs = _paired(base, head, stage, metric.field)
             if not bs:
                 continue
             ci = stats.bootstrap_ratio_ci(bs, hs, confidence=confidence, seed=seed)
@@ -67,9 +91,11 @@ def compare_records(records: list[dict], base_label: str, head_label: str, *,
                 p = 1.0
             bm, hm = stats.median(bs), stats.median(hs)
             v = stats.verdict(ci, min_effect=min_effect, base_median=bm, head_median=hm,
-                              min_abs=min_abs_s)
-            words = stats.wording(v, stats.direction(ci, min_effect=min_effect), min_abs_s)
-            rows.append(Row(scen, stage, bm, hm, ci.ratio, ci.lo, ci.hi, p, len(bs), v, words))
+                              min_abs=min_abs)
+            words = stats.wording(v, stats.direction(ci, min_effect=min_effect),
+                                  metric.show(min_abs))
+            rows.append(Row(scen, stage, bm, hm, ci.ratio, ci.lo, ci.hi, p, len(bs), v, words,
+                            metric.name))
     return rows
 
 
@@ -77,13 +103,18 @@ def format_rows(rows: list[Row], base_desc: str, head_desc: str) -> str:
     out = [f"BASE = {base_desc}", f"HEAD = {head_desc}"]
     scen = None
     for r in rows:
+        m = METRICS[r.metric]
         if r.scenario != scen:
             scen = r.scenario
-            out.append(f"\n== {scen} (n={r.n} pairs) ==")
-            out.append(f"{'stage':10s} {'base s':>9s} {'head s':>9s} {'head/base':>10s} "
-                       f"{'95% CI':>15s} {'MW p':>6s}  verdict")
-        out.append(f"{r.stage:10s} {r.base_median:9.3f} {r.head_median:9.3f} {r.ratio:10.3f} "
-                   f"[{r.ci_lo:5.2f}, {r.ci_hi:5.2f}] {r.p_value:6.3f}  {r.wording}")
+            what = "" if m is WALL else f", {m.name} in {m.unit}"
+            out.append(f"\n== {scen} (n={r.n} pairs{what}) ==")
+            out.append(f"{'stage':10s} {'base ' + m.unit:>9s} {'head ' + m.unit:>9s} "
+                       f"{'head/base':>10s} {'95% CI':>15s} {'MW p':>6s}  verdict")
+        digits = 3 if m is WALL else 1
+        out.append(f"{r.stage:10s} {r.base_median / m.scale:9.{digits}f} "
+                   f"{r.head_median / m.scale:9.{digits}f} {r.ratio:10.{digits + 1}f} "
+                   f"[{r.ci_lo:5.{digits}f}, {r.ci_hi:5.{digits}f}] {r.p_value:6.3f}  "
+                   f"{r.wording}")
     return "\n".join(out)
 
 
@@ -96,15 +127,22 @@ def add_compare_options(p: argparse.ArgumentParser, *, default_repeat: int = 5) 
     p.add_argument("--impl", default="reference", help="impl profile for both sides")
     p.add_argument("--base-impl", help="impl profile of BASE (default --impl)")
     p.add_argument("--head-impl", help="impl profile of HEAD (default --impl)")
-    p.add_argument("--repeat", type=int, default=default_repeat)
+    p.add_argument("--metric", choices=sorted(METRICS), default=WALL.name,
+                   help="wall: wall time (interleaved rounds); instructions: instructions "
+                        "counted under valgrind's callgrind, deterministic (slow: ~30x)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help=f"rounds (default {default_repeat}; --metric instructions 1)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--latency-ms", type=int, default=0)
     p.add_argument("--bandwidth-mbit", type=float, default=0.0)
     p.add_argument("--tls", action="store_true")
-    p.add_argument("--min-effect", type=float, default=DEFAULT_MIN_EFFECT,
-                   help="smallest relative change reported (default 0.05)")
-    p.add_argument("--min-abs", type=float, default=DEFAULT_MIN_ABS_S,
-                   help="smallest absolute change in seconds reported (default 0.02)")
+    p.add_argument("--min-effect", type=float, default=None,
+                   help=f"smallest relative change reported (default {WALL.min_effect:g}, "
+                        f"instructions {INSTRUCTIONS.min_effect:g})")
+    p.add_argument("--min-abs", type=float, default=None,
+                   help=f"smallest absolute change reported, in seconds or instructions "
+                        f"(default {WALL.min_abs:g} s, {INSTRUCTIONS.min_abs:g} instructions)")
+    p.set_defaults(default_repeat=default_repeat)
     p.add_argument("--no-save", action="store_true", help="do not store run records")
     p.add_argument("--json", type=Path, help="write the comparison rows as JSON here")
 
@@ -128,21 +166,32 @@ def run_comparison(args: argparse.Namespace, base_ref: str, head_ref: str | None
     head_ref = head_ref or WORKTREE
     base_impl = args.base_impl or args.impl
     head_impl = args.head_impl or args.impl
+    metric = METRICS[args.metric]
+    counter = None
+    if metric is INSTRUCTIONS:
+        from perf import instructions
+
+        why = instructions.unavailable()
+        if why:
+            raise ScenarioError(f"--metric instructions: {why}")
+        counter = instructions.COUNTER
+    repeat = args.repeat or (1 if counter else args.default_repeat)
     base, head = build_sides(root, base_ref, head_ref, base_impl, head_impl)
     workload = prepare_workload(args.workload, root / ".perf" / "workloads")
     plan = Plan(
         workload=args.workload, scenarios=[s for s in args.scenario.split(",") if s],
-        sides=[base, head], repeat=args.repeat, warmup=args.warmup,
+        sides=[base, head], repeat=repeat, warmup=args.warmup,
         latency_ms=args.latency_ms, bandwidth_mbit=args.bandwidth_mbit, tls=args.tls,
         results_root=None if args.no_save else root / ".perf" / "results",
-        work_root=root / ".perf" / "run", budget_s=budget_s,
+        work_root=root / ".perf" / "run", budget_s=budget_s, counter=counter,
     )
     log(f"measuring {base.label} ({base.tree.commit[:10]}) vs {head.label} "
         f"({head.tree.commit[:10]}{'+dirty' if head.tree.dirty else ''}), "
-        f"{args.repeat} interleaved rounds after {args.warmup} warm-up")
+        f"{repeat} interleaved rounds after {args.warmup} warm-up"
+        + (f", instructions counted by {counter}" if counter else ""))
     records = Job(plan, workload, log=log).run()
-    rows = compare_records(records, base.label, head.label, min_effect=args.min_effect,
-                           min_abs_s=args.min_abs)
+    rows = compare_records(records, base.label, head.label, metric=metric,
+                           min_effect=args.min_effect, min_abs=args.min_abs)
     return rows, records, base, head
 
 

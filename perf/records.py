@@ -159,8 +159,11 @@ def iter_records(results_root: Path, *, machine_id: str | None = None) -> Iterat
 
 
 def load_records(results_root: Path, **filters: object) -> list[dict]:
-    """Records whose fields equal every given filter (e.g. scenario="hot", job="...")."""
+    """Records whose fields equal every given filter (e.g. scenario="hot", job="..."). Only
+    wall-time records unless `counter` is given: a build counted under valgrind ran ~30x
+    slower and its times are not the build's."""
     mid = filters.pop("machine_id", None)
+    filters.setdefault("counter", None)
     out = []
     for rec in iter_records(results_root, machine_id=mid if isinstance(mid, str) else None):
         if all(rec.get(k) == v for k, v in filters.items()):

@@ -128,6 +128,9 @@ class Plan:
     # Wraps the argv of measured runs (not warm-up builds), e.g. under a profiler:
     # wrap(argv, side, tag) -> argv.
     wrap: Callable[[list[str], Side, str], list[str]] | None = None
+    # "callgrind": measured runs count instructions (perf/instructions.py); their records
+    # carry `counter` and are kept apart from wall-time records.
+    counter: str | None = None
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -291,6 +294,11 @@ class Job:
         if wrapped and self.plan.wrap is not None:
             argv = self.plan.wrap(argv, side, tag)
         env = build_env(self.plan.env)
+        if wrapped and self.plan.counter is not None:
+            from perf import instructions
+
+            argv = instructions.prefix(self._count_file(st, tag)) + argv
+            env.update(instructions.ENV)
         if spec is not None:
             argv = spec.prefix + argv
             env.update(spec.env)
@@ -307,7 +315,24 @@ class Job:
                               f"{exc}") from exc
         if not self.plan.keep_outputs:
             rm_tree(out)
+        if wrapped and self.plan.counter is not None:
+            self._add_counts(doc, self._count_file(st, tag), spans)
         return res, doc
+
+    @staticmethod
+    def _count_file(st: SideState, tag: str) -> Path:
+        return st.dir / f"callgrind-{tag}.out"
+
+    @staticmethod
+    def _add_counts(doc: dict, out_file: Path, spans: Path) -> None:
+        """Per-stage instruction counts into the spans document, beside the spans."""
+        from perf import instructions
+
+        marks = doc.get("marks")
+        if not isinstance(marks, list):
+            raise BuildFailed(f"{spans} has no stage marks: this tree's builder cannot have "
+                              "its instructions counted per stage (it predates the marks)")
+        doc["instructions"] = instructions.read_counts(out_file, marks)
 
     def _one(self, scen: Scenario, side: Side, st: SideState, tag: str, *, record: bool,
              round_: int = -1) -> dict | None:
@@ -336,6 +361,14 @@ def make_record(job: Job, scenario: str, side: Side, res: ProcResult, spans_doc:
     image = image_from_spans(spans_doc)
     if not image.get("digest"):
         raise ScenarioError(f"{scenario}: the build of {side.label} reported no image digest")
+    counted = {}
+    if "instructions" in spans_doc:
+        counts = spans_doc["instructions"]
+        for name, count in counts.items():
+            if name in stages:
+                stages[name]["instructions"] = count
+        counted = {"counter": job.plan.counter, "instructions": sum(counts.values()),
+                   "instructions_by_stage": counts}
     return {
         "schema": SCHEMA_VERSION,
         "workload": job.workload.name,
@@ -362,6 +395,7 @@ def make_record(job: Job, scenario: str, side: Side, res: ProcResult, spans_doc:
         "round": round_,
         "options": {"latency_ms": job.plan.latency_ms, "bandwidth_mbit": job.plan.bandwidth_mbit,
                     "tls": job.plan.tls, "repeat": job.plan.repeat, "warmup": job.plan.warmup},
+        **counted,
     }
 
 
@@ -406,7 +440,8 @@ def stitch_reuse(rec: dict[str, Any]) -> str | None:
             f"{rin / 1e6:.2f} MB into {rout / 1e6:.2f} MB{share}")
 
 
-def _paired(base: list[dict], head: list[dict], stage: str) -> tuple[list[float], list[float]]:
+def _paired(base: list[dict], head: list[dict], stage: str,
+            field: str = "wall_s") -> tuple[list[float], list[float]]:
     from perf.records import metric
 
     b_by = {r["round"]: r for r in base}
@@ -414,7 +449,7 @@ def _paired(base: list[dict], head: list[dict], stage: str) -> tuple[list[float]
     rounds = sorted(set(b_by) & set(h_by))
     bs, hs = [], []
     for rnd in rounds:
-        bv, hv = metric(b_by[rnd], stage), metric(h_by[rnd], stage)
+        bv, hv = metric(b_by[rnd], stage, field), metric(h_by[rnd], stage, field)
         if bv is not None and hv is not None:
             bs.append(bv)
             hs.append(hv)
@@ -422,10 +457,12 @@ def _paired(base: list[dict], head: list[dict], stage: str) -> tuple[list[float]
 
 
 def format_run_table(records: list[dict]) -> str:
-    """Per scenario: median ± MAD of wall time for the total and every stage, per side, and
-    the median paired ratio against the first side."""
+    """Per scenario: median ± MAD of wall time (of instructions, for counted records) for the
+    total and every stage, per side, and the median paired ratio against the first side."""
     from perf.records import group_by, metric
 
+    counted = bool(records) and bool(records[0].get("counter"))
+    field = "instructions" if counted else "wall_s"
     lines: list[str] = []
     for (scenario,), recs in group_by(records, "scenario").items():
         sides: dict[str, list[dict]] = {}
@@ -434,19 +471,22 @@ def format_run_table(records: list[dict]) -> str:
         labels = list(sides)
         first = labels[0]
         lines.append(f"\n== {scenario} ({recs[0]['workload']}, "
-                     f"{len(sides[first])} runs per side) ==")
+                     f"{len(sides[first])} runs per side"
+                     + (f", million instructions ({recs[0]['counter']})" if counted else "")
+                     + ") ==")
         header = f"{'stage':10s}" + "".join(f"{lab[:26]:>30s}" for lab in labels)
         lines.append(header)
         for stage in ["total", *stage_names(recs)]:
             row = f"{stage:10s}"
             for lab in labels:
-                vals = [v for r in sides[lab] if (v := metric(r, stage)) is not None]
+                vals = [v for r in sides[lab] if (v := metric(r, stage, field)) is not None]
                 if not vals:
                     row += f"{'-':>30s}"
                     continue
-                cell = f"{stats.median(vals):.3f}±{stats.mad(vals):.3f}s"
+                cell = (f"{stats.median(vals) / 1e6:.1f}±{stats.mad(vals) / 1e6:.2f}M" if counted
+                        else f"{stats.median(vals):.3f}±{stats.mad(vals):.3f}s")
                 if lab != first:
-                    b, h = _paired(sides[first], sides[lab], stage)
+                    b, h = _paired(sides[first], sides[lab], stage, field)
                     if b:
                         ratio = stats.median([hv / bv if bv else 1.0
                                               for bv, hv in zip(b, h, strict=True)])
@@ -454,7 +494,7 @@ def format_run_table(records: list[dict]) -> str:
                 row += f"{cell:>30s}"
             lines.append(row)
         sol = next((r["speed_of_light_s"] for r in recs if "speed_of_light_s" in r), None)
-        if sol:
+        if sol and not counted:
             row = f"{'floor':10s}"
             for lab in labels:
                 ratio = stats.median([r["wall_s"] for r in sides[lab]]) / sol

@@ -212,9 +212,9 @@ def verdict(
     return direction(ci, min_effect=min_effect)
 
 
-def wording(decision: str, moved: str, min_abs: float) -> str:
+def wording(decision: str, moved: str, floor: str) -> str:
     """What a person reads: a change the statistics see but the absolute floor discounts is
     named, not hidden as "no significant change" (which a real +21 % at p = 0.008 is not)."""
     if decision == NO_CHANGE and moved != NO_CHANGE:
-        return f"{moved} (under the {min_abs:g} s floor)"
+        return f"{moved} (under the {floor} floor)"
     return decision

@@ -132,7 +132,7 @@ def test_a_slowdown_under_the_floor_is_worded_but_does_not_gate():
     for r in range(5):
         recs.append(make_rec("A", r, compress=0.009))
         recs.append(make_rec("B", r, compress=0.018))
-    rows = compare_records(recs, "A", "B", min_abs_s=0.05)
+    rows = compare_records(recs, "A", "B", min_abs=0.05)
     by = {r.stage: r for r in rows}
     assert by["compress"].verdict == stats.NO_CHANGE
     assert by["compress"].wording == "slower (under the 0.05 s floor)"

@@ -112,10 +112,10 @@ def test_wording_names_a_change_the_floor_discounts():
     decision = stats.verdict(plus21, base_median=0.010, head_median=0.0121, min_abs=0.05)
     moved = stats.direction(plus21)
     assert (decision, moved) == (stats.NO_CHANGE, stats.SLOWER)
-    assert stats.wording(decision, moved, 0.05) == "slower (under the 0.05 s floor)"
+    assert stats.wording(decision, moved, "0.05 s") == "slower (under the 0.05 s floor)"
     minus = stats.RatioCI(0.7, 0.6, 0.8, True, 5)
-    assert stats.wording(stats.NO_CHANGE, stats.direction(minus), 0.02) == \
+    assert stats.wording(stats.NO_CHANGE, stats.direction(minus), "0.02 s") == \
         "faster (under the 0.02 s floor)"
-    assert stats.wording(stats.SLOWER, stats.SLOWER, 0.05) == "slower"
+    assert stats.wording(stats.SLOWER, stats.SLOWER, "0.05 s") == "slower"
     straddle = stats.RatioCI(1.21, 0.9, 1.49, True, 5)
-    assert stats.wording(stats.NO_CHANGE, stats.direction(straddle), 0.05) == stats.NO_CHANGE
+    assert stats.wording(stats.NO_CHANGE, stats.direction(straddle), "0.05 s") == stats.NO_CHANGE

@@ -37,10 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("head", nargs="?", default=None, help="default: the working tree")
     p.add_argument("--threshold", type=float, default=None,
                    help=f"percent slowdown allowed for the total (default "
-                        f"{gate.DEFAULT_TOTAL_PCT:g}, --ci {gate.CI_TOTAL_PCT:g})")
+                        f"{gate.DEFAULT_TOTAL_PCT:g}, --ci {gate.CI_TOTAL_PCT:g}; --metric "
+                        f"instructions {gate.INSTRUCTIONS_TOTAL_PCT:g})")
     p.add_argument("--stage-default", type=float, default=None,
                    help=f"percent allowed for stages not named by --stage-threshold (default "
-                        f"{gate.DEFAULT_STAGE_PCT:g}, --ci {gate.CI_STAGE_PCT:g})")
+                        f"{gate.DEFAULT_STAGE_PCT:g}, --ci {gate.CI_STAGE_PCT:g}; --metric "
+                        f"instructions {gate.INSTRUCTIONS_STAGE_PCT:g})")
     p.add_argument("--stage-threshold", action="append", default=[], metavar="STAGE=PCT")
     p.add_argument("--ci", action="store_true",
                    help="CI mode: the code before HEAD's last code change, the merge-base "
@@ -53,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def ci_bases(root: Path, head: str = "HEAD") -> list[tuple[str, str]]:
+def ci_bases(root: Path, head: str = "HEAD", metric: str = "wall") -> list[tuple[str, str]]:
     """(sha, why) for every base --ci gates against, without duplicates, nearest first."""
     head_sha = resolve(root, head)
     found: list[tuple[str, str]] = []
@@ -63,7 +65,7 @@ def ci_bases(root: Path, head: str = "HEAD") -> list[tuple[str, str]]:
     mb = merge_base(root, MAIN_BRANCH, head)
     if mb and mb != head_sha:
         found.append((mb, f"the merge-base with {MAIN_BRANCH}"))
-    last = last_gated(root)
+    last = last_gated(root, metric)
     if last and last != head_sha:
         found.append((last, "the last commit this machine's gate passed"))
     if len(ancestors) == CREEP_CHANGES:
@@ -74,24 +76,35 @@ def ci_bases(root: Path, head: str = "HEAD") -> list[tuple[str, str]]:
     return list(first_reason.items())
 
 
-def _gate_file(root: Path) -> Path:
-    return root / ".perf" / "gate" / f"{machine_id()}.json"
+def _gate_file(root: Path, metric: str) -> Path:
+    suffix = "" if metric == "wall" else f"-{metric}"
+    return root / ".perf" / "gate" / f"{machine_id()}{suffix}.json"
 
 
-def last_gated(root: Path) -> str | None:
-    """The last commit `gate --ci` passed at on this machine, if it is an ancestor of HEAD."""
+def last_gated(root: Path, metric: str = "wall") -> str | None:
+    """The last commit `gate --ci` (on this metric) passed at on this machine, if it is an
+    ancestor of HEAD."""
     try:
-        sha = json.loads(_gate_file(root).read_text())["commit"]
+        sha = json.loads(_gate_file(root, metric).read_text())["commit"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return sha if is_ancestor(root, sha) else None
 
 
-def record_gated(root: Path, head: str) -> None:
-    path = _gate_file(root)
+def record_gated(root: Path, head: str, metric: str = "wall") -> None:
+    path = _gate_file(root, metric)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"commit": resolve(root, head),
                                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
+
+
+def default_thresholds(metric: str, ci: bool) -> tuple[float, float]:
+    """(total %, stage %): instruction counts are as tight in CI as at a desk."""
+    if metric == "instructions":
+        return gate.INSTRUCTIONS_TOTAL_PCT, gate.INSTRUCTIONS_STAGE_PCT
+    if ci:
+        return gate.CI_TOTAL_PCT, gate.CI_STAGE_PCT
+    return gate.DEFAULT_TOTAL_PCT, gate.DEFAULT_STAGE_PCT
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,16 +116,16 @@ def run(args: argparse.Namespace) -> int:
     bases: list[tuple[str, str]] = [(args.base, "as asked")] if args.base else []
     if args.ci:
         if not bases:
-            bases = ci_bases(repo_root(), args.head or "HEAD")
+            bases = ci_bases(repo_root(), args.head or "HEAD", args.metric)
             if not bases:
                 print("apkperf gate --ci: no earlier code to compare with; passing")
                 return 0
-        args.min_abs = max(args.min_abs, gate.CI_MIN_ABS_S)
+        if args.metric == "wall":
+            args.min_abs = max(args.min_abs or 0.0, gate.CI_MIN_ABS_S)
         budget = budget if budget is not None else 240.0
-    total_pct = args.threshold if args.threshold is not None else (
-        gate.CI_TOTAL_PCT if args.ci else gate.DEFAULT_TOTAL_PCT)
-    stage_pct = args.stage_default if args.stage_default is not None else (
-        gate.CI_STAGE_PCT if args.ci else gate.DEFAULT_STAGE_PCT)
+    total_pct, stage_pct = default_thresholds(args.metric, args.ci)
+    total_pct = args.threshold if args.threshold is not None else total_pct
+    stage_pct = args.stage_default if args.stage_default is not None else stage_pct
     try:
         th = gate.Thresholds(total_pct, stage_pct,
                              gate.parse_stage_thresholds(args.stage_threshold))
@@ -145,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if args.ci and args.head is None and not args.base:
         root = repo_root()
         if not head_state(root)[1]:  # only a clean tree is the commit it names
-            record_gated(root, "HEAD")
+            record_gated(root, "HEAD", args.metric)
     print(f"\nperf gate passed ({len(all_rows)} rows against {len(bases)} base(s), total "
           f"threshold {th.total_pct:g}%, stages {th.stage_pct:g}% unless set; {took:.0f} s)")
     return 0

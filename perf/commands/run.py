@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from perf.gitrefs import WORKTREE, prepare_tree, repo_root
@@ -47,6 +48,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--latency-ms", type=int, default=0, help="per-request repository latency")
     p.add_argument("--bandwidth-mbit", type=float, default=0.0, help="per-connection bandwidth")
     p.add_argument("--tls", action="store_true", help="serve the repository over HTTPS")
+    p.add_argument("--count-instructions", action="store_true",
+                   help="count instructions per stage under valgrind's callgrind (~30x "
+                        "slower; records kept apart from wall-time records)")
     p.add_argument("--keep", action="store_true", help="keep the run dir (outputs, logs)")
     p.add_argument("--no-save", action="store_true", help="do not store run records")
     p.add_argument("--json", type=Path, help="also write all records of this run here")
@@ -60,12 +64,21 @@ def run(args: argparse.Namespace) -> int:
     impls = split_impls(args.impl)
     tree = prepare_tree(root, args.tree)
     sides = [Side(impl, tree, impl) for impl in impls]
+    counter = None
+    if args.count_instructions:
+        from perf import instructions
+
+        why = instructions.unavailable()
+        if why:
+            print(f"apkperf run --count-instructions: {why}", file=sys.stderr)
+            return 2
+        counter = instructions.COUNTER
     workload = prepare_workload(args.workload, root / ".perf" / "workloads")
     plan = Plan(workload=args.workload, scenarios=split_scenarios(args.scenario), sides=sides,
                 repeat=args.repeat, warmup=args.warmup, latency_ms=args.latency_ms,
                 bandwidth_mbit=args.bandwidth_mbit, tls=args.tls,
                 results_root=None if args.no_save else root / ".perf" / "results",
-                work_root=root / ".perf" / "run", keep_outputs=args.keep)
+                work_root=root / ".perf" / "run", keep_outputs=args.keep, counter=counter)
     print(f"apkperf run: {workload.name} at {tree.commit[:12]}"
           f"{' (dirty)' if tree.dirty else ''}; scenarios {','.join(plan.scenarios)}; "
           f"impls {' | '.join(impls)}; {args.repeat} rounds after {args.warmup} warm-up")
