@@ -110,11 +110,11 @@ def format_rows(rows: list[Row], base_desc: str, head_desc: str) -> str:
             out.append(f"\n== {scen} (n={r.n} pairs{what}) ==")
             out.append(f"{'stage':10s} {'base ' + m.unit:>9s} {'head ' + m.unit:>9s} "
                        f"{'head/base':>10s} {'95% CI':>15s} {'MW p':>6s}  verdict")
-        digits = 3 if m is WALL else 1
-        out.append(f"{r.stage:10s} {r.base_median / m.scale:9.{digits}f} "
-                   f"{r.head_median / m.scale:9.{digits}f} {r.ratio:10.{digits + 1}f} "
-                   f"[{r.ci_lo:5.{digits}f}, {r.ci_hi:5.{digits}f}] {r.p_value:6.3f}  "
-                   f"{r.wording}")
+        # Instruction counts are exact enough for four decimals of a ratio.
+        value, ratio, ci = (3, 3, 2) if m is WALL else (1, 4, 4)
+        out.append(f"{r.stage:10s} {r.base_median / m.scale:9.{value}f} "
+                   f"{r.head_median / m.scale:9.{value}f} {r.ratio:10.{ratio}f} "
+                   f"[{r.ci_lo:5.{ci}f}, {r.ci_hi:5.{ci}f}] {r.p_value:6.3f}  {r.wording}")
     return "\n".join(out)
 
 

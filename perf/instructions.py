@@ -26,6 +26,8 @@ COUNTER = "callgrind"
 MARK_FUNCTION = "getpgrp"
 # What runs between stages (the build's own bookkeeping, writing the spans file, exit).
 BETWEEN = "between"
+# A build with no stage marks (a tree older than them) is one count.
+UNMARKED = "unmarked"
 # The interpreter's hash seed changes dict/set layouts and so the instructions; fixed.
 ENV = {MARKS_ENV: "1", "PYTHONHASHSEED": "0"}
 
@@ -96,3 +98,15 @@ def read_counts(out_file: Path, marks: list[str]) -> dict[str, int]:
     finally:
         for p in files:
             p.unlink(missing_ok=True)
+
+
+def read_total(out_file: Path) -> dict[str, int]:
+    """The whole build's instructions, for a builder that marks no stages (one dump)."""
+    extra = sorted(p.name for p in out_file.parent.glob(f"{out_file.name}.*"))
+    try:
+        if extra:
+            raise ScenarioError(f"callgrind wrote stage dumps ({extra[0]}) for a build that "
+                                "listed no stage marks")
+        return {UNMARKED: _summary(out_file)}
+    finally:
+        out_file.unlink(missing_ok=True)

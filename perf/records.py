@@ -172,12 +172,12 @@ def load_records(results_root: Path, **filters: object) -> list[dict]:
 
 
 def metric(rec: dict, stage: str, field: str = "wall_s") -> float | None:
-    """A record's total (`stage == "total"`) or per-stage metric, None when the stage is
-    absent."""
+    """A record's total (`stage == "total"`) or per-stage metric, None when the stage (or the
+    field in it: instructions of a build counted as a whole) is absent."""
     if stage == "total":
         return float(rec[field]) if field in rec else None
     st = rec["stages"].get(stage)
-    return None if st is None else float(st.get(field, 0.0))
+    return None if st is None or field not in st else float(st[field])
 
 
 def group_by(records: Iterable[dict], *keys: str) -> dict[tuple, list[dict]]:

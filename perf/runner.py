@@ -316,7 +316,7 @@ class Job:
         if not self.plan.keep_outputs:
             rm_tree(out)
         if wrapped and self.plan.counter is not None:
-            self._add_counts(doc, self._count_file(st, tag), spans)
+            self._add_counts(doc, self._count_file(st, tag))
         return res, doc
 
     @staticmethod
@@ -324,15 +324,14 @@ class Job:
         return st.dir / f"callgrind-{tag}.out"
 
     @staticmethod
-    def _add_counts(doc: dict, out_file: Path, spans: Path) -> None:
+    def _add_counts(doc: dict, out_file: Path) -> None:
         """Per-stage instruction counts into the spans document, beside the spans."""
         from perf import instructions
 
         marks = doc.get("marks")
-        if not isinstance(marks, list):
-            raise BuildFailed(f"{spans} has no stage marks: this tree's builder cannot have "
-                              "its instructions counted per stage (it predates the marks)")
-        doc["instructions"] = instructions.read_counts(out_file, marks)
+        # A tree whose builder predates the stage marks is counted as a whole.
+        doc["instructions"] = (instructions.read_counts(out_file, marks)
+                               if isinstance(marks, list) else instructions.read_total(out_file))
 
     def _one(self, scen: Scenario, side: Side, st: SideState, tag: str, *, record: bool,
              round_: int = -1) -> dict | None:

@@ -130,3 +130,19 @@ def test_callgrind_counts_each_stage_of_a_real_process(tmp_path):
     assert set(counts) == {STARTUP, "fetch", "compress", instructions.BETWEEN}
     assert 8 < counts["compress"] / counts["fetch"] < 12
     assert counts[STARTUP] > counts["fetch"]  # the interpreter's start and the imports
+
+
+def test_a_build_without_marks_is_counted_as_a_whole(tmp_path):
+    """A gate base older than the stage marks: one dump, the total only."""
+    out = tmp_path / "cg.out"
+    _dump(out, 1234)
+    assert instructions.read_total(out) == {instructions.UNMARKED: 1234}
+    assert not out.exists()
+
+
+def test_stages_counted_on_one_side_only_are_not_compared():
+    base = _counted("A", 6_700_000_000, 3_500_000_000)
+    del base["stages"]["compress"]["instructions"]  # counted as a whole
+    rows = compare_records([base, _counted("B", 6_700_000_000, 3_500_000_000)], "A", "B",
+                           metric=INSTRUCTIONS)
+    assert [r.stage for r in rows] == ["total"]
