@@ -8,7 +8,9 @@ which is looser because short stages are noisier (see `apkperf calibrate`)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from perf import stats
 from perf.compare import Row
@@ -78,3 +80,42 @@ def evaluate(rows: list[Row], thresholds: Thresholds) -> list[Failure]:
         if r.verdict == stats.SLOWER and r.ci_lo > 1.0 + limit / 100.0:
             failures.append(Failure(r, limit))
     return failures
+
+
+def log_path(root: Path, machine: str) -> Path:
+    """Every gate run on this machine, one JSON line each (what the report marks)."""
+    return root / ".perf" / "gate" / f"{machine}-runs.jsonl"
+
+
+def log_run(root: Path, machine: str, entry: dict) -> None:
+    path = log_path(root, machine)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(entry, sort_keys=True) + "\n")
+
+
+def load_runs(root: Path, machine: str) -> list[dict]:
+    """The logged gate runs, oldest first; lines that do not parse are skipped."""
+    try:
+        lines = log_path(root, machine).read_text().splitlines()
+    except OSError:
+        return []
+    runs = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("commit"), str):
+            runs.append(entry)
+    return runs
+
+
+def log_entry(rows: list[Row], failures: list[Failure], *, base: str, why: str, head: str,
+              dirty: bool, impl: str, workload: str, metric: str, at: str) -> dict:
+    return {"at": at, "commit": head, "dirty": dirty, "base": base, "why": why, "impl": impl,
+            "workload": workload, "metric": metric,
+            "scenarios": sorted({r.scenario for r in rows}),
+            "failures": [{"scenario": f.row.scenario, "stage": f.row.stage,
+                          "ratio": round(f.row.ratio, 4), "threshold_pct": f.threshold_pct}
+                         for f in failures]}

@@ -75,6 +75,14 @@ def commit_dates(root: Path, shas: list[str]) -> dict[str, int]:
     return out
 
 
+def commit_subjects(root: Path, shas: list[str]) -> dict[str, str]:
+    """The first line of each commit's message ("" for a sha git does not know)."""
+    out: dict[str, str] = {}
+    for sha in shas:
+        out[sha] = git(root, "show", "-s", "--format=%s", sha, check=False)[:200]
+    return out
+
+
 def working_tree(root: Path, python: Path | None = None) -> Tree:
     sha, dirty = head_state(root)
     py = python or _default_python(root)

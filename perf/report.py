@@ -1,18 +1,20 @@
-"""`flamegraphs/index.html`: the latest job's table, stacked stage bars, trend charts and
-links to every profile in the directory. Static, no JavaScript; images are files beside it."""
+"""`flamegraphs/index.html`: the latest job's table, stacked stage bars, the micro-benchmarks,
+trend charts whose points open a page per commit (perf/drilldown.py), the machine, and links
+to every profile in the directory. Static, no JavaScript; the trend charts are inline SVG so
+their points are links."""
 
 from __future__ import annotations
 
 from html import escape
 from pathlib import Path
 
-from perf import stats
+from perf import bench, drilldown, stats
 from perf.frontier import section_html as frontier_html
 from perf.peers import peers_html
 from perf.records import metric
 from perf.runner import stage_names
 from perf.startup import report_section as startup_html
-from perf.trend import render_stage_bars, render_trends
+from perf.trend import order_points, render_stage_bars, render_trends
 
 
 def latest_job(records: list[dict]) -> list[dict]:
@@ -47,15 +49,27 @@ PROFILE_SUFFIXES = (".svg", ".speedscope.json", ".pyinstrument.html", ".folded")
 def profile_links(out_dir: Path) -> list[Path]:
     files = []
     for p in sorted(out_dir.iterdir()):
-        if p.name.startswith(("trend-", "stages-", "index", "frontier-")):
+        if p.name.startswith(("trend-", "stages-", "index", "frontier-")) or p.is_dir():
             continue
         if p.name.endswith(PROFILE_SUFFIXES):
             files.append(p)
     return files
 
 
-def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0) -> Path:
+def inline_svg(path: Path) -> str:
+    """An SVG file's <svg> element, to put in the page (links inside it then work)."""
+    text = path.read_text()
+    return text[text.index("<svg"):]
+
+
+def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0, *,
+                 gate_runs: list[dict] | None = None, bench_runs: list[dict] | None = None,
+                 subject=lambda _c: "") -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
+    gate_runs = gate_runs or []
+    points = order_points(records, commit_date)
+    pages = drilldown.write_pages(records, out_dir, points, gate_runs=gate_runs,
+                                  bench_runs=bench_runs or [], subject=subject)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>apkperf report</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
@@ -78,12 +92,25 @@ def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0) -
         parts.append(f"<h2>Stages</h2><img src='{bars.name}' alt='stacked stage times'>")
     else:
         parts.append("<p>No run records yet: run <code>apkperf run</code>.</p>")
-    trends = [p for p in render_trends(records, out_dir, commit_date) if p.suffix == ".png"]
+    parts.append(bench.section_html(bench_runs or []))  # make bench, beside the stages
+    trends = [p for p in render_trends(records, out_dir, commit_date, links=drilldown.href,
+                                       gate_runs=gate_runs) if p.suffix == ".svg"]
     if trends:
-        parts.append("<h2>Trends over commits</h2>")
+        parts.append("<h2>Trends over commits</h2><p>Click a point or a commit for its page: "
+                     "runs and records, gate results, flamegraphs and the diff against the "
+                     "previous profiled point, benchmarks, machine. A red X is a commit the "
+                     "gate failed.</p>")
         for p in trends:
-            parts.append(f"<p><a href='{p.with_suffix('.svg').name}'><img src='{p.name}' "
-                         f"alt='{escape(p.stem)}'></a></p>")
+            parts.append(f"<figure>{inline_svg(p)}<figcaption><a href='{p.name}'>SVG</a> · "
+                         f"<a href='{p.with_suffix('.png').name}'>PNG</a></figcaption>"
+                         "</figure>")
+    if pages:
+        parts.append("<h2>Commits</h2><ul>" + "".join(
+            f"<li><a href='{escape(drilldown.href(pt))}'>{escape(pt[0][:12])}"
+            f"{' (dirty)' if pt[1] else ''}</a> {escape(subject(pt[0]))}</li>"
+            for pt in reversed(points)) + "</ul>")
+    if latest:
+        parts.append("<h2>Machine</h2>" + drilldown.machines_html(latest))
     parts.append(peers_html(out_dir))  # apkperf peers: the latest stored results
     parts.append(frontier_html(out_dir))  # apkperf frontier: the latest stored results
     parts.append(startup_html())  # apkperf startup: the latest stored result

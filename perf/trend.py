@@ -46,11 +46,30 @@ def label(point: tuple[str, bool]) -> str:
     return point[0][:8] + ("+dirty" if point[1] else "")
 
 
+def gate_marks(gate_runs: list[dict], workload: str, scenario: str,
+               impl: str) -> dict[tuple[str, bool], list[str]]:
+    """Per trend point, what the gate found against it in this chart's (workload, scenario,
+    impl): ["compress +21.0% (wall, vs 1a2b3c4d)", ...]."""
+    marks: dict[tuple[str, bool], list[str]] = {}
+    for run in gate_runs:
+        if run.get("workload") != workload or run.get("impl") != impl:
+            continue
+        for f in run.get("failures") or []:
+            if f.get("scenario") == scenario:
+                marks.setdefault((run["commit"], bool(run.get("dirty"))), []).append(
+                    f"{f['stage']} {100 * (f['ratio'] - 1):+.1f}% ({run.get('metric', 'wall')}, "
+                    f"vs {str(run.get('base'))[:8]})")
+    return marks
+
+
 def render_trends(records: list[dict], out_dir: Path,
-                  commit_date: Callable[[str], int] = lambda _c: 0) -> list[Path]:
+                  commit_date: Callable[[str], int] = lambda _c: 0, *,
+                  links: Callable[[tuple[str, bool]], str] | None = None,
+                  gate_runs: list[dict] | None = None) -> list[Path]:
     """One PNG and one SVG per (workload, scenario): panels per impl, a thick line for the
     total, a dashed one for the measured speed of light (hot/offline runs), and a line per
-    stage; returns the files written."""
+    stage; returns the files written. In the SVG every total point and commit label links to
+    `links(point)` (the commit's drill-down page); commits the gate failed are marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,6 +90,18 @@ def render_trends(records: list[dict], out_dir: Path,
             tot = series(irecs, points, "total")
             ax.plot(xs, [v if v is not None else float("nan") for v in tot], color="black",
                     linewidth=2.5, marker="o", label="total (process wall)")
+            if links is not None:
+                hits = ax.scatter(xs, [v if v is not None else float("nan") for v in tot],
+                                  s=90, color="black", zorder=5)
+                hits.set_urls([links(p) for p in points])
+            marks = gate_marks(gate_runs or [], workload, scenario, impl)
+            flagged = [(x, p) for x, p in zip(xs, points, strict=True) if p in marks]
+            for n, (x, p) in enumerate(flagged):
+                y = tot[x] if tot[x] is not None else 0.0
+                ax.scatter([x], [y], s=260, marker="X", color="#d62728", zorder=6,
+                           label="gate failed" if n == 0 else None)
+                ax.annotate("gate: " + "; ".join(marks[p][:2]), (x, y), fontsize=7,
+                            color="#d62728", xytext=(6, 10), textcoords="offset points")
             floor = series(irecs, points, "total", "speed_of_light_s")
             if any(v is not None for v in floor):
                 ax.plot(xs, [v if v is not None else float("nan") for v in floor],
@@ -83,8 +114,11 @@ def render_trends(records: list[dict], out_dir: Path,
             ax.set_title(f"{workload} / {scenario} / impl {impl}", fontsize=11)
             ax.set_ylabel("wall time, median (s)")
             ax.set_xticks(xs)
-            ax.set_xticklabels([label(p) for p in points], rotation=30, ha="right",
-                               fontsize=8)
+            ticks = ax.set_xticklabels([label(p) for p in points], rotation=30, ha="right",
+                                       fontsize=8)
+            if links is not None:
+                for tick, p in zip(ticks, points, strict=True):
+                    tick.set_url(links(p))
             ax.set_xlabel("commit (oldest → newest)")
             ax.set_ylim(bottom=0)
             ax.grid(True, alpha=0.3)

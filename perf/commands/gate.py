@@ -143,8 +143,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"apkperf gate: measurement failed: {exc}", file=sys.stderr)
             return 2
         print(format_rows(rows, describe(base), describe(head)))
-        failures += [f"against {base_ref[:12]} ({why}): {f.describe()}"
-                     for f in gate.evaluate(rows, th)]
+        found = gate.evaluate(rows, th)
+        failures += [f"against {base_ref[:12]} ({why}): {f.describe()}" for f in found]
+        gate.log_run(repo_root(), machine_id(), gate.log_entry(
+            rows, found, base=base.tree.commit, why=why, head=head.tree.commit,
+            dirty=head.tree.dirty, impl=head.impl, workload=args.workload, metric=args.metric,
+            at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
         all_rows += [dict(r.to_json(), base=base_ref) for r in rows]
     if args.json:
         args.json.write_text(json.dumps({"rows": all_rows, "failures": failures},

@@ -1,12 +1,13 @@
-"""`apkperf report`: write flamegraphs/index.html (latest table, stage bars, trends,
-profile links)."""
+"""`apkperf report`: write flamegraphs/index.html (latest table, stage bars, benchmarks,
+trends with a page per commit, gate marks, machine, profile links)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from perf.gitrefs import commit_dates, repo_root
+from perf import bench, gate
+from perf.gitrefs import commit_dates, commit_subjects, repo_root
 from perf.machine import machine_id
 from perf.records import load_records
 from perf.report import write_report
@@ -23,7 +24,11 @@ def run(args: argparse.Namespace) -> int:
     root = repo_root()
     filters = {} if args.all_machines else {"machine_id": machine_id()}
     records = load_records(root / ".perf" / "results", **filters)
-    dates = commit_dates(root, sorted({r["commit"] for r in records}))
-    index = write_report(records, args.out or root / "flamegraphs", lambda c: dates.get(c, 0))
+    shas = sorted({r["commit"] for r in records})
+    dates = commit_dates(root, shas)
+    subjects = commit_subjects(root, shas)
+    index = write_report(records, args.out or root / "flamegraphs", lambda c: dates.get(c, 0),
+                         gate_runs=gate.load_runs(root, machine_id()),
+                         bench_runs=bench.load_runs(root), subject=lambda c: subjects.get(c, ""))
     print(index)
     return 0
