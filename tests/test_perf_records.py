@@ -13,44 +13,10 @@ import pytest
 from builder.errors import FormatError
 from perf import gate, records, stats
 from perf.compare import compare_records, format_rows
-from perf.machine import machine_id, machine_info
 from perf.report import write_report
 from perf.runner import format_run_table, measure
 from perf.trend import render_trends
-
-SPANS = {
-    "version": 1,
-    "spans": [
-        {"name": "fetch", "arch": "x86_64", "wall_s": 0.2, "cpu_s": 0.1, "bytes_in": 10,
-         "bytes_out": 20, "attrs": {"impl": "reference"}},
-        {"name": "compress", "arch": "x86_64", "wall_s": 0.5, "cpu_s": 0.5, "bytes_in": 100,
-         "bytes_out": 30, "attrs": {"impl": "zlib", "level": 6, "blocks": 4}},
-        {"name": "compress", "arch": "aarch64", "wall_s": 0.4, "cpu_s": 0.4, "bytes_in": 90,
-         "bytes_out": 25, "attrs": {"blocks": 3}},
-    ],
-    "total": {"wall_s": 1.1, "cpu_s": 1.0},
-    "image": {"index_digest": "sha256:" + "a" * 64, "impl": {"compress": "zlib:6"},
-              "manifests": {"x86_64": {"digest": "sha256:" + "b" * 64, "diff_ids": ["sha256:d1"]},
-                            "aarch64": {"digest": "sha256:" + "c" * 64,
-                                        "diff_ids": ["sha256:d2"]}}},
-}
-
-
-def make_rec(side="reference", round_=0, scale=1.0, scenario="hot", commit="1" * 40,
-             started="2026-01-01T00:00:00.000+00:00", compress=0.9, job="job1", impl=None):
-    stages = records.stages_from_spans(SPANS)
-    stages["compress"]["wall_s"] = compress * scale
-    stages["fetch"]["wall_s"] = 0.2 * scale
-    image = records.image_from_spans(SPANS)
-    info = machine_info()
-    return {
-        "schema": records.SCHEMA_VERSION, "workload": "small", "scenario": scenario,
-        "impl": impl or side, "side": side, "commit": commit, "dirty": False,
-        "wall_s": (0.3 + 0.2 + compress) * scale, "cpu_s": 1.0, "peak_rss_mb": 80.0,
-        "stages": stages, "image": image, "compressor": records.compressor_of(stages, image),
-        "machine": info, "machine_id": machine_id(info), "started_at": started, "job": job,
-        "round": round_,
-    }
+from tests.helpers import SPANS, make_rec
 
 
 def test_spans_to_stages_and_image():

@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlparse
 
 from perf import bench, drilldown, records
 from perf.report import write_report
-from tests.test_perf_records import make_rec
+from tests.helpers import make_rec
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 
