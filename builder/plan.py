@@ -16,20 +16,24 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.apk.model import Package
+from builder.apk.version import is_valid_version, parse_constraint
 from builder.archs import apk_arch, oci_arch
 from builder.config import ImageConfig, build_repositories
-from builder.errors import ConfigError, FetchError
+from builder.errors import ConfigError, FetchError, FormatError
 from builder.spans import SpanRecorder
 from builder.stages.registry import current
 
 if TYPE_CHECKING:
     from builder.repo.fetch import Fetcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -78,6 +82,21 @@ class PlannedPackage:
     @property
     def pin(self) -> str:
         return f"{self.name}={self.version}"
+
+
+def locking_pin(pkg: Package) -> str:
+    """The world entry that locks `pkg`: `name=version`, as apko writes it. A version that is
+    not a valid apk version (a real melange package ships `1.5.7-r1-r1`) cannot be written
+    as a constraint — apk-tools refuses `name=<invalid>` as a dependency while it reads such
+    a package from an index without complaint — so that package is locked by its checksum
+    (`name><Q1…`, apk-tools' checksum pin, which takes no version), and a warning names the
+    package and the index it came from."""
+    if is_valid_version(pkg.version):
+        return f"{pkg.name}={pkg.version}"
+    log.warning("%s %s from %s: not a valid apk version; locked by its checksum %s (versions "
+                "compare as apk-tools compares them: the invalid tail sorts lowest)",
+                pkg.name, pkg.version, pkg.repository or "its index", pkg.checksum)
+    return f"{pkg.name}><{pkg.checksum}"
 
 
 @dataclass(frozen=True)
@@ -205,6 +224,11 @@ def make_plan(opts: BuildOptions, rec: SpanRecorder, fetcher: Fetcher) -> tuple[
     world = list(cfg.contents.packages)
     if not world:
         raise ConfigError(f"{cfg.source_file}: contents.packages: no package given")
+    for i, text in enumerate(world):
+        try:
+            parse_constraint(text)
+        except FormatError as exc:
+            raise ConfigError(f"{cfg.source_file}: contents.packages[{i}]: {exc}") from None
     load_index = registry.get("index", chosen["index"]).obj
     resolve = registry.get("resolve", chosen["resolve"]).obj
     archs: list[ArchPlan] = []
@@ -219,7 +243,7 @@ def make_plan(opts: BuildOptions, rec: SpanRecorder, fetcher: Fetcher) -> tuple[
             first = resolve(world, available, aarch)
             # apko locks the world to exact versions, then installs in the order the pinned
             # world resolves to.
-            ordered = resolve(sorted(f"{p.name}={p.version}" for p in first), available, aarch)
+            ordered = resolve(sorted(locking_pin(p) for p in first), available, aarch)
             s.attrs["packages"] = len(ordered)
         resolved[aarch] = ordered
         archs.append(ArchPlan(arch, aarch, tuple(PlannedPackage.of(p) for p in ordered)))
