@@ -91,14 +91,15 @@ class ImageConfig:
     annotations: dict[str, str] = field(default_factory=dict)
     include: str = ""
     volumes: list[str] = field(default_factory=list)
-    # Not part of the schema: where the file was, to resolve relative local paths.
+    # Not part of the schema: where the file was, and what relative local paths resolve
+    # against (the working directory, or --workdir).
     source_file: str = ""
     base_dir: str = ""
 
     def resolve_local(self, ref: str) -> str:
         """A repository/keyring reference as a local path or URL usable by the builder.
 
-        URLs pass through; relative paths are resolved against `base_dir` (the config file's
+        URLs pass through; relative paths are resolved against `base_dir` (the working
         directory unless overridden with --workdir). The config keeps the string as written.
         """
         if "://" in ref:
@@ -326,7 +327,7 @@ def _validate(cfg: ImageConfig, filename: str) -> None:
         cfg.contents.packages.append("s6")
 
 
-def _load_file(path: Path, seen: tuple[Path, ...]) -> ImageConfig:
+def _load_file(path: Path, seen: tuple[Path, ...], base: Path) -> ImageConfig:
     path = path.resolve() if path.exists() else path
     if path in seen:
         raise ConfigError(f"{seen[-1]}: include: include cycle through {path}")
@@ -349,29 +350,27 @@ def _load_file(path: Path, seen: tuple[Path, ...]) -> ImageConfig:
         lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
     cfg = _build(raw, str(path), lines)
     cfg.source_file = str(path)
-    cfg.base_dir = str(path.parent)
+    cfg.base_dir = str(base)
     if cfg.include:
-        inc = Path(cfg.include)
-        if not inc.is_absolute():
-            inc = path.parent / inc
+        inc = base / cfg.include
         if not inc.exists():
             raise ConfigError(f"{path}:{lines.get('include', 1)}: include: "
-                              f"file not found: {cfg.include}")
-        merge_into(_load_file(inc, seen + (path,)), cfg)
+                              f"file not found: {cfg.include} (tried {inc})")
+        merge_into(_load_file(inc, seen + (path,), base), cfg)
     return cfg
 
 
 def load_config(path: str | Path, workdir: str | Path | None = None) -> ImageConfig:
     """Load and validate a config file (following `include`).
 
-    `workdir` changes the directory relative repository/keyring paths are resolved against
-    (default: the config file's directory). apko resolves them against its working directory,
-    so its test configs say `./testdata/...`; `--workdir` reproduces that without a chdir.
+    Relative `include`, `contents.keyring` and `contents.repositories` paths resolve against
+    the working directory, as apko resolves them (its test configs say `./testdata/...` with
+    the config in `testdata/`); `workdir` (`--workdir`) names another directory to resolve
+    them against, e.g. the config file's own.
     """
-    cfg = _load_file(Path(path), ())
+    base = Path(workdir).resolve() if workdir is not None else Path.cwd()
+    cfg = _load_file(Path(path), (), base)
     _validate(cfg, cfg.source_file)
-    if workdir is not None:
-        cfg.base_dir = str(Path(workdir).resolve())
     return cfg
 
 

@@ -61,6 +61,7 @@ from typing import Any
 
 from builder.deflate.gzipstream import GZIP_HEADER
 from builder.errors import ApkImageError
+from builder.oci.layout import read_image_index
 from perf import stats
 
 SCHEMA_VERSION = 1
@@ -122,7 +123,7 @@ def layer_tar_from_layout(layout: Path) -> tuple[bytes, str]:
         return (layout / "blobs" / algo / hexd).read_bytes()
 
     try:
-        index = json.loads((layout / "index.json").read_text())
+        index = json.loads(read_image_index(layout))
         manifest = json.loads(blob(index["manifests"][0]["digest"]))
         config = json.loads(blob(manifest["config"]["digest"]))
         layers, diff_ids = manifest["layers"], config["rootfs"]["diff_ids"]

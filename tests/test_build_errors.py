@@ -37,7 +37,7 @@ def run_failing(capsys: pytest.CaptureFixture[str], out: Path, argv: list[str]) 
 
 def build_argv(wd: Path, out: Path, *extra: str) -> list[str]:
     return ["build", str(wd / "apko.yaml"), "t:latest", str(out), "--arch", "x86_64",
-            "--cache-dir", str(wd / "cache"), *extra]
+            "--workdir", str(wd), "--cache-dir", str(wd / "cache"), *extra]
 
 
 def test_unknown_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

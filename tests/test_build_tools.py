@@ -46,25 +46,31 @@ def umoci_unpack(layout: Path, dest: Path, ref: str) -> Path:
     return dest / "rootfs"
 
 
-def tag_layout(layout: Path, tag: str, manifest_digest: str) -> None:
-    """umoci resolves tags through index.json; ours is the image index, so add a tagged
-    layout index pointing at one per-arch manifest (a copy, the build output is untouched)."""
-    blob = layout / "blobs" / "sha256" / manifest_digest.split(":")[1]
-    (layout / "index.json").write_text(json.dumps({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-                       "digest": manifest_digest, "size": blob.stat().st_size,
-                       "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+def test_skopeo_and_umoci_take_the_layout_by_its_tag(tmp_path: Path, golden_cache: Path) -> None:
+    """index.json names the image TAG and each arch TAG-<arch>: no hand edits needed."""
+    require_tool("skopeo", "umoci")
+    out = tmp_path / "layout"
+    image = golden_build(tmp_path, out, golden_cache)
+    copy = tmp_path / "copy"
+    # (Debian 12's skopeo re-encodes an index carrying artifactType, apko's bytes: the
+    # index digest changes on the way, the per-arch manifests keep theirs.)
+    subprocess.run(["skopeo", "copy", "--all", "oci:" + str(out) + ":golden:latest",
+                    f"oci:{copy}:again"], check=True, capture_output=True)
+    top = json.loads((copy / "index.json").read_text())["manifests"][0]
+    copied = json.loads((copy / "blobs" / "sha256" / top["digest"][7:]).read_text())
+    assert sorted(m["digest"] for m in copied["manifests"]) == sorted(
+        m["digest"] for m in image["manifests"].values())
+    root = umoci_unpack(out, tmp_path / "bundle", "golden:latest-arm64")
+    assert (root / "etc" / "apko.json").is_file()
+    cfg = json.loads((tmp_path / "bundle" / "config.json").read_text())
+    assert cfg["process"]["args"]
 
 
 def test_umoci_unpacks_golden(tmp_path: Path, golden_cache: Path) -> None:
     require_tool("umoci")
     out = tmp_path / "layout"
-    image = golden_build(tmp_path, out, golden_cache, "--arch", "x86_64")
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    tag_layout(copy, "amd64", image["manifests"]["amd64"]["digest"])
-    root = umoci_unpack(copy, tmp_path / "bundle", "amd64")
+    golden_build(tmp_path, out, golden_cache, "--arch", "x86_64")
+    root = umoci_unpack(out, tmp_path / "bundle", "golden:latest")  # index.json names TAG
     assert (root / "etc" / "apk" / "world").read_text() == \
         "pretend-baselayout=1.0.0-r0\nreplayout=1.0.0-r0\n"
     assert os.readlink(root / "lib" / "apk") == "../usr/lib/apk"
@@ -168,13 +174,10 @@ def test_real_signed_packages(tmp_path: Path) -> None:
                    "entrypoint: {command: /usr/bin/curl}\narchs: [x86_64]\n")
     out = tmp_path / "layout"
     spans = tmp_path / "spans.json"
-    assert main(["build", str(cfg), "real:latest", str(out), "--cache-dir",
-                 str(tmp_path / "cache"), "--spans", str(spans)]) == 0
-    image = json.loads(spans.read_text())["image"]
-    copy = tmp_path / "copy"
-    shutil.copytree(out, copy)
-    tag_layout(copy, "amd64", image["manifests"]["amd64"]["digest"])
-    root = umoci_unpack(copy, tmp_path / "bundle", "amd64")
+    # The config's paths are relative to its folder: --workdir (apko's rule is the cwd).
+    assert main(["build", str(cfg), "real:latest", str(out), "--workdir", str(tmp_path),
+                 "--cache-dir", str(tmp_path / "cache"), "--spans", str(spans)]) == 0
+    root = umoci_unpack(out, tmp_path / "bundle", "real:latest-amd64")  # the per-arch name
     assert (root / "usr/bin/curl").stat().st_size > 0
     assert (root / "usr/bin/strace").stat().st_size > 0
     assert (root / "usr/share/zoneinfo").is_dir()

@@ -92,7 +92,7 @@ archs: [x86_64, arm64, amd64]
 annotations: {k: v}
 volumes: [/data]
 vcs-url: https://git.example.com/x@abc
-"""))
+"""), workdir=tmp_path)
     assert cfg.contents.repositories == ["https://example.com/os"]
     assert cfg.paths[0].permissions == 0o750 and cfg.paths[0].recursive
     assert cfg.paths[1].permissions == 0o644
@@ -124,7 +124,7 @@ contents: {repositories: [/top], packages: [b]}
 environment: {X: top}
 annotations: {a: top, b: top}
 """)
-    cfg = load_config(p)
+    cfg = load_config(p, workdir=tmp_path)
     assert cfg.contents.packages == ["a", "b"]
     assert cfg.contents.repositories == ["/base", "/top"]
     assert cfg.contents.keyring == ["base.pub"]
@@ -136,11 +136,11 @@ annotations: {a: top, b: top}
 
 def test_include_missing_and_cycle(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="include: file not found"):
-        load_config(write(tmp_path, "include: nope.yaml\n"))
+        load_config(write(tmp_path, "include: nope.yaml\n"), workdir=tmp_path)
     write(tmp_path, "include: b.yaml\n", "a.yaml")
     write(tmp_path, "include: a.yaml\n", "b.yaml")
     with pytest.raises(ConfigError, match="include cycle"):
-        load_config(tmp_path / "a.yaml")
+        load_config(tmp_path / "a.yaml", workdir=tmp_path)
 
 
 def test_overrides_and_workdir(tmp_path: Path) -> None:

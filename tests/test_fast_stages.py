@@ -28,6 +28,7 @@ from builder.errors import ApkImageError, FormatError
 from builder.fs.disk import FsRoot
 from builder.fs.memory import MemFs
 from builder.layer.sorted import write_sorted_fast, write_sorted_reference
+from builder.oci.layout import read_image_index
 from builder.stages.registry import current
 from perf.workloads import Workload
 from tests.helpers import (
@@ -280,7 +281,7 @@ def test_layer_fast_truncated_data_tar(tmp_path: Path) -> None:
 def test_scripts_and_db_identical_in_golden(tmp_path: Path, golden_cache: Path) -> None:
     """installed, scripts.tar and triggers come out byte-identical from the memory model."""
     def files(out: Path) -> dict[str, bytes]:
-        index = json.loads((out / "index.json").read_text())
+        index = json.loads(read_image_index(out))
         blobs = out / "blobs" / "sha256"
         man = json.loads((blobs / index["manifests"][0]["digest"][7:]).read_text())
         blob = (blobs / man["layers"][0]["digest"][7:]).read_bytes()

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main
+from builder.oci.layout import read_image_index
 from tests.helpers import GOLDEN, GOLDEN_BLOBS, GOLDEN_CONFIGS, GOLDEN_DIFF_IDS, build_golden
 
 COMPARED_FILES = ["usr/lib/apk/db/installed", "etc/apko.json", "etc/apk/world",
@@ -55,11 +56,17 @@ def test_golden_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                   "compress"):
         assert (stage, "x86_64") in names and (stage, "aarch64") in names
     assert ("config", "") in names and ("oci", "") in names
-    # The layout on disk: index.json is the index whose digest was reported.
+    # The layout on disk: index.json names the image index blob whose digest was reported
+    # as TAG, and each arch's manifest as TAG-<arch>.
     blobs = out / "blobs" / "sha256"
-    index_bytes = (out / "index.json").read_bytes()
+    index_bytes = read_image_index(out)
     assert image["index_digest"] == "sha256:" + __import__("hashlib").sha256(
         index_bytes).hexdigest()
+    top = json.loads((out / "index.json").read_text())
+    assert [(d["digest"], d["annotations"]["org.opencontainers.image.ref.name"])
+            for d in top["manifests"]] == [
+        (image["index_digest"], "golden:latest"),
+        *[(image["manifests"][a]["digest"], f"golden:latest-{a}") for a in ("amd64", "arm64")]]
     gold = golden_layers()
     for arch, info in image["manifests"].items():
         ours = layer_files((blobs / info["layers"][0]["digest"].split(":")[1]).read_bytes())

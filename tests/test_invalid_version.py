@@ -14,6 +14,7 @@ import pytest
 
 from builder.apk.writer import DataEntry, build_apk
 from builder.cli import main
+from builder.oci.layout import read_image_index
 from tests.helpers import repo_from_apks
 
 BAD = "1.5.7-r1-r1"
@@ -64,7 +65,7 @@ def test_the_locked_world_keeps_apkos_name_equals_version(repo, tmp_path, capsys
     out = tmp_path / "out"
     assert main(["build", str(repo), "t:latest", str(out), "--cache-dir",
                  str(tmp_path / "cache")]) == 0
-    index = json.loads((out / "index.json").read_text())
+    index = json.loads(read_image_index(out))
     manifest = json.loads((out / "blobs" / "sha256" / index["manifests"][0]["digest"][7:])
                           .read_text())
     import tarfile

@@ -13,6 +13,8 @@ from builder.errors import FormatError
 from builder.oci.layout import (
     BlobSource,
     docker_repo_tag,
+    layout_index,
+    read_image_index,
     write_docker_tarball,
     write_oci_layout,
 )
@@ -25,10 +27,15 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 def test_layout_equals_golden(tmp_path: Path) -> None:
     images, index, layers = golden_oci_inputs()
-    out = write_oci_layout(tmp_path / "img", index, images, layers)
+    out = write_oci_layout(tmp_path / "img", index, images, layers, "golden:latest")
     golden = _tree(GOLDEN / "golden")
     golden = {k: v for k, v in golden.items() if not k.startswith("sboms/")}
+    # apko's index.json is the image index; ours stores those bytes as a blob and names it.
+    apko_index = golden.pop("index.json")
+    golden[f"blobs/sha256/{index.digest[7:]}"] = apko_index
+    golden["index.json"] = layout_index(index, images, "golden:latest")
     assert _tree(out) == golden
+    assert read_image_index(out) == apko_index
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img"]  # no temp leftovers
 
 
@@ -37,13 +44,13 @@ def test_layout_replaces_existing_dir_and_failure_leaves_nothing(tmp_path: Path)
     out = tmp_path / "img"
     out.mkdir()
     (out / "stale").write_text("x")
-    write_oci_layout(out, index, images, layers)
+    write_oci_layout(out, index, images, layers, "t")
     assert not (out / "stale").exists() and (out / "index.json").exists()
     with pytest.raises(FormatError, match="no blob was given"):
-        write_oci_layout(tmp_path / "broken", index, images, layers[:1])
+        write_oci_layout(tmp_path / "broken", index, images, layers[:1], "t")
     bad = BlobSource(layers[0].digest, layers[0].size + 1, path=layers[0].path)
     with pytest.raises(FormatError, match="expected"):
-        write_oci_layout(tmp_path / "broken", index, images, [bad, layers[1]])
+        write_oci_layout(tmp_path / "broken", index, images, [bad, layers[1]], "t")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["img"]
 
 

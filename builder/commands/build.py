@@ -45,8 +45,8 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sbom-path", default=None, metavar="DIR",
                    help="write SPDX SBOMs (sbom-<arch>.spdx.json) into DIR")
     p.add_argument("--workdir", "-C", default=None, metavar="DIR",
-                   help="resolve relative repository/keyring paths against DIR "
-                        "(default: the config file's directory)")
+                   help="resolve relative repository, keyring and include paths against DIR "
+                        "(default: the working directory, as apko does)")
     p.add_argument("--impl", default="reference",
                    help="implementation profile and per-stage overrides, "
                         "e.g. reference | fast | stitched | reference,compress=zlib:9")

@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-r", "--repository-append", action="append", default=[], metavar="REPO")
     p.add_argument("-p", "--package-append", action="append", default=[], metavar="PKG")
     p.add_argument("--workdir", "-C", default=None, metavar="DIR",
-                   help="resolve relative repository/keyring paths against DIR")
+                   help="resolve relative repository, keyring and include paths against DIR "
+                        "(default: the working directory, as apko does)")
     p.add_argument("--cache-dir", default=None, help="cache root (default ~/.cache/apkimage)")
     p.add_argument("--offline", action="store_true", help="use only cached indexes")
     p.add_argument("--ca-file", default=None, metavar="PEM")

@@ -24,7 +24,7 @@ from pathlib import Path
 from builder.errors import ApkImageError, FormatError
 from builder.gojson import Struct, dumps
 from builder.gotar import TarHeader, TarWriter
-from builder.oci.image import Blob, BuiltImage
+from builder.oci.image import MEDIA_INDEX, Blob, BuiltImage
 
 OCI_LAYOUT = b'{\n    "imageLayoutVersion": "1.0.0"\n}'
 
@@ -101,13 +101,48 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         os.rename(tmp, out)
 
 
+REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def layout_index(index: Blob, images: list[BuiltImage], tag: str) -> bytes:
+    """The layout's index.json: the image index blob named `tag`, and each arch's manifest
+    named as apko's docker tarball names it (`tag-<arch>`, docker_repo_tag).
+
+    apko writes the image index itself as index.json. A layout index naming the image is what
+    `skopeo copy oci:OUT:TAG` and `umoci unpack --image OUT:TAG` look up, so apkimage stores
+    the image index as a blob (apko's bytes, apko's digest) and points at it from here; the
+    per-arch names are for tools that take one manifest (umoci calls a multi-arch tag
+    ambiguous)."""
+    descs = [Struct([("mediaType", index.media_type), ("digest", index.digest),
+                     ("size", index.size), ("annotations", {REF_NAME: tag})])]
+    for img in sorted(images, key=lambda i: i.arch):
+        descs.append(Struct([("mediaType", img.manifest.media_type),
+                             ("digest", img.manifest.digest), ("size", img.manifest.size),
+                             ("annotations", {REF_NAME: docker_repo_tag(tag, img.arch)})]))
+    return dumps(Struct([("schemaVersion", 2), ("mediaType", index.media_type),
+                         ("manifests", descs)]))
+
+
+def read_image_index(layout: Path) -> bytes:
+    """The image index of an OCI layout: the blob index.json names (apkimage's layouts), or
+    index.json itself when it is the image index (apko's)."""
+    top = json.loads((layout / "index.json").read_bytes())
+    for desc in top.get("manifests") or []:
+        if desc.get("mediaType") == MEDIA_INDEX and REF_NAME in (desc.get("annotations") or {}):
+            algo, _, hexd = desc["digest"].partition(":")
+            return (layout / "blobs" / algo / hexd).read_bytes()
+    return (layout / "index.json").read_bytes()
+
+
 def write_oci_layout(
     out: str | os.PathLike[str],
     index: Blob,
     images: list[BuiltImage],
     layers: Iterable[BlobSource],
+    tag: str,
 ) -> Path:
-    """Write an OCI image layout at `out` (oci-layout, index.json = `index`, blobs/sha256/*)."""
+    """Write an OCI image layout at `out`: oci-layout, blobs/sha256/* (the layers, configs,
+    manifests and the image index), index.json naming the image index `tag`."""
     out = Path(out).absolute()
     by_digest = _collect(images, layers)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +163,8 @@ def write_oci_layout(
                 put(by_digest[digest])
             put(BlobSource.from_blob(img.config))
             put(BlobSource.from_blob(img.manifest))
-        (tmp / "index.json").write_bytes(index.data)
+        put(BlobSource.from_blob(index))
+        (tmp / "index.json").write_bytes(layout_index(index, images, tag))
         os.chmod(tmp, 0o755)
         _replace_dir(tmp, out)
     except BaseException:

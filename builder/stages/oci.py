@@ -25,7 +25,7 @@ def oci_reference(images: list[BuiltImage], index: Blob, layers: dict[str, Path]
     if out.suffix == ".tar":
         write_docker_tarball(out, tag, index, images, sources)
         return out.stat().st_size
-    write_oci_layout(out, index, images, sources)
+    write_oci_layout(out, index, images, sources, tag)
     return sum(p.stat().st_size for p in (out / "blobs" / "sha256").iterdir())
 
 
