@@ -76,6 +76,22 @@ class PathMutation:
     recursive: bool = False
 
 
+LAYERING_STRATEGIES = ("origin",)
+
+
+@dataclass
+class Layering:
+    """apko's `layering`: split the image into package layers by origin, at most `budget`
+    of them, plus a top layer (builder/layering.py). `layering: {}` is one layer, as apko."""
+
+    strategy: str = ""
+    budget: int = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self.strategy) or self.budget != 0
+
+
 @dataclass
 class ImageConfig:
     contents: Contents = field(default_factory=Contents)
@@ -91,6 +107,7 @@ class ImageConfig:
     annotations: dict[str, str] = field(default_factory=dict)
     include: str = ""
     volumes: list[str] = field(default_factory=list)
+    layering: Layering | None = None  # None: absent (apko.json tells absent from `{}`)
     # Not part of the schema: where the file was, and what relative local paths resolve
     # against (the working directory, or --workdir).
     source_file: str = ""
@@ -139,6 +156,7 @@ SCHEMA: dict[str, Any] = {
     "volumes": ("list", "str"),
     "include": "str",
     "vcs-url": "str",
+    "layering": {"strategy": "str", "budget": "int"},
 }
 PATH_TYPES = ("directory", "empty-file", "hardlink", "symlink", "permissions")
 
@@ -281,12 +299,20 @@ def _build(raw: dict[str, Any], filename: str, lines: dict[str, int]) -> ImageCo
     cfg.annotations = dict(raw.get("annotations") or {})
     cfg.include = raw.get("include") or ""
     cfg.volumes = list(raw.get("volumes") or [])
+    if "layering" in raw:
+        lay = raw["layering"] or {}
+        cfg.layering = Layering(lay.get("strategy") or "", lay.get("budget") or 0)
+        if cfg.layering.active and cfg.layering.strategy not in LAYERING_STRATEGIES:
+            raise ConfigError(f"{where('layering')}.strategy: unrecognized layering strategy "
+                              f"{cfg.layering.strategy!r} (apko knows: "
+                              f"{', '.join(LAYERING_STRATEGIES)})")
     return cfg
 
 
 def merge_into(base: ImageConfig, target: ImageConfig) -> None:
     """apko's include merge: `target` (the including file) wins for scalars and map keys;
-    lists are concatenated with the included (`base`) entries first."""
+    lists are concatenated with the included (`base`) entries first. `layering` is never
+    inherited (apko's merge does not copy it)."""
     if target.entrypoint.is_zero():
         target.entrypoint = copy.deepcopy(base.entrypoint)
     target.cmd = target.cmd or base.cmd
@@ -479,4 +505,9 @@ def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> Struct:
     put(out, "annotations", dict(sorted(cfg.annotations.items())))
     put(out, "include", cfg.include)
     put(out, "volumes", list(cfg.volumes))
+    if cfg.layering is not None:  # a pointer in apko: `layering: {}` is written as {}
+        lay: dict[str, Any] = {}
+        put(lay, "strategy", cfg.layering.strategy)
+        put(lay, "budget", cfg.layering.budget)
+        out["layering"] = Struct(lay.items())
     return Struct(out.items())

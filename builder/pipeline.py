@@ -32,8 +32,12 @@ from builder.stages.profiles import check
 from builder.stages.registry import Registry, current
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from builder.expand.model import ExpandedPackage
     from builder.fs.model import FsModel
+    from builder.install.rules import InstallState
+    from builder.layering import LayerEntry
     from builder.repo.fetch import Fetcher
 
 
@@ -115,6 +119,10 @@ def build_arch(plan: BuildPlan, arch: ArchPlan, ctx: BuildContext) -> ArchArtefa
         s.bytes_out = fetched = sum(p.stat().st_size for p in paths.values())
         s.attrs.update(ctx.fetcher.stats.as_dict())
     writer: LayerWriter = ctx.impl("layer")
+    if layered(cfg) and not writer.writes_parts:
+        raise ConfigError(f"{cfg.source_file}: layering: the {chosen['layer']} layer writer "
+                          f"({writer.layer_format} format) makes one layer of the whole image; "
+                          "layered images are built by --impl reference or fast")
     with rec.span("expand", aarch, impl=chosen["expand"]) as s:
         s.bytes_in = fetched
         s.attrs["block_index"] = writer.needs_block_index
@@ -135,23 +143,26 @@ def build_arch(plan: BuildPlan, arch: ArchPlan, ctx: BuildContext) -> ArchArtefa
         mres = ctx.impl("mutate")(fs, MutateContext(cfg, arch.arch, pinned))
 
     compressor: Compressor = ctx.impl("compress")
-    lres, blob = _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx)
-    layer = LayerArtefact(lres.diff_id, blob.digest, blob.size, compressor.media_type,
-                          blob.path)
+    layers = []
+    for i, part in enumerate(_layer_parts(cfg, fs, expanded, state)):
+        lres, blob = _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx,
+                                     part, i)
+        layers.append(LayerArtefact(lres.diff_id, blob.digest, blob.size,
+                                    compressor.media_type, blob.path))
 
     newest = max((e.package.build_time for e in expanded), default=0)
     sde = plan.source_date_epoch
     created = sde if sde is not None else max(plan.build_date, newest)
     with rec.span("oci", aarch, impl=chosen["oci"]):
         image = build_image(ImageSpec(
-            arch=aarch, diff_ids=[layer.diff_id],
-            layers=[Descriptor(layer.digest, layer.size, layer.media_type)],
+            arch=aarch, diff_ids=[la.diff_id for la in layers],
+            layers=[Descriptor(la.digest, la.size, la.media_type) for la in layers],
             created=created, entrypoint=_entrypoint(cfg),
             cmd=shlex.split(cfg.cmd) if cfg.cmd else [], env=dict(cfg.environment),
             workdir=cfg.work_dir, user=mres.user, stop_signal=cfg.stop_signal,
             volumes=list(cfg.volumes), annotations=dict(cfg.annotations),
             vcs_url=cfg.vcs_url))
-    result = ArchArtefacts(arch.arch, aarch, [e.package for e in expanded], created, [layer],
+    result = ArchArtefacts(arch.arch, aarch, [e.package for e in expanded], created, layers,
                            mres.user, image)
     if ctx.opts.sbom:
         with rec.span("sbom", aarch, impl=chosen["sbom"]) as s:
@@ -160,24 +171,50 @@ def build_arch(plan: BuildPlan, arch: ArchPlan, ctx: BuildContext) -> ArchArtefa
     return result
 
 
+def layered(cfg: ImageConfig) -> bool:
+    return cfg.layering is not None and cfg.layering.active
+
+
+def _layer_parts(cfg: ImageConfig, fs: FsModel, expanded: list[ExpandedPackage],
+                 state: InstallState) -> list[Sequence[LayerEntry] | None]:
+    """What each layer holds, bottom first: [None] (the whole tree) for one layer, else the
+    entries of each package layer and of the top layer (builder/layering.py)."""
+    if not layered(cfg):
+        return [None]
+    from builder.apk.installed_db import format_record
+    from builder.layer.tarmap import layer_walk
+    from builder.layering import group_by_origin, split_entries
+
+    assert cfg.layering is not None
+    groups = group_by_origin([e.package for e in expanded], cfg.layering.budget)
+    partial = {name: format_record(pkg, state.files[name])
+               for name, pkg in state.packages.items()}
+    return list(split_entries(layer_walk(fs), groups, partial))
+
+
 def _layer_and_blob(writer: LayerWriter, compressor: Compressor, fs: FsModel,
                     expanded: list[ExpandedPackage], adir: Path, aarch: str,
-                    ctx: BuildContext) -> tuple[LayerResult, BlobResult]:
-    """The layer and compress spans, shaped by the writer's output kind."""
+                    ctx: BuildContext, part: Sequence[LayerEntry] | None = None,
+                    index: int = 0) -> tuple[LayerResult, BlobResult]:
+    """The layer and compress spans of layer `index` (the whole tree when `part` is None),
+    shaped by the writer's output kind."""
     rec, chosen = ctx.rec, ctx.chosen
-    blob_path = adir / f"layer.tar{compressor.suffix}"
+    name = "layer" if part is None else f"layer-{index}"
+    blob_path = adir / f"{name}.tar{compressor.suffix}"
     settings = compressor.settings()
+    where = {} if part is None else {"layer": index}
     if writer.output == "blob":
         # The writer makes the blob from the packages' own compressed bytes: the layer span
         # covers it all; the compress span records what the compressor's engine redid.
-        with rec.span("layer", aarch, impl=chosen["layer"], output="blob") as s:
+        with rec.span("layer", aarch, impl=chosen["layer"], output="blob", **where) as s:
             lres = writer.write(fs, expanded, LayerTarget(path=blob_path,
-                                                          compressor=compressor))
+                                                          compressor=compressor,
+                                                          entries=part))
             s.bytes_out = lres.size
             s.attrs.update(entries=lres.entries, **lres.attrs)
         assert lres.blob is not None
         with rec.span("compress", aarch, impl=chosen["compress"], output="blob",
-                      **{**settings, **lres.blob_attrs}) as s:
+                      **{**settings, **lres.blob_attrs, **where}) as s:
             s.bytes_in, s.bytes_out = lres.size, lres.blob.size
         return lres, lres.blob
     if writer.output == "stream":
@@ -186,22 +223,24 @@ def _layer_and_blob(writer: LayerWriter, compressor: Compressor, fs: FsModel,
         # last byte) and no uncompressed layer file is written.
         sink = compressor.sink(blob_path)
         with sink:
-            with rec.span("layer", aarch, impl=chosen["layer"], output="stream") as s:
-                lres = writer.write(fs, expanded, LayerTarget(sink=sink))
+            with rec.span("layer", aarch, impl=chosen["layer"], output="stream",
+                          **where) as s:
+                lres = writer.write(fs, expanded, LayerTarget(sink=sink, entries=part))
                 s.bytes_out = lres.size
                 s.attrs.update(entries=lres.entries, **lres.attrs)
             with rec.span("compress", aarch, impl=chosen["compress"], output="stream",
-                          **settings) as s:
+                          **settings, **where) as s:
                 blob = sink.close()
                 s.bytes_in, s.bytes_out = blob.size_in, blob.size
         return lres, blob
-    with rec.span("layer", aarch, impl=chosen["layer"], output="file") as s:
-        lres = writer.write(fs, expanded, LayerTarget(path=adir / "layer.tar"))
+    with rec.span("layer", aarch, impl=chosen["layer"], output="file", **where) as s:
+        lres = writer.write(fs, expanded, LayerTarget(path=adir / f"{name}.tar",
+                                                      entries=part))
         s.bytes_out = lres.size
         s.attrs.update(entries=lres.entries, **lres.attrs)
     assert lres.path is not None
     with rec.span("compress", aarch, impl=chosen["compress"], output="file",
-                  **settings) as s:
+                  **settings, **where) as s:
         blob = compressor.compress_file(lres.path, blob_path)
         s.bytes_in, s.bytes_out = lres.size, blob.size
     return lres, blob

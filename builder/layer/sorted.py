@@ -12,17 +12,19 @@ handed to the compressor's sink or written to a file; the layer is never held in
 from __future__ import annotations
 
 import hashlib
+import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from builder.errors import FormatError
 from builder.fs.extent import Extent
 from builder.fs.kinds import FILE
-from builder.fs.model import FsModel
+from builder.fs.model import FsModel, Meta
 from builder.gotar import END_MARKER, TarWriter, encode_header, padding
 from builder.layer.tarmap import header_for, image_names, layer_walk
+from builder.layering import LayerEntry
 from builder.stages.base import LayerResult, Sink
 
 
@@ -40,16 +42,27 @@ class _HashingWriter:
         return self.f.write(b)
 
 
-def write_sorted_reference(fs: FsModel, out_path: Path) -> LayerResult:
+def _entries(fs: FsModel, part: Sequence[LayerEntry] | None
+             ) -> Iterable[tuple[str, Meta, bytes | None]]:
+    """The whole tree's walk, or one layer's entries of a layered image."""
+    if part is None:
+        return ((path, m, None) for path, m in layer_walk(fs))
+    return ((e.path, e.meta, e.content) for e in part)
+
+
+def write_sorted_reference(fs: FsModel, out_path: Path,
+                           part: Sequence[LayerEntry] | None = None) -> LayerResult:
     users = image_names(fs, "etc/passwd")
     groups = image_names(fs, "etc/group")
     count = 0
     with open(out_path, "wb") as raw:
         hw = _HashingWriter(raw)
         tw = TarWriter(hw)  # type: ignore[arg-type]
-        for path, m in layer_walk(fs):
+        for path, m, content in _entries(fs, part):
             h = header_for(path, m, users, groups)
-            if m.kind == FILE and m.size:
+            if content is not None:
+                tw.add(h, io.BytesIO(content))
+            elif m.kind == FILE and m.size:
                 with fs.open(path) as src:
                     tw.add(h, src)
             else:
@@ -138,8 +151,8 @@ class _BlockStream:
         self._fds.clear()
 
 
-def write_sorted_fast(fs: FsModel, out_path: Path | None, *, sink: Sink | None = None
-                      ) -> LayerResult:
+def write_sorted_fast(fs: FsModel, out_path: Path | None, *, sink: Sink | None = None,
+                      entries: Sequence[LayerEntry] | None = None) -> LayerResult:
     """The reference's tar bytes from one walk of the model, streamed block by block."""
     if (sink is None) == (out_path is None):
         raise ValueError("write_sorted_fast: give exactly one of out_path and sink")
@@ -160,12 +173,12 @@ def write_sorted_fast(fs: FsModel, out_path: Path | None, *, sink: Sink | None =
     count = 0
     try:
         put = stream.put
-        for path, m in layer_walk(fs):
+        for path, m, content in _entries(fs, entries):
             put(encode_header(header_for(path, m, users, groups)))
             count += 1
             if m.kind != FILE or not m.size:
                 continue
-            data = fs.content(path)
+            data = fs.content(path) if content is None else content
             if isinstance(data, Extent):
                 if data.size != m.size:
                     raise FormatError(f"builder: {path!r}: {data.size} bytes stored, "

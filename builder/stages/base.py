@@ -10,6 +10,7 @@ its stage's contract. This module imports no implementation at run time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from builder.expand.model import ExpandedPackage
     from builder.fs.model import FsModel
     from builder.install.rules import InstallState
+    from builder.layering import LayerEntry
     from builder.mutate import MutateContext, MutateResult
     from builder.oci.image import Blob, BuiltImage
     from builder.oci.publish import PushSummary
@@ -70,6 +72,8 @@ class LayerTarget:
     path: Path | None = None
     sink: Sink | None = None
     compressor: Compressor | None = None
+    # One layer of a layered image (builder/layering.py): its entries; None is the whole tree.
+    entries: Sequence[LayerEntry] | None = None
 
 
 # ------------------------------------------------------------------------------ protocols
@@ -168,6 +172,7 @@ class LayerWriter(Protocol):
     output: LayerOutput
     layer_format: str  # writers of one format make the same tar for the same model
     needs_block_index: bool  # the expand stage must make each package's block index
+    writes_parts: bool  # can write one layer of a layered image (LayerTarget.entries)
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
               target: LayerTarget) -> LayerResult: ...

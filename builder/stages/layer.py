@@ -27,31 +27,34 @@ class SortedReference:
     output: LayerOutput = "file"
     layer_format = "sorted"
     needs_block_index = False
+    writes_parts = True
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
               target: LayerTarget) -> LayerResult:
         from builder.layer.sorted import write_sorted_reference
 
         assert target.path is not None
-        return write_sorted_reference(fs, target.path)
+        return write_sorted_reference(fs, target.path, target.entries)
 
 
 class SortedFast:
     output: LayerOutput = "stream"
     layer_format = "sorted"
     needs_block_index = False
+    writes_parts = True
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
               target: LayerTarget) -> LayerResult:
         from builder.layer.sorted import write_sorted_fast
 
-        return write_sorted_fast(fs, None, sink=target.sink)
+        return write_sorted_fast(fs, None, sink=target.sink, entries=target.entries)
 
 
 class Stitched:
     output: LayerOutput = "blob"
     layer_format = "stitched"
     needs_block_index = True
+    writes_parts = False  # one layer of the whole image (layering: not yet)
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
               target: LayerTarget) -> LayerResult:
