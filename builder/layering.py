@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import posixpath
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from builder.apk.model import Package
@@ -33,6 +33,7 @@ from builder.fs.kinds import DIR
 from builder.fs.model import Meta
 
 INSTALLED = "usr/lib/apk/db/installed"
+DB_DIRS = ("usr", "usr/lib", "usr/lib/apk", "usr/lib/apk/db")
 
 
 @dataclass(frozen=True)
@@ -148,3 +149,37 @@ def split_entries(walk: Iterable[tuple[str, Meta]], groups: Sequence[LayerGroup]
                 db = b"".join(partial_db.get(name, b"") for name in g.packages)
                 layers[i].append(LayerEntry(path, dataclasses.replace(m, size=len(db)), db))
     return layers
+
+
+@dataclass(frozen=True)
+class LayerPart:
+    """Layer `index` of a layered image: for the sorted format its entries; for a format of
+    its own (stitched) the groups and each package's installed-db record, to build it from."""
+
+    index: int
+    groups: tuple[LayerGroup, ...]  # every package layer of the image, bottom first
+    entries: tuple[LayerEntry, ...]
+    partial_db: Mapping[str, bytes]
+
+    @property
+    def group(self) -> LayerGroup | None:
+        """This layer's packages; None for the top layer."""
+        return self.groups[self.index] if self.index < len(self.groups) else None
+
+
+def layer_parts(walk: Iterable[tuple[str, Meta]], groups: Sequence[LayerGroup],
+                partial_db: Mapping[str, bytes]) -> list[LayerPart]:
+    """Every layer of the image, bottom first: the package layers, then the top layer."""
+    split = split_entries(walk, groups, dict(partial_db))
+    return [LayerPart(i, tuple(groups), tuple(entries), partial_db)
+            for i, entries in enumerate(split)]
+
+
+def db_entries(meta: Mapping[str, Meta], group: LayerGroup,
+               partial_db: Mapping[str, bytes]) -> list[LayerEntry]:
+    """A package layer's partial installed db with all its directories (mtime = the db's),
+    for layer formats that do not follow the sorted walk."""
+    m = meta[INSTALLED]
+    db = b"".join(partial_db.get(name, b"") for name in group.packages)
+    return [*(LayerEntry(d, dataclasses.replace(meta[d], mtime=m.mtime)) for d in DB_DIRS),
+            LayerEntry(INSTALLED, dataclasses.replace(m, size=len(db)), db)]

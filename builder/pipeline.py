@@ -32,12 +32,10 @@ from builder.stages.profiles import check
 from builder.stages.registry import Registry, current
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from builder.expand.model import ExpandedPackage
     from builder.fs.model import FsModel
     from builder.install.rules import InstallState
-    from builder.layering import LayerEntry
+    from builder.layering import LayerPart
     from builder.repo.fetch import Fetcher
 
 
@@ -176,25 +174,25 @@ def layered(cfg: ImageConfig) -> bool:
 
 
 def _layer_parts(cfg: ImageConfig, fs: FsModel, expanded: list[ExpandedPackage],
-                 state: InstallState) -> list[Sequence[LayerEntry] | None]:
-    """What each layer holds, bottom first: [None] (the whole tree) for one layer, else the
-    entries of each package layer and of the top layer (builder/layering.py)."""
+                 state: InstallState) -> list[LayerPart | None]:
+    """What each layer holds, bottom first: [None] (the whole tree) for one layer, else each
+    package layer and the top layer (builder/layering.py)."""
     if not layered(cfg):
         return [None]
     from builder.apk.installed_db import format_record
     from builder.layer.tarmap import layer_walk
-    from builder.layering import group_by_origin, split_entries
+    from builder.layering import group_by_origin, layer_parts
 
     assert cfg.layering is not None
     groups = group_by_origin([e.package for e in expanded], cfg.layering.budget)
     partial = {name: format_record(pkg, state.files[name])
                for name, pkg in state.packages.items()}
-    return list(split_entries(layer_walk(fs), groups, partial))
+    return list(layer_parts(layer_walk(fs), groups, partial))
 
 
 def _layer_and_blob(writer: LayerWriter, compressor: Compressor, fs: FsModel,
                     expanded: list[ExpandedPackage], adir: Path, aarch: str,
-                    ctx: BuildContext, part: Sequence[LayerEntry] | None = None,
+                    ctx: BuildContext, part: LayerPart | None = None,
                     index: int = 0) -> tuple[LayerResult, BlobResult]:
     """The layer and compress spans of layer `index` (the whole tree when `part` is None),
     shaped by the writer's output kind."""
@@ -209,7 +207,7 @@ def _layer_and_blob(writer: LayerWriter, compressor: Compressor, fs: FsModel,
         with rec.span("layer", aarch, impl=chosen["layer"], output="blob", **where) as s:
             lres = writer.write(fs, expanded, LayerTarget(path=blob_path,
                                                           compressor=compressor,
-                                                          entries=part))
+                                                          part=part))
             s.bytes_out = lres.size
             s.attrs.update(entries=lres.entries, **lres.attrs)
         assert lres.blob is not None
@@ -225,7 +223,7 @@ def _layer_and_blob(writer: LayerWriter, compressor: Compressor, fs: FsModel,
         with sink:
             with rec.span("layer", aarch, impl=chosen["layer"], output="stream",
                           **where) as s:
-                lres = writer.write(fs, expanded, LayerTarget(sink=sink, entries=part))
+                lres = writer.write(fs, expanded, LayerTarget(sink=sink, part=part))
                 s.bytes_out = lres.size
                 s.attrs.update(entries=lres.entries, **lres.attrs)
             with rec.span("compress", aarch, impl=chosen["compress"], output="stream",
@@ -235,7 +233,7 @@ def _layer_and_blob(writer: LayerWriter, compressor: Compressor, fs: FsModel,
         return lres, blob
     with rec.span("layer", aarch, impl=chosen["layer"], output="file", **where) as s:
         lres = writer.write(fs, expanded, LayerTarget(path=adir / f"{name}.tar",
-                                                      entries=part))
+                                                      part=part))
         s.bytes_out = lres.size
         s.attrs.update(entries=lres.entries, **lres.attrs)
     assert lres.path is not None

@@ -141,18 +141,11 @@ def test_empty_layering_is_one_layer_and_apko_json_says_so(tmp_path, golden_cach
     assert len(doc["image"]["manifests"]["amd64"]["diff_ids"]) == 1
 
 
-def test_stitched_refuses_layering_naming_the_config(tmp_path, golden_cache, capsys):
-    cfg = _layered_config(tmp_path, "layering: {strategy: origin, budget: 3}\n")
-    rc = main(["build", str(cfg), "l:latest", str(tmp_path / "out"), "--impl", "stitched",
-               "--workdir", str(cfg.parent), "--cache-dir", str(golden_cache)])
-    err = capsys.readouterr().err
-    assert rc == 1 and f"{cfg}: layering: the stitched layer writer" in err
-
-
 @pytest.mark.tools
 def test_a_layered_workload_unpacks_to_the_single_layer_tree(tmp_path, small_workload):
     """The small workload (48 packages, many origins), budget 5: reference and fast make the
-    same 6 layer tars; unpacked they are the one-layer image's tree (but etc/apko.json,
+    same 6 layer tars, stitched 6 of its own format (each package layer from its packages'
+    own DEFLATE blocks); unpacked, each is the one-layer image's tree (but etc/apko.json,
     which records the layering)."""
     require_tool("umoci")
     base = small_workload.config_path.read_text()
@@ -164,13 +157,18 @@ def test_a_layered_workload_unpacks_to_the_single_layer_tree(tmp_path, small_wor
     assert len(ref["diff_ids"]) == 6 and ref["diff_ids"] == fast["diff_ids"]
     one = _build(small_workload.config_path, tmp_path / "one", "fast",
                  cache)["image"]["manifests"]["amd64"]
-    layered_tree = snapshot(unpack(tmp_path / "ref", ref["digest"], tmp_path / "u-ref"))
+    stitched = _build(cfg, tmp_path / "st", "stitched", cache)["image"]["manifests"]["amd64"]
+    assert len(stitched["diff_ids"]) == 6
     single_tree = snapshot(unpack(tmp_path / "one", one["digest"], tmp_path / "u-one"))
-    apko_json = json.loads((tmp_path / "u-ref" / "rootfs" / "etc/apko.json").read_text())
-    assert apko_json["layering"] == {"strategy": "origin", "budget": 5}
-    for tree in (layered_tree, single_tree):
-        del tree["etc/apko.json"]
-    assert differences(layered_tree, single_tree) == []
+    apko_json = json.loads((tmp_path / "u-one" / "rootfs" / "etc/apko.json").read_text())
+    assert "layering" not in apko_json
+    del single_tree["etc/apko.json"]
+    for name, m in (("ref", ref), ("st", stitched)):
+        layered_tree = snapshot(unpack(tmp_path / name, m["digest"], tmp_path / f"u-{name}"))
+        apko_json = json.loads((tmp_path / f"u-{name}" / "rootfs/etc/apko.json").read_text())
+        assert apko_json["layering"] == {"strategy": "origin", "budget": 5}
+        del layered_tree["etc/apko.json"]
+        assert differences(layered_tree, single_tree) == [], name
     blobs = tmp_path / "ref" / "blobs" / "sha256"
     config = json.loads((blobs / ref["config_digest"][7:]).read_text())
     assert config["rootfs"]["diff_ids"] == ref["diff_ids"]

@@ -45,7 +45,10 @@ from builder.deflate.splice import Source, Stitcher
 from builder.errors import ApkImageError
 from builder.expand.model import ExpandedPackage, Stitchable
 from builder.fs.model import FsModel
+from builder.gotar import END_MARKER, encode_header, padding
 from builder.layer.stitch_plan import Keep, StitchStats, final_entries, plan_package
+from builder.layer.tarmap import header_for
+from builder.layering import LayerPart, db_entries
 from builder.util.hashing import OrderedHasher
 
 
@@ -136,12 +139,19 @@ class _Releases:
             release()
 
 
+Final = Callable[[set[str], StitchStats], Iterator[bytes]]
+
+
 def stitch_layer(fs: FsModel, packages: list[ExpandedPackage], out_path: Path,
                  users: dict[int, str], groups: dict[int, str], engine: str = "isal",
-                 level: int = 2
-                 ) -> StitchResult:
+                 level: int = 2, final: Final | None = None) -> StitchResult:
     """Write the stitched layer blob for `packages` (fast-expanded, in install order).
-    `engine`/`level` compress the few bytes that are not reused."""
+    `engine`/`level` compress the few bytes that are not reused. `final(placed, stats)`
+    gives the tar bytes after the package streams, end-of-archive marker included (default:
+    the image's final stretch, `final_entries`)."""
+    if final is None:
+        def final(placed: set[str], stats: StitchStats) -> Iterator[bytes]:
+            return final_entries(fs, placed, users, groups, stats)
     for exp in packages:
         if not isinstance(exp, Stitchable):
             raise ApkImageError(f"layer=stitched: {exp.package} was not expanded by the fast "
@@ -185,7 +195,7 @@ def stitch_layer(fs: FsModel, packages: list[ExpandedPackage], out_path: Path,
             # Unmapped once both hashers are done with it: pages of finished packages
             # leave the process.
             releases.add(stack.close, max(0, src.index.size - dropped_to))
-        for chunk in final_entries(fs, placed, users, groups, stats):
+        for chunk in final(placed, stats):
             diff.update(chunk)
             stitcher.literal(chunk)
             size += len(chunk)
@@ -276,3 +286,48 @@ def _source(stack: ExitStack, exp: Stitchable) -> _Mapped:
     src = Source(compressed=section, index=exp.block_index(), uncompressed=tar,
                  name=str(exp.package), origin=(apk_fd, exp.data_section_offset))
     return _Mapped(src, apk_map, tar_map, exp.data_section_offset)
+
+
+def placed_by(fs: FsModel, packages: list[ExpandedPackage], users: dict[int, str],
+              groups: dict[int, str]) -> set[str]:
+    """The paths `packages`' streams place (decided from their tar indexes alone)."""
+    placed: set[str] = set()
+    for exp in packages:
+        if not isinstance(exp, Stitchable):
+            raise ApkImageError(f"layer=stitched: {exp.package} was not expanded by the fast "
+                                "expand stage (it needs the cached data sections)")
+        plan_package(fs, exp.package.name, exp.data_tar, exp.entries, users, groups, placed,
+                     StitchStats())
+    return placed
+
+
+def stitch_part(fs: FsModel, packages: list[ExpandedPackage], part: LayerPart, out_path: Path,
+                users: dict[int, str], groups: dict[int, str], engine: str,
+                level: int) -> StitchResult:
+    """One layer of a layered image in the stitched format. A package layer: its packages'
+    streams (kept entries as in the one-layer format), then its partial installed db with the
+    db's directories. The top layer: the final stretch alone — every directory and every node
+    no package layer placed (a hard link whose target is in another layer is placed here)."""
+    group = part.group
+    if group is not None:
+        mine = [e for e in packages if e.package.name in group.packages]
+
+        def db(placed: set[str], stats: StitchStats) -> Iterator[bytes]:
+            for e in db_entries(fs.meta, group, part.partial_db):
+                stats.final_entries += 1
+                yield encode_header(header_for(e.path, e.meta, users, groups))
+                if e.content:
+                    yield e.content
+                    yield padding(len(e.content))
+            yield END_MARKER
+
+        return stitch_layer(fs, mine, out_path, users, groups, engine, level, final=db)
+    placed: set[str] = set()
+    for g in part.groups:  # each layer's streams decide on their own (as each layer did)
+        placed |= placed_by(fs, [e for e in packages if e.package.name in g.packages], users,
+                            groups)
+
+    def rest(_placed: set[str], stats: StitchStats) -> Iterator[bytes]:
+        return final_entries(fs, placed, users, groups, stats)
+
+    return stitch_layer(fs, [], out_path, users, groups, engine, level, final=rest)

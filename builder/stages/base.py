@@ -10,7 +10,6 @@ its stage's contract. This module imports no implementation at run time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
     from builder.expand.model import ExpandedPackage
     from builder.fs.model import FsModel
     from builder.install.rules import InstallState
-    from builder.layering import LayerEntry
+    from builder.layering import LayerPart
     from builder.mutate import MutateContext, MutateResult
     from builder.oci.image import Blob, BuiltImage
     from builder.oci.publish import PushSummary
@@ -72,8 +71,8 @@ class LayerTarget:
     path: Path | None = None
     sink: Sink | None = None
     compressor: Compressor | None = None
-    # One layer of a layered image (builder/layering.py): its entries; None is the whole tree.
-    entries: Sequence[LayerEntry] | None = None
+    # One layer of a layered image (builder/layering.py); None: the whole tree in one layer.
+    part: LayerPart | None = None
 
 
 # ------------------------------------------------------------------------------ protocols
@@ -172,7 +171,7 @@ class LayerWriter(Protocol):
     output: LayerOutput
     layer_format: str  # writers of one format make the same tar for the same model
     needs_block_index: bool  # the expand stage must make each package's block index
-    writes_parts: bool  # can write one layer of a layered image (LayerTarget.entries)
+    writes_parts: bool  # can write one layer of a layered image (LayerTarget.part)
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
               target: LayerTarget) -> LayerResult: ...

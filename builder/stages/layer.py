@@ -34,7 +34,8 @@ class SortedReference:
         from builder.layer.sorted import write_sorted_reference
 
         assert target.path is not None
-        return write_sorted_reference(fs, target.path, target.entries)
+        return write_sorted_reference(fs, target.path,
+                                      target.part.entries if target.part else None)
 
 
 class SortedFast:
@@ -47,18 +48,19 @@ class SortedFast:
               target: LayerTarget) -> LayerResult:
         from builder.layer.sorted import write_sorted_fast
 
-        return write_sorted_fast(fs, None, sink=target.sink, entries=target.entries)
+        return write_sorted_fast(fs, None, sink=target.sink,
+                                 entries=target.part.entries if target.part else None)
 
 
 class Stitched:
     output: LayerOutput = "blob"
     layer_format = "stitched"
     needs_block_index = True
-    writes_parts = False  # one layer of the whole image (layering: not yet)
+    writes_parts = True
 
     def write(self, fs: FsModel, packages: list[ExpandedPackage],
               target: LayerTarget) -> LayerResult:
-        from builder.layer.stitched import stitch_layer
+        from builder.layer.stitched import stitch_layer, stitch_part
         from builder.layer.tarmap import image_names
         from builder.stages.base import BlobResult, LayerResult
 
@@ -66,8 +68,12 @@ class Stitched:
         engine_level = target.compressor.deflate_engine
         assert engine_level is not None  # profiles.check() refuses a non-DEFLATE compressor
         engine, level = engine_level
-        res = stitch_layer(fs, packages, target.path, image_names(fs, "etc/passwd"),
-                           image_names(fs, "etc/group"), engine, level)
+        users, groups = image_names(fs, "etc/passwd"), image_names(fs, "etc/group")
+        if target.part is None:
+            res = stitch_layer(fs, packages, target.path, users, groups, engine, level)
+        else:
+            res = stitch_part(fs, packages, target.part, target.path, users, groups, engine,
+                              level)
         st = res.stats
         return LayerResult(
             None, res.diff_id, res.size,
