@@ -173,3 +173,20 @@ def test_a_layered_workload_unpacks_to_the_single_layer_tree(tmp_path, small_wor
     config = json.loads((blobs / ref["config_digest"][7:]).read_text())
     assert config["rootfs"]["diff_ids"] == ref["diff_ids"]
     assert len(config["history"]) == 6 and "comment" not in config["history"][0]
+
+
+def test_the_sbom_and_the_summary_list_every_layer(tmp_path, golden_cache):
+    cfg = _layered_config(tmp_path, "layering: {strategy: origin, budget: 3}\n")
+    sboms = tmp_path / "sboms"
+    doc = _build(cfg, tmp_path / "out", "reference", golden_cache, "--arch", "x86_64",
+                 "--sbom-path", str(sboms))
+    image = doc["image"]["manifests"]["amd64"]
+    assert len(image["layers"]) == len(image["diff_ids"]) == 2  # replayout+baselayout, top
+    assert sorted({s["attrs"].get("layer") for s in doc["spans"] if s["name"] == "layer"}) \
+        == [0, 1]
+    sbom = json.loads((sboms / "sbom-x86_64.spdx.json").read_text())
+    assert sbom["name"] == f"sbom-{image['layers'][0]['digest']}"
+    layer_ids = [p["SPDXID"] for p in sbom["packages"]
+                 if p.get("description") == "apko operating system layer"]
+    assert layer_ids == [f"SPDXRef-Package-ImageLayer-{la['digest'].replace(':', '-')}"
+                         for la in image["layers"]]
