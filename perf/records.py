@@ -171,6 +171,25 @@ def load_records(results_root: Path, **filters: object) -> list[dict]:
     return out
 
 
+def layers_from_spans(spans_doc: dict) -> list[dict]:
+    """Per layer of a layered image (spans with a `layer` attribute): its layer and compress
+    seconds and bytes, summed over archs; [] for a one-layer image."""
+    out: dict[int, dict] = {}
+    for sp in spans_doc.get("spans") or []:
+        index = (sp.get("attrs") or {}).get("layer")
+        if sp.get("name") not in ("layer", "compress") or not isinstance(index, int):
+            continue
+        row = out.setdefault(index, {"layer": index, "layer_s": 0.0, "compress_s": 0.0,
+                                     "tar_bytes": 0, "blob_bytes": 0})
+        if sp["name"] == "layer":
+            row["layer_s"] += float(sp.get("wall_s", 0.0))
+            row["tar_bytes"] += int(sp.get("bytes_out", 0))
+        else:
+            row["compress_s"] += float(sp.get("wall_s", 0.0))
+            row["blob_bytes"] += int(sp.get("bytes_out", 0))
+    return [out[i] for i in sorted(out)]
+
+
 def metric(rec: dict, stage: str, field: str = "wall_s") -> float | None:
     """A record's total (`stage == "total"`) or per-stage metric, None when the stage (or the
     field in it: instructions of a build counted as a whole) is absent."""

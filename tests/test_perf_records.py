@@ -163,3 +163,23 @@ def test_trend_and_report_render(tmp_path):
     assert "x.svg" in html
     assert (tmp_path / "stages-latest.png").stat().st_size > 10_000
     json.dumps(recs)
+
+
+def test_layered_spans_become_per_layer_rows_and_a_run_line():
+    from perf.runner import layer_times
+
+    doc = {"spans": [
+        {"name": "layer", "wall_s": 0.04, "bytes_out": 100, "attrs": {"layer": 0}},
+        {"name": "compress", "wall_s": 0.01, "bytes_out": 30, "attrs": {"layer": 0}},
+        {"name": "layer", "wall_s": 0.02, "bytes_out": 50, "attrs": {"layer": 1}},
+        {"name": "compress", "wall_s": 0.0, "bytes_out": 2_000_000, "attrs": {"layer": 1}},
+        {"name": "fetch", "wall_s": 0.5, "bytes_out": 9, "attrs": {}}]}
+    rows = records.layers_from_spans(doc)
+    assert rows == [{"layer": 0, "layer_s": 0.04, "compress_s": 0.01, "tar_bytes": 100,
+                     "blob_bytes": 30},
+                    {"layer": 1, "layer_s": 0.02, "compress_s": 0.0, "tar_bytes": 50,
+                     "blob_bytes": 2_000_000}]
+    line = layer_times([{"layers": rows}])
+    assert line is not None and "0 0.040+0.010 s" in line and "1 0.020+0.000 s 2.0 MB" in line
+    assert records.layers_from_spans({"spans": doc["spans"][4:]}) == []
+    assert layer_times([{"layers": []}]) is None
