@@ -8,15 +8,43 @@ import sys
 from builder.clitool import build_parser as _build_parser
 from builder.clitool import run_main
 
-COMMANDS = ["verify", "index", "resolve", "build", "publish"]
+COMMANDS = ["verify", "index", "resolve", "build", "publish", "version"]
+
+
+class _Version(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from builder.commands.version import version
+
+        print(f"apkimage {version()}")
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    return _build_parser("apkimage", "Build OCI images from APK packages.", "builder", COMMANDS)
+    parser = _build_parser("apkimage", "Build OCI images from APK packages.", "builder",
+                           COMMANDS)
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version")
+    parser.add_argument("--log-level", default=None, metavar="LEVEL",
+                        help="debug, info, warn or error (default: info on a terminal, warn "
+                             "when stderr is piped)")
+    return parser
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.log_level is not None:
+        from builder.logs import parse_level
+
+        parse_level(args.log_level)
+
+
+def _setup(args: argparse.Namespace) -> None:
+    from builder.logs import configure  # (logging is not loaded for --help)
+
+    configure(args.log_level)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), argv)
+    return run_main(build_parser(), argv, setup=_setup, check=_check)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from collections.abc import Callable
 
 from builder.errors import ApkImageError
 
@@ -21,9 +22,20 @@ def build_parser(prog: str, description: str, package: str,
     return parser
 
 
-def run_main(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse and run; an ApkImageError is one `prog: error: …` line and exit status 1."""
+def run_main(parser: argparse.ArgumentParser, argv: list[str] | None,
+             setup: Callable[[argparse.Namespace], object] | None = None,
+             check: Callable[[argparse.Namespace], object] | None = None) -> int:
+    """Parse and run; an ApkImageError is one `prog: error: …` line and exit status 1.
+    `check(args)` may raise ValueError (a usage error, exit 2); `setup(args)` runs before
+    the command (logging)."""
     args = parser.parse_args(argv)
+    if check is not None:
+        try:
+            check(args)
+        except ValueError as exc:
+            parser.error(str(exc))
+    if setup is not None:
+        setup(args)
     try:
         return int(args.func(args) or 0)
     except ApkImageError as exc:

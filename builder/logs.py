@@ -1,0 +1,45 @@
+"""The one logger configuration of `apkimage`: `--log-level` as apko's (debug, info, warn,
+error), timestamps and levels on stderr; without the flag, info on a terminal and only
+warnings and errors when stderr is piped."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
+          "warning": logging.WARNING, "error": logging.ERROR}
+_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN",
+          logging.ERROR: "ERROR", logging.CRITICAL: "ERROR"}
+
+
+class _Format(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.levelname = _NAMES.get(record.levelno, record.levelname)
+        return super().format(record)
+
+
+def parse_level(text: str) -> int:
+    """`--log-level` value -> logging level (case-insensitive, as apko's)."""
+    try:
+        return LEVELS[text.lower()]
+    except KeyError:
+        raise ValueError(f"--log-level: {text!r} is not one of debug, info, warn, error") \
+            from None
+
+
+def configure(level: str | None) -> None:
+    """Install the handler on the `builder` logger (idempotent: a second call replaces it)."""
+    if level is None:
+        lvl = logging.INFO if sys.stderr.isatty() else logging.WARNING
+    else:
+        lvl = parse_level(level)
+    logger = logging.getLogger("builder")
+    for h in list(logger.handlers):
+        if getattr(h, "_apkimage", False):
+            logger.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler._apkimage = True  # type: ignore[attr-defined]
+    handler.setFormatter(_Format("%(asctime)s %(levelname)s %(message)s", "%Y/%m/%d %H:%M:%S"))
+    logger.addHandler(handler)
+    logger.setLevel(lvl)

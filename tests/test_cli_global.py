@@ -1,0 +1,51 @@
+"""apko's global flags: `--version` / `version`, `--log-level` (one configured logger:
+timestamps and levels on stderr; quiet when piped unless asked)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+
+import pytest
+
+from builder.cli import main
+from builder.logs import configure, parse_level
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "builder.cli", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_version_flag_and_command():
+    flag = _run("--version")
+    assert flag.returncode == 0 and re.fullmatch(r"apkimage \d+\.\d+\.\d+\n", flag.stdout)
+    assert main(["version"]) == 0
+    cmd = _run("version", "--json")
+    assert json.loads(cmd.stdout)["version"] == flag.stdout.split()[1]
+
+
+def test_a_bad_log_level_is_a_usage_error():
+    proc = _run("--log-level", "loud", "version")
+    assert proc.returncode == 2
+    assert "--log-level: 'loud' is not one of debug, info, warn, error" in proc.stderr
+    assert parse_level("WARN") == logging.WARNING
+
+
+@pytest.mark.parametrize("level, shown", [
+    (None, ["WARN", "ERROR"]), ("debug", ["DEBUG", "INFO", "WARN", "ERROR"]),
+    ("error", ["ERROR"])])
+def test_levels_and_format_on_stderr(level, shown, capsys):
+    configure(level)  # stderr is not a terminal here: warnings and errors by default
+    log = logging.getLogger("builder.test")
+    log.debug("d")
+    log.info("i")
+    log.warning("w")
+    log.error("e")
+    err = capsys.readouterr().err
+    got = re.findall(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\w+) [diwe]$", err, re.M)
+    assert got == shown
+    configure(None)
