@@ -8,7 +8,7 @@ import sys
 from builder.clitool import build_parser as _build_parser
 from builder.clitool import run_main
 
-COMMANDS = ["verify", "index", "resolve", "build", "publish", "version"]
+COMMANDS = ["verify", "index", "resolve", "lock", "build", "publish", "version"]
 
 
 class _Version(argparse.Action):

@@ -111,6 +111,7 @@ class ImageConfig:
     # Not part of the schema: where the file was, and what relative local paths resolve
     # against (the working directory, or --workdir).
     source_file: str = ""
+    sources: list[str] = field(default_factory=list)  # the file, then its includes, depth first
     base_dir: str = ""
 
     def resolve_local(self, ref: str) -> str:
@@ -377,13 +378,28 @@ def _load_file(path: Path, seen: tuple[Path, ...], base: Path) -> ImageConfig:
     cfg = _build(raw, str(path), lines)
     cfg.source_file = str(path)
     cfg.base_dir = str(base)
+    cfg.sources = [str(path)]
     if cfg.include:
         inc = base / cfg.include
         if not inc.exists():
             raise ConfigError(f"{path}:{lines.get('include', 1)}: include: "
                               f"file not found: {cfg.include} (tried {inc})")
-        merge_into(_load_file(inc, seen + (path,), base), cfg)
+        included = _load_file(inc, seen + (path,), base)
+        merge_into(included, cfg)
+        cfg.sources += included.sources
     return cfg
+
+
+def find_config(path: str, include_paths: list[str]) -> Path:
+    """The config file `path` names: as given (relative to the working directory), else in
+    each of apko's `--include-paths` in turn."""
+    tried = [Path(path)]
+    tried += [Path(inc) / path for inc in include_paths if not Path(path).is_absolute()]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"{path}: configuration file not found (tried "
+                      f"{', '.join(str(t.absolute()) for t in tried)})")
 
 
 def load_config(path: str | Path, workdir: str | Path | None = None) -> ImageConfig:

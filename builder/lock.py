@@ -1,0 +1,174 @@
+"""apko's lockfile (`apko.lock.json`, format v1): every package of every arch pinned with the
+byte range and checksum of each section of its `.apk`, so a build can install exactly those
+bytes without an APKINDEX (`build --lockfile`).
+
+Written as apko writes it: Go's `json.MarshalIndent(lock, "", "  ")` (with its HTML escaping)
+plus a newline. `config.name` is the config path as given; `config.checksum` is
+`sha256-<base64>` of the config file's bytes followed by those of each `include`, depth first.
+Repositories are listed archs outer, repositories inner (`<repo>/<arch>`); packages per arch in
+install order; ranges are inclusive (`bytes=START-END`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote_plus
+
+from builder.errors import ConfigError, FormatError, VerificationError
+
+VERSION = "v1"
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
+
+
+def config_checksum(chain: list[bytes]) -> str:
+    """`sha256-<base64>` over the config file's bytes and its includes', in that order."""
+    h = hashlib.sha256()
+    for data in chain:
+        h.update(data)
+    return "sha256-" + _b64(h.digest())
+
+
+@dataclass(frozen=True)
+class Sections:
+    """The three parts of an `.apk` as the lock records them: (start, end inclusive, checksum)."""
+
+    signature: tuple[int, int, str] | None
+    control: tuple[int, int, str]
+    data: tuple[int, int, str]
+
+    @classmethod
+    def of(cls, data: bytes, source: str) -> Sections:
+        from builder.apk.package import read_apk
+
+        apk = read_apk(data, source)
+        sig = len(apk.signature) if apk.signature else 0
+        ctl = len(apk.control)
+        return cls(
+            (0, sig - 1, "sha1-" + _b64(hashlib.sha1(apk.signature).digest()))
+            if apk.signature else None,
+            (sig, sig + ctl - 1, "sha1-" + _b64(hashlib.sha1(apk.control).digest())),
+            (sig + ctl, len(data) - 1, "sha256-" + _b64(hashlib.sha256(apk.data).digest())))
+
+    def to_json(self) -> dict[str, dict[str, str]]:
+        def part(p: tuple[int, int, str] | None) -> dict[str, str]:
+            return {"range": f"bytes={p[0]}-{p[1]}", "checksum": p[2]} if p else \
+                {"range": "", "checksum": ""}
+
+        return {"signature": part(self.signature), "control": part(self.control),
+                "data": part(self.data)}
+
+
+def strip_scheme(url: str) -> str:
+    for scheme in ("https://", "http://"):
+        if url.startswith(scheme):
+            return url[len(scheme):]
+    return url
+
+
+def strip_tag(line: str) -> str:
+    """`@tag url` -> `url` (every leading `@label `)."""
+    while line.startswith("@") and " " in line:
+        line = line.split(" ", 1)[1].lstrip()
+    return line
+
+
+def repo_entry(line: str, arch: str) -> dict[str, str]:
+    uri = strip_tag(line).rstrip("/") + "/" + arch
+    return {"name": strip_scheme(uri), "url": uri + "/APKINDEX.tar.gz", "architecture": arch}
+
+
+def package_entry(name: str, version: str, arch: str, repo_line: str, sections: Sections,
+                  checksum: str) -> dict[str, Any]:
+    uri = strip_tag(repo_line).rstrip("/") + "/" + arch
+    return {"name": name, "url": f"{uri}/{quote_plus(f'{name}-{version}.apk')}",
+            "version": version, "architecture": arch, **sections.to_json(),
+            "checksum": checksum}
+
+
+def dumps(doc: dict[str, Any]) -> bytes:
+    """As Go's MarshalIndent with two spaces, HTML-escaped, plus a newline."""
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return (text + "\n").encode()
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    name: str
+    version: str
+    arch: str
+    url: str  # as locked: `<repo>/<arch>/<file>` (repo as the config wrote it)
+    checksum: str  # Q1…
+    sections: Sections
+
+
+def _range(doc: dict, where: str, field: str) -> tuple[int, int, str] | None:
+    part = doc.get(field)
+    if not isinstance(part, dict):
+        raise FormatError(f"{where}: {field}: missing")
+    rng, chk = part.get("range", ""), part.get("checksum", "")
+    if not rng and not chk and field == "signature":
+        return None
+    try:
+        start, end = rng.removeprefix("bytes=").split("-")
+        return int(start), int(end), str(chk)
+    except (AttributeError, ValueError):
+        raise FormatError(f"{where}: {field}.range: {rng!r} is not bytes=START-END") from None
+
+
+def read_lock(path: Path) -> tuple[dict, list[LockedPackage]]:
+    """The lock document and its packages; a FormatError names the file and field."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read lockfile: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise FormatError(f"{path}: not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("version") != VERSION:
+        raise FormatError(f"{path}: version: want {VERSION!r}, got "
+                          f"{doc.get('version') if isinstance(doc, dict) else None!r}")
+    pkgs = []
+    for i, p in enumerate(((doc.get("contents") or {}).get("packages")) or []):
+        where = f"{path}: contents.packages[{i}]"
+        try:
+            name, version, arch, url, checksum = (str(p[k]) for k in (
+                "name", "version", "architecture", "url", "checksum"))
+        except (KeyError, TypeError):
+            raise FormatError(f"{where}: needs name, version, architecture, url and checksum") \
+                from None
+        if not checksum:
+            raise FormatError(f"{where} ({name}): empty checksum (regenerate the lockfile)")
+        control = _range(p, where, "control")
+        data = _range(p, where, "data")
+        assert control is not None and data is not None
+        pkgs.append(LockedPackage(name, version, arch, url, checksum,
+                                  Sections(_range(p, where, "signature"), control, data)))
+    return doc, pkgs
+
+
+def verify_sections(pkg: LockedPackage, data: bytes, source: str) -> None:
+    """Every section of the fetched `.apk` has the locked range and checksum."""
+    got = Sections.of(data, source)
+    for field in ("signature", "control", "data"):
+        want, have = getattr(pkg.sections, field), getattr(got, field)
+        if want != have:
+            raise VerificationError(
+                f"{pkg.name} {pkg.version} ({pkg.arch}, {source}): {field} section is "
+                f"{_show(have)}, the lockfile says {_show(want)}")
+
+
+def _show(part: tuple[int, int, str] | None) -> str:
+    return "absent" if part is None else f"bytes={part[0]}-{part[1]} {part[2]}"
