@@ -16,10 +16,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from builder.errors import ConfigError, FormatError, VerificationError
+
+if TYPE_CHECKING:
+    from builder.apk.signing import Keyring
 
 VERSION = "v1"
 
@@ -172,3 +175,16 @@ def verify_sections(pkg: LockedPackage, data: bytes, source: str) -> None:
 
 def _show(part: tuple[int, int, str] | None) -> str:
     return "absent" if part is None else f"bytes={part[0]}-{part[1]} {part[2]}"
+
+
+def verify_locked_file(pkg: LockedPackage, path: Path, keyring: Keyring,
+                       allow_untrusted: bool = False) -> None:
+    """A fetched `.apk` is the locked one (every section's range and checksum) and its
+    signature verifies with the keyring (an unsigned one only with `allow_untrusted`)."""
+    from builder.apk.package import check_signature, read_apk
+
+    data = path.read_bytes()
+    verify_sections(pkg, data, str(path))
+    apk = read_apk(data, str(path))
+    if apk.signatures or not allow_untrusted:
+        check_signature(apk, keyring, f"{pkg.name} {pkg.version}")

@@ -114,6 +114,8 @@ def build_arch(plan: BuildPlan, arch: ArchPlan, ctx: BuildContext) -> ArchArtefa
 
     with rec.span("fetch", aarch, impl=chosen["fetch"]) as s:
         paths = ctx.impl("fetch")(ordered, aarch, ctx.fetcher, None)
+        if aarch in ctx.planned.locked:
+            _verify_locked(ctx, aarch, paths)
         s.bytes_out = fetched = sum(p.stat().st_size for p in paths.values())
         s.attrs.update(ctx.fetcher.stats.as_dict())
     writer: LayerWriter = ctx.impl("layer")
@@ -167,6 +169,19 @@ def build_arch(plan: BuildPlan, arch: ArchPlan, ctx: BuildContext) -> ArchArtefa
             result.sbom_path = ctx.impl("sbom")(result, fs, adir, ctx.opts.tag)
             s.bytes_out = result.sbom_path.stat().st_size
     return result
+
+
+def _verify_locked(ctx: BuildContext, aarch: str, paths: dict[str, Path]) -> None:
+    """--lockfile: each package's signature section too (the fetch stage checked the rest
+    against the lock-made record: size, control SHA-1, data SHA-256), and its signature."""
+    from builder.apk.signing import Keyring
+    from builder.lock import verify_locked_file
+
+    keyring = Keyring()
+    for name, pem in ctx.planned.keys:
+        keyring.add(name, pem, name)
+    for lp in ctx.planned.locked[aarch]:
+        verify_locked_file(lp, paths[lp.name], keyring, ctx.opts.allow_untrusted)
 
 
 def layered(cfg: ImageConfig) -> bool:

@@ -31,6 +31,7 @@ from builder.spans import SpanRecorder
 from builder.stages.registry import current
 
 if TYPE_CHECKING:
+    from builder.lock import LockedPackage
     from builder.repo.fetch import Fetcher
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class BuildOptions:
     workdir: str | None = None
     ca_file: str | None = None
     allow_untrusted: bool = False
+    lockfile: str = ""  # apko's lockfile: install exactly its packages, no index, no solve
     impl: dict[str, str] = field(default_factory=dict)  # stage -> name; {} = reference
 
     def chosen(self) -> dict[str, str]:
@@ -155,6 +157,7 @@ class Planned:
     cfg: ImageConfig
     keys: list[tuple[str, bytes]]  # (file name in /etc/apk/keys, PEM)
     packages: dict[str, list[Package]]  # apk arch -> resolved index records, install order
+    locked: dict[str, list[LockedPackage]] = field(default_factory=dict)  # --lockfile
 
 
 def parse_build_date(text: str) -> int:
@@ -233,7 +236,10 @@ def make_plan(opts: BuildOptions, rec: SpanRecorder, fetcher: Fetcher) -> tuple[
     resolve = registry.get("resolve", chosen["resolve"]).obj
     archs: list[ArchPlan] = []
     resolved: dict[str, list[Package]] = {}
-    for arch in cfg.archs:
+    locked: dict[str, list[LockedPackage]] = {}
+    if opts.lockfile:
+        locked = from_lockfile(opts.lockfile, cfg, rec)
+    for arch in cfg.archs if not locked else ():
         arch = oci_arch(arch)
         aarch = apk_arch(arch)
         with rec.span("index", aarch, impl=chosen["index"]) as s:
@@ -247,9 +253,60 @@ def make_plan(opts: BuildOptions, rec: SpanRecorder, fetcher: Fetcher) -> tuple[
             s.attrs["packages"] = len(ordered)
         resolved[aarch] = ordered
         archs.append(ArchPlan(arch, aarch, tuple(PlannedPackage.of(p) for p in ordered)))
+    for arch in cfg.archs if locked else ():
+        aarch = apk_arch(oci_arch(arch))
+        resolved[aarch] = [_locked_record(lp, cfg) for lp in locked[aarch]]
+        archs.append(ArchPlan(oci_arch(arch), aarch,
+                              tuple(PlannedPackage.of(p) for p in resolved[aarch])))
     plan = BuildPlan(
         config=str(opts.config), config_sha256=hashlib.sha256(config_bytes).hexdigest(),
         world=tuple(world), repositories=tuple(repo_lines),
         keys=tuple(KeyDigest(n, hashlib.sha256(pem).hexdigest()) for n, pem in keys),
         source_date_epoch=sde, build_date=build_date, archs=tuple(archs))
-    return plan, Planned(cfg, keys, resolved)
+    return plan, Planned(cfg, keys, resolved, locked)
+
+
+def from_lockfile(path: str, cfg: ImageConfig,
+                  rec: SpanRecorder) -> dict[str, list[LockedPackage]]:
+    """apk arch -> the lockfile's packages for it, install order (the index and resolve
+    spans record that no index was read and nothing was solved). A lock made from another
+    config (its checksum over the config and its includes) is refused, as apko refuses it."""
+    from builder.lock import config_checksum, read_lock
+
+    doc, pkgs = read_lock(Path(path))
+    want = (doc.get("config") or {}).get("checksum")
+    have = config_checksum([Path(p).read_bytes() for p in cfg.sources])
+    if not want:
+        log.warning("%s: the lockfile has no checksum of its config; regenerate it with "
+                    "`apkimage lock`", path)
+    elif want != have:
+        raise ConfigError(f"{path}: made from another configuration than {cfg.source_file} "
+                          f"(config checksum {want}, the file now has {have}): regenerate it "
+                          "with `apkimage lock`")
+    out: dict[str, list[LockedPackage]] = {}
+    for arch in cfg.archs:
+        aarch = apk_arch(oci_arch(arch))
+        with rec.span("index", aarch, impl="lockfile") as s:
+            out[aarch] = [p for p in pkgs if p.arch == aarch]
+            s.attrs["packages"] = len(out[aarch])
+        if not out[aarch]:
+            raise ConfigError(f"{path}: no packages locked for {aarch} (the lock has "
+                              f"{', '.join(sorted({p.arch for p in pkgs})) or 'none'})")
+        with rec.span("resolve", aarch, impl="lockfile") as s:
+            s.attrs["packages"] = len(out[aarch])
+    return out
+
+
+def _locked_record(lp: LockedPackage, cfg: ImageConfig) -> Package:
+    """An index-like record of a locked package: the fetch stage verifies the file against
+    it (size, `C:` = the control section's SHA-1, the data section's SHA-256)."""
+    import base64
+
+    from builder.repo.repository import parse_repository
+
+    repo_line = lp.url.rsplit("/", 2)[0]
+    repo = parse_repository(repo_line, "lockfile", cfg.resolve_local)
+    return Package(name=lp.name, version=lp.version, arch=lp.arch, checksum=lp.checksum,
+                   size=lp.sections.data[1] + 1, repository=repo.url,
+                   datahash=base64.b64decode(lp.sections.data[2].removeprefix("sha256-"))
+                   .hex())

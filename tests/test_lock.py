@@ -6,6 +6,7 @@ every section, and refuses a lock made from another config."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,63 @@ def test_a_bad_lockfile_is_named(tmp_path, text, says):
         lock.read_lock(bad)
 
 
+
+
+def _golden_lock(tmp_path: Path) -> tuple[Path, Path]:
+    """(workdir laid out as apko's test, its lockfile)."""
+    wd = golden_workdir(tmp_path)
+    out = tmp_path / "apko.lock.json"
+    out.write_bytes((GOLDEN / "apko.lock.json").read_bytes())
+    return wd, out
+
+
+def _build(wd: Path, out: Path, cache: Path, *extra: str) -> dict:
+    spans = out.with_name(out.name + ".spans.json")
+    assert main(["build", "testdata/apko.yaml", "g:latest", str(out), "--workdir", str(wd),
+                 "--cache-dir", str(cache), "--spans", str(spans), *extra]) == 0
+    return json.loads(spans.read_text())
+
+
+@pytest.mark.parametrize("impl", ["reference", "fast"])
+def test_build_from_the_lock_is_the_image_built_by_solving(tmp_path, monkeypatch, impl):
+    wd, lockfile = _golden_lock(tmp_path)
+    monkeypatch.chdir(wd)
+    cache = tmp_path / "cache"
+    solved = _build(wd, tmp_path / "solved", cache, "--impl", impl)
+    locked = _build(wd, tmp_path / "locked", cache, "--impl", impl, "--lockfile", str(lockfile))
+    assert locked["image"] == solved["image"]
+    spans = {(s["name"], s["attrs"].get("impl")) for s in locked["spans"]}
+    assert ("index", "lockfile") in spans and ("resolve", "lockfile") in spans
+
+
+def test_a_lock_from_another_config_is_refused(tmp_path, monkeypatch, capsys):
+    wd, lockfile = _golden_lock(tmp_path)
+    cfg = tmp_path / "other.yaml"
+    cfg.write_text((GOLDEN / "apko.yaml").read_text() + "cmd: /bin/true\n")
+    monkeypatch.chdir(wd)
+    rc = main(["build", str(cfg), "g:latest", str(tmp_path / "out"), "--lockfile",
+               str(lockfile), "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert f"{lockfile}: made from another configuration than {cfg}" in err
+    assert "regenerate it with `apkimage lock`" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("section", ["signature", "control", "data"])
+def test_a_section_that_does_not_match_the_lock_names_package_and_section(
+        tmp_path, monkeypatch, capsys, section):
+    wd, lockfile = _golden_lock(tmp_path)
+    doc = json.loads(lockfile.read_text())
+    pkg = doc["contents"]["packages"][1]  # replayout, x86_64
+    pkg[section]["checksum"] = pkg[section]["checksum"][:-6] + "AAAAA="
+    if section == "control":
+        pkg["checksum"] = "Q1" + pkg["control"]["checksum"].removeprefix("sha1-")
+    lockfile.write_text(json.dumps(doc, indent=2) + "\n")
+    monkeypatch.chdir(wd)
+    rc = main(["build", "testdata/apko.yaml", "g:latest", str(tmp_path / "out"), "--lockfile",
+               str(lockfile), "--arch", "x86_64", "--cache-dir", str(tmp_path / "cache")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    assert "replayout" in err
+    assert not (tmp_path / "out").exists()

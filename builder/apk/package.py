@@ -117,7 +117,8 @@ def iter_data_tar(
         raise FormatError(f"{source}: malformed data tar: {exc}") from None
 
 
-def _check_signature(apk: ApkFile, keyring: Keyring | None, name: str) -> str:
+def check_signature(apk: ApkFile, keyring: Keyring | None, name: str) -> str:
+    """The name of the trusted key whose signature of the control section verifies."""
     if not apk.signatures:
         raise VerificationError(f"{name}: package is not signed ({apk.source})")
     usable = [s for s in apk.signatures if s[0] in VERIFIABLE]
@@ -147,9 +148,9 @@ def verify_apk(
     name = str(apk.package)
     report = VerifyReport(package=name, signer=None)
     if require_signature:
-        report.signer = _check_signature(apk, keyring, name)
+        report.signer = check_signature(apk, keyring, name)
     elif apk.signatures and keyring is not None and len(keyring):
-        report.signer = _check_signature(apk, keyring, name)
+        report.signer = check_signature(apk, keyring, name)
     if expected is not None:
         if expected.checksum and expected.checksum != apk.package.checksum:
             raise VerificationError(

@@ -54,6 +54,9 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                    help="sorted: apko's byte-compatible layer (the default of every profile); "
                         "stitched: package-ordered, built from the packages' own compressed "
                         "bytes (same tree; needs and selects the fast expand and install)")
+    p.add_argument("--lockfile", default="", metavar="FILE",
+                   help="install exactly the packages of this apko lockfile (`apkimage lock`),"
+                        " each section verified against it; no APKINDEX is read")
     p.add_argument("--spans", default=None, metavar="FILE", help="write stage spans JSON")
     p.add_argument("--json", action="store_true", help="print the image summary as JSON")
     p.add_argument("--ca-file", default=None, metavar="PEM",
@@ -87,7 +90,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         package_append=list(args.package_append), annotations=list(args.annotations),
         build_date=args.build_date, offline=args.offline, cache_dir=args.cache_dir,
         sbom=args.sbom_path is not None, workdir=args.workdir, ca_file=args.ca_file,
-        allow_untrusted=args.allow_untrusted,
+        allow_untrusted=args.allow_untrusted, lockfile=args.lockfile,
         impl=parse_impl(args.impl, args.layer_format),
     )
 
