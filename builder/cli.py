@@ -8,7 +8,8 @@ import sys
 from builder.clitool import build_parser as _build_parser
 from builder.clitool import run_main
 
-COMMANDS = ["verify", "index", "resolve", "lock", "build", "publish", "version"]
+COMMANDS = ["verify", "index", "resolve", "show-packages", "show-config", "lock", "build",
+            "build-minirootfs", "publish", "clean", "version"]
 
 
 class _Version(argparse.Action):
@@ -24,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _build_parser("apkimage", "Build OCI images from APK packages.", "builder",
                            COMMANDS)
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version")
+    parser.add_argument("-C", "--workdir", dest="global_workdir", default=None, metavar="DIR",
+                        help="change to DIR before anything else (apko's -C)")
     parser.add_argument("--log-level", default=None, metavar="LEVEL",
                         help="debug, info, warn or error (default: info on a terminal, warn "
                              "when stderr is piped)")
@@ -41,6 +44,16 @@ def _setup(args: argparse.Namespace) -> None:
     from builder.logs import configure  # (logging is not loaded for --help)
 
     configure(args.log_level)
+    if args.global_workdir:
+        import os
+
+        from builder.errors import ConfigError
+
+        try:
+            os.chdir(args.global_workdir)
+        except OSError as exc:
+            raise ConfigError(f"failed to change dir to {args.global_workdir}: "
+                              f"{exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ def build_parser(prog: str, description: str, package: str,
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in commands:
-        importlib.import_module(f"{package}.commands.{name}").add_parser(sub)
+        importlib.import_module(f"{package}.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser
 
 
@@ -27,16 +27,16 @@ def run_main(parser: argparse.ArgumentParser, argv: list[str] | None,
              check: Callable[[argparse.Namespace], object] | None = None) -> int:
     """Parse and run; an ApkImageError is one `prog: error: …` line and exit status 1.
     `check(args)` may raise ValueError (a usage error, exit 2); `setup(args)` runs before
-    the command (logging)."""
+    the command (logging, -C) and may fail as the command does."""
     args = parser.parse_args(argv)
     if check is not None:
         try:
             check(args)
         except ValueError as exc:
             parser.error(str(exc))
-    if setup is not None:
-        setup(args)
     try:
+        if setup is not None:
+            setup(args)
         return int(args.func(args) or 0)
     except ApkImageError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)

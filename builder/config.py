@@ -466,6 +466,13 @@ def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> Struct:
     Structs (`contents`, `entrypoint`, `accounts`) are never omitted by Go's omitempty;
     Go maps (`environment`, `annotations`, `services`) are dicts (keys sorted on output).
     """
+    return config_struct(cfg, [oci_arch(arch)], pinned)
+
+
+def config_struct(cfg: ImageConfig, archs: list[str], packages: list[str]) -> Struct:
+    """The configuration in apko's field order and omitempty rules (apko.json, show-config)."""
+    pinned = packages
+
     def put(d: dict[str, Any], key: str, value: Any) -> None:
         if value:  # omitempty: "", 0, false, empty list/map
             d[key] = value
@@ -514,7 +521,7 @@ def locked_json(cfg: ImageConfig, arch: str, pinned: list[str]) -> Struct:
     put(out, "stop-signal", cfg.stop_signal)
     put(out, "work-dir", cfg.work_dir)
     out["accounts"] = Struct(accounts.items())
-    out["archs"] = [oci_arch(arch)]
+    put(out, "archs", list(archs))
     put(out, "environment", dict(sorted(cfg.environment.items())))
     put(out, "paths", paths)
     put(out, "vcs-url", cfg.vcs_url)

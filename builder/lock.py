@@ -88,10 +88,15 @@ def repo_entry(line: str, arch: str) -> dict[str, str]:
     return {"name": strip_scheme(uri), "url": uri + "/APKINDEX.tar.gz", "architecture": arch}
 
 
+def package_url(repo_line: str, arch: str, name: str, version: str) -> str:
+    """apko's package URL: `<repo>/<arch>/<name>-<version>.apk`, the file name query-escaped."""
+    uri = strip_tag(repo_line).rstrip("/") + "/" + arch
+    return f"{uri}/{quote_plus(f'{name}-{version}.apk')}"
+
+
 def package_entry(name: str, version: str, arch: str, repo_line: str, sections: Sections,
                   checksum: str) -> dict[str, Any]:
-    uri = strip_tag(repo_line).rstrip("/") + "/" + arch
-    return {"name": name, "url": f"{uri}/{quote_plus(f'{name}-{version}.apk')}",
+    return {"name": name, "url": package_url(repo_line, arch, name, version),
             "version": version, "architecture": arch, **sections.to_json(),
             "checksum": checksum}
 

@@ -9,8 +9,9 @@ import sys
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR}
-_NAMES = {logging.DEBUG: "DEBUG", logging.INFO: "INFO", logging.WARNING: "WARN",
-          logging.ERROR: "ERROR", logging.CRITICAL: "ERROR"}
+# apko's labels (charmbracelet/log: the level name cut to four letters).
+_NAMES = {logging.DEBUG: "DEBU", logging.INFO: "INFO", logging.WARNING: "WARN",
+          logging.ERROR: "ERRO", logging.CRITICAL: "FATA"}
 
 
 class _Format(logging.Formatter):

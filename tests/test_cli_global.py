@@ -36,8 +36,8 @@ def test_a_bad_log_level_is_a_usage_error():
 
 
 @pytest.mark.parametrize("level, shown", [
-    (None, ["WARN", "ERROR"]), ("debug", ["DEBUG", "INFO", "WARN", "ERROR"]),
-    ("error", ["ERROR"])])
+    (None, ["WARN", "ERRO"]), ("debug", ["DEBU", "INFO", "WARN", "ERRO"]),
+    ("error", ["ERRO"])])
 def test_levels_and_format_on_stderr(level, shown, capsys):
     configure(level)  # stderr is not a terminal here: warnings and errors by default
     log = logging.getLogger("builder.test")
@@ -49,3 +49,12 @@ def test_levels_and_format_on_stderr(level, shown, capsys):
     got = re.findall(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (\w+) [diwe]$", err, re.M)
     assert got == shown
     configure(None)
+
+
+def test_global_workdir_changes_directory_before_the_command(tmp_path):
+    (tmp_path / "sub").mkdir()
+    proc = _run("-C", str(tmp_path / "sub"), "lock", "missing.yaml")
+    assert proc.returncode == 1
+    assert str(tmp_path / "sub" / "missing.yaml") in proc.stderr
+    bad = _run("-C", str(tmp_path / "nope"), "version")
+    assert bad.returncode == 1 and f"failed to change dir to {tmp_path / 'nope'}" in bad.stderr

@@ -1,0 +1,75 @@
+"""apko's everyday commands: show-config, show-packages (with apko's --format), build-minirootfs
+and clean, on apko's golden fixture as apko's tests lay it out."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import tarfile
+
+import pytest
+
+from builder.cli import main
+from builder.commands.show_packages import compile_format
+from builder.errors import ConfigError
+from tests.helpers import GOLDEN_ANNOTATION_ARGS, GOLDEN_DIFF_IDS, golden_workdir
+
+
+@pytest.fixture
+def wd(tmp_path, monkeypatch):
+    monkeypatch.chdir(golden_workdir(tmp_path))
+    return tmp_path
+
+
+def test_show_config_prints_the_loaded_config_in_apkos_yaml(wd, capsys):
+    assert main(["show-config", "testdata/apko.yaml"]) == 0
+    assert capsys.readouterr().out == (
+        "contents:\n    repositories:\n        - ./testdata/packages\n    keyring:\n"
+        "        - ./testdata/melange.rsa.pub\n    packages:\n        - replayout\n"
+        "entrypoint:\n    command: /bin/sh -l\naccounts: {}\narchs:\n    - amd64\n"
+        "    - arm64\n")
+
+
+def test_show_packages_formats(wd, capsys):
+    cache = str(wd / "cache")
+    assert main(["show-packages", "testdata/apko.yaml", "--cache-dir", cache]) == 0
+    assert capsys.readouterr().out == ("pretend-baselayout 1.0.0-r0\nreplayout 1.0.0-r0\n" * 2)
+    assert main(["show-packages", "testdata/apko.yaml", "--arch", "x86_64", "--format",
+                 "packagelock-source", "--cache-dir", cache]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        "- replayout=1.0.0-r0 # ./testdata/packages/x86_64/replayout-1.0.0-r0.apk")
+    assert main(["show-packages", "testdata/apko.yaml", "--arch", "x86_64", "--format",
+                 "{{.Name}}:{{ .Version }}", "--cache-dir", cache]) == 0
+    assert capsys.readouterr().out == "pretend-baselayout:1.0.0-r0\nreplayout:1.0.0-r0\n"
+    assert main(["show-packages", "testdata/apko.yaml", "--json", "--arch", "x86_64",
+                 "--cache-dir", cache]) == 0
+    assert [p["name"] for p in json.loads(capsys.readouterr().out)["x86_64"]] == [
+        "pretend-baselayout", "replayout"]
+    with pytest.raises(ConfigError, match=r"no field \.Arch"):
+        compile_format("{{ .Arch }}")
+
+
+def test_build_minirootfs_is_the_image_layer(wd):
+    out = wd / "rootfs.tar.gz"
+    assert main(["build-minirootfs", "testdata/apko.yaml", str(out), "--build-arch",
+                 "x86_64", *GOLDEN_ANNOTATION_ARGS, "--cache-dir", str(wd / "cache")]) == 0
+    raw = gzip.decompress(out.read_bytes())
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == GOLDEN_DIFF_IDS["amd64"]
+    with tarfile.open(out) as tf:
+        names = tf.getnames()
+    assert "etc/apko.json" in names and "usr/lib/apk/db/installed" in names
+    assert not [p for p in wd.iterdir() if p.name.startswith(".rootfs.tar.gz")]
+
+
+def test_clean_measures_then_removes(wd, capsys):
+    cache = wd / "cache"
+    assert main(["show-packages", "testdata/apko.yaml", "--cache-dir", str(cache)]) == 0
+    capsys.readouterr()
+    assert main(["clean", "--cache-dir", str(cache), "--dry-run", "--json"]) == 0
+    dry = json.loads(capsys.readouterr().out)
+    assert dry["bytes"] > 0 and dry["removed"] is False and cache.is_dir()
+    assert main(["clean", "--cache-dir", str(cache)]) == 0
+    assert "removed" in capsys.readouterr().out and not cache.exists()
+    assert main(["clean", "--cache-dir", str(cache)]) == 0
+    assert "nothing to clean" in capsys.readouterr().out
