@@ -9,7 +9,7 @@ from builder.clitool import build_parser as _build_parser
 from builder.clitool import run_main
 
 COMMANDS = ["verify", "index", "resolve", "show-packages", "show-config", "lock", "build",
-            "build-minirootfs", "publish", "clean", "version"]
+            "build-minirootfs", "publish", "dot", "clean", "version"]
 
 
 class _Version(argparse.Action):

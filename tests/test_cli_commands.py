@@ -73,3 +73,32 @@ def test_clean_measures_then_removes(wd, capsys):
     assert "removed" in capsys.readouterr().out and not cache.exists()
     assert main(["clean", "--cache-dir", str(cache)]) == 0
     assert "nothing to clean" in capsys.readouterr().out
+
+
+def test_dot_draws_apkos_graph(wd, capsys):
+    assert main(["dot", "testdata/apko.yaml", "--cache-dir", str(wd / "cache")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("digraph images {\ngraph [\n  rankdir=LR;\n];\n")
+    assert out.endswith("}\n\n")
+    lines = out.splitlines()
+    assert '"testdata/apko.yaml" -> replayout' in lines
+    assert 'replayout [label="replayout-1.0.0-r0", tooltip="replacement baselayout"];' in lines
+
+
+def test_dot_constraints_provides_and_spanning_tree():
+    from types import SimpleNamespace
+
+    from builder.commands.dot import draw, quote
+
+    def pkg(name, depends=(), provides=()):
+        return SimpleNamespace(name=name, version="1-r0", description="d",
+                               depends=list(depends), provides=list(provides))
+
+    pkgs = [pkg("libc", provides=["so:libc.so=1"]), pkg("a", ["so:libc.so", "libc"]),
+            pkg("b", ["libc"])]
+    full = draw("c.yaml", ["a=1-r0"], pkgs, spanning=False).render().splitlines()
+    assert '"a=1-r0" -> a' in full and "a -> libc" in full and "b -> libc" in full
+    assert '"so:libc.so" [shape=rect];' in full and '"so:libc.so" -> libc' in full
+    tree = draw("c.yaml", ["a"], pkgs, spanning=True).render().splitlines()
+    assert "a -> libc" in tree and "b -> libc" not in tree
+    assert quote("cmd:sh") == "cmd:sh" and quote("a-b") == '"a-b"' and quote("node") == "node"
