@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap apache2-utils valgrind
+DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap apache2-utils valgrind graphviz
 BASE ?=
 PYTEST_ARGS ?=
 
@@ -18,13 +18,13 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m compileall -q builder perf >/dev/null
 	touch $(STAMP)
 
-# Debian tools the tests drive (registry, skopeo, umoci, bwrap, valgrind). Installed only when
-# missing.
+# Debian tools the tests drive (registry, skopeo, umoci, bwrap, valgrind, graphviz). Installed
+# only when missing.
 # Debian 12's umoci (0.4.7) cannot unpack zstd layers: a newer one from Debian unstable is put
 # in $(VENV)/tools/bin (first on the tests' PATH), leaving the system's as it is.
 tools:
 	@missing=""; \
-	for t in docker-registry skopeo umoci bwrap htpasswd valgrind; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	for t in docker-registry skopeo umoci bwrap htpasswd valgrind dot; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then echo "not root: cannot install$$missing; tests needing them will be skipped"; exit 0; fi; \
 	echo "installing Debian tools:$$missing"; \

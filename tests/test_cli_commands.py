@@ -102,3 +102,27 @@ def test_dot_constraints_provides_and_spanning_tree():
     tree = draw("c.yaml", ["a"], pkgs, spanning=True).render().splitlines()
     assert "a -> libc" in tree and "b -> libc" not in tree
     assert quote("cmd:sh") == "cmd:sh" and quote("a-b") == '"a-b"' and quote("node") == "node"
+
+
+@pytest.mark.tools
+def test_graphviz_parses_the_dot_output(wd, capsys):
+    import subprocess
+
+    from tests.helpers import require_tool
+
+    require_tool("dot")
+    assert main(["dot", "testdata/apko.yaml", "--cache-dir", str(wd / "cache")]) == 0
+    proc = subprocess.run(["dot", "-Tsvg"], input=capsys.readouterr().out, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "<svg" in proc.stdout and "replayout&#45;1.0.0&#45;r0" in proc.stdout
+
+
+def test_show_packages_equals_resolve(wd, capsys):
+    cache = str(wd / "cache")
+    assert main(["resolve", "testdata/apko.yaml", "--json", "--cache-dir", cache]) == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert main(["show-packages", "testdata/apko.yaml", "--json", "--cache-dir", cache]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert {a: [f"{p['name']}={p['version']}" for p in rows] for a, rows in shown.items()} \
+        == resolved

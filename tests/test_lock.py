@@ -121,3 +121,31 @@ def test_a_section_that_does_not_match_the_lock_names_package_and_section(
     assert rc == 1 and "Traceback" not in err, err
     assert "replayout" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_lockfile_build_needs_no_apkindex_and_gives_apkos_digests(tmp_path, monkeypatch):
+    """apko's layout with the APKINDEX files removed: only the lock says what to install."""
+    import shutil
+
+    from tests.helpers import (
+        GOLDEN_ANNOTATION_ARGS,
+        GOLDEN_CONFIGS,
+        GOLDEN_DIFF_IDS,
+    )
+
+    wd = tmp_path / "wd"
+    shutil.copytree(GOLDEN, wd / "testdata", ignore=shutil.ignore_patterns("golden"))
+    for index in (wd / "testdata" / "packages").glob("*/APKINDEX.tar.gz"):
+        index.unlink()
+    monkeypatch.chdir(wd)
+    spans = tmp_path / "spans.json"
+    assert main(["build", "testdata/apko.yaml", "golden:latest", str(tmp_path / "out"),
+                 "--lockfile", "testdata/apko.lock.json", *GOLDEN_ANNOTATION_ARGS,
+                 "--cache-dir", str(tmp_path / "cache"), "--spans", str(spans)]) == 0
+    image = json.loads(spans.read_text())["image"]
+    for arch in ("amd64", "arm64"):
+        assert image["manifests"][arch]["diff_ids"] == [GOLDEN_DIFF_IDS[arch]]
+        assert image["manifests"][arch]["config_digest"] == GOLDEN_CONFIGS[arch]
+    without_lock = main(["build", "testdata/apko.yaml", "golden:latest", str(tmp_path / "o2"),
+                         "--cache-dir", str(tmp_path / "cache2")])
+    assert without_lock == 1  # (no index: solving is impossible; the lock did not need one)
