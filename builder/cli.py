@@ -8,8 +8,22 @@ import sys
 from builder.clitool import build_parser as _build_parser
 from builder.clitool import run_main
 
-COMMANDS = ["verify", "index", "resolve", "show-packages", "show-config", "lock", "build",
-            "build-minirootfs", "publish", "dot", "clean", "version"]
+# One line each, for the command list; a command's module is loaded only when it runs.
+HELPS = {
+    "verify": "verify .apk packages or APKINDEX.tar.gz files",
+    "index": "write DIR/APKINDEX.tar.gz for the .apk files in DIR",
+    "resolve": "print the resolved install list of a configuration",
+    "show-packages": "the packages a configuration would install",
+    "show-config": "print the configuration as loaded",
+    "lock": "write apko's lockfile for a configuration",
+    "build": "build an image into an OCI layout or docker tarball",
+    "build-minirootfs": "build the image filesystem as a tar.gz",
+    "publish": "build an image and push it to a registry",
+    "dot": "the dependency graph in Graphviz dot",
+    "clean": "remove the cache directory",
+    "version": "print the version",
+}
+COMMANDS = list(HELPS)
 
 
 class _Version(argparse.Action):
@@ -21,9 +35,9 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = _build_parser("apkimage", "Build OCI images from APK packages.", "builder",
-                           COMMANDS)
+                           COMMANDS, helps=HELPS, argv=argv)
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version")
     parser.add_argument("-C", "--workdir", dest="global_workdir", default=None, metavar="DIR",
                         help="change to DIR before anything else (apko's -C)")
@@ -57,7 +71,7 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_main(build_parser(), argv, setup=_setup, check=_check)
+    return run_main(build_parser(argv), argv, setup=_setup, check=_check)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,31 @@ from collections.abc import Callable
 
 from builder.errors import ApkImageError
 
+# Options before the command that take a value (the value may look like a command name).
+VALUED_GLOBALS = ("-C", "--workdir", "--log-level")
 
-def build_parser(prog: str, description: str, package: str,
-                 commands: list[str]) -> argparse.ArgumentParser:
+
+def build_parser(prog: str, description: str, package: str, commands: list[str],
+                 *, helps: dict[str, str] | None = None,
+                 argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser with every command's module loaded — or, given each command's one-line
+    `helps`, only the module of the command `argv` names (the others are listed with their
+    help), so start-up does not grow with the number of commands."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="command", required=True)
+    chosen = None
+    if helps is not None:
+        words = iter(sys.argv[1:] if argv is None else argv)
+        for word in words:
+            if word in VALUED_GLOBALS:
+                next(words, None)  # its value is not a command name
+            elif word in commands:
+                chosen = word
+                break
     for name in commands:
+        if helps is not None and name != chosen:
+            sub.add_parser(name, help=helps[name])
+            continue
         importlib.import_module(f"{package}.commands.{name.replace('-', '_')}").add_parser(sub)
     return parser
 

@@ -167,29 +167,41 @@ def read_lock(path: Path) -> tuple[dict, list[LockedPackage]]:
     return doc, pkgs
 
 
-def verify_sections(pkg: LockedPackage, data: bytes, source: str) -> None:
-    """Every section of the fetched `.apk` has the locked range and checksum."""
-    got = Sections.of(data, source)
-    for field in ("signature", "control", "data"):
-        want, have = getattr(pkg.sections, field), getattr(got, field)
-        if want != have:
-            raise VerificationError(
-                f"{pkg.name} {pkg.version} ({pkg.arch}, {source}): {field} section is "
-                f"{_show(have)}, the lockfile says {_show(want)}")
-
-
 def _show(part: tuple[int, int, str] | None) -> str:
     return "absent" if part is None else f"bytes={part[0]}-{part[1]} {part[2]}"
 
 
 def verify_locked_file(pkg: LockedPackage, path: Path, keyring: Keyring,
                        allow_untrusted: bool = False) -> None:
-    """A fetched `.apk` is the locked one (every section's range and checksum) and its
-    signature verifies with the keyring (an unsigned one only with `allow_untrusted`)."""
-    from builder.apk.package import check_signature, read_apk
+    """A fetched `.apk` is the locked one and its signature verifies with the keyring (an
+    unsigned one only with `allow_untrusted`). Reads only the file's head: the signature and
+    control sections are hashed here; the data section's SHA-256 is the `.PKGINFO` datahash
+    (pinned by the control section), which the fetch stage checked the data against."""
+    from builder.apk.layout import read_layout, read_pkginfo
+    from builder.apk.package import check_signature
+    from builder.apk.signing import parse_signature_tar
+    from builder.deflate.gzipstream import inflate_member
 
-    data = path.read_bytes()
-    verify_sections(pkg, data, str(path))
-    apk = read_apk(data, str(path))
-    if apk.signatures or not allow_untrusted:
-        check_signature(apk, keyring, f"{pkg.name} {pkg.version}")
+    layout = read_layout(path)
+    with open(path, "rb") as f:
+        head = f.read(layout.control_end)
+    sig, control = head[:layout.control_start], head[layout.control_start:]
+    fields, _ = read_pkginfo(layout)
+    datahash = (fields.get("datahash") or [""])[0]
+    got = Sections(
+        (0, len(sig) - 1, "sha1-" + _b64(hashlib.sha1(sig).digest())) if sig else None,
+        (layout.control_start, layout.control_end - 1,
+         "sha1-" + _b64(hashlib.sha1(control).digest())),
+        (layout.control_end, layout.size - 1,
+         "sha256-" + _b64(bytes.fromhex(datahash)) if datahash else ""))
+    for field in ("signature", "control", "data"):
+        want, have = getattr(pkg.sections, field), getattr(got, field)
+        if want != have:
+            raise VerificationError(
+                f"{pkg.name} {pkg.version} ({pkg.arch}, {path}): {field} section is "
+                f"{_show(have)}, the lockfile says {_show(want)}")
+    signatures = parse_signature_tar(inflate_member(sig, 0, str(path))[0], str(path)) \
+        if sig else None
+    if signatures or not allow_untrusted:
+        check_signature(signatures or [], control, str(path), keyring,
+                        f"{pkg.name} {pkg.version}")

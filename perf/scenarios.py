@@ -41,7 +41,7 @@ import yaml
 from builder.apk.model import Package, parse_index_text
 from builder.errors import ApkImageError
 
-SCENARIOS = ("cold", "hot", "offline", "publish")
+SCENARIOS = ("cold", "hot", "offline", "publish", "cold-lock", "hot-lock")
 
 
 class ScenarioError(ApkImageError):
@@ -539,9 +539,75 @@ class PublishScenario(HotScenario):
                                 f"reported {want}")
 
 
+class _FromLockfile:
+    """The `-lock` variants: builds install from an apko lockfile made once per job from the
+    served repository (`apkimage lock`), so they read no APKINDEX and solve nothing; a run
+    that requests an index fails."""
+
+    lock_path: Path
+
+    def write_lock(self: Any) -> None:
+        import argparse
+
+        from builder import lock
+        from builder.commands.lock import make_lock
+
+        ca = getattr(self.server, "ca_path", None) or getattr(self.server, "ca_file", None)
+        args = argparse.Namespace(config=str(self.config_path), arch=[], include_paths=[],
+                                  workdir=None, cache_dir=str(self.workdir / "lock-cache"),
+                                  offline=False, ca_file=str(ca) if self.tls and ca else None)
+        self.lock_path = self.workdir / "apko.lock.json"
+        self.lock_path.write_bytes(lock.dumps(make_lock(args)))
+        rm_tree(self.workdir / "lock-cache")
+
+    def lock_args(self) -> list[str]:
+        return ["--lockfile", str(self.lock_path)]
+
+    def check_no_index(self: Any, st: SideState, token: int) -> None:
+        index = [r["path"] for r in self.requests()[token:]
+                 if str(r.get("path", "")).endswith("APKINDEX.tar.gz")]
+        if index:
+            raise ScenarioError(f"{self.name} run of {st.label} requested {index[0]}: a "
+                                "lockfile build reads no index")
+
+
+class ColdLockScenario(_FromLockfile, ColdScenario):
+    name = "cold-lock"
+
+    def __enter__(self) -> Scenario:
+        super().__enter__()
+        self.write_lock()
+        return self
+
+    def build_args(self, st: SideState, out: Path, spans: Path, impl: str,
+                   extra: list[str] | None = None) -> list[str]:
+        return super().build_args(st, out, spans, impl, [*(extra or []), *self.lock_args()])
+
+    def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
+        super().after_run(st, spec, spans_doc)
+        self.check_no_index(st, spec.check_token)
+
+
+class HotLockScenario(_FromLockfile, HotScenario):
+    name = "hot-lock"
+
+    def __enter__(self) -> Scenario:
+        super().__enter__()
+        self.write_lock()
+        return self
+
+    def build_args(self, st: SideState, out: Path, spans: Path, impl: str,
+                   extra: list[str] | None = None) -> list[str]:
+        return super().build_args(st, out, spans, impl, [*(extra or []), *self.lock_args()])
+
+    def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
+        super().after_run(st, spec, spans_doc)
+        self.check_no_index(st, spec.check_token)
+
+
 SCENARIO_CLASSES: dict[str, type[Scenario]] = {
     "cold": ColdScenario, "hot": HotScenario, "offline": OfflineScenario,
-    "publish": PublishScenario,
+    "publish": PublishScenario, "cold-lock": ColdLockScenario, "hot-lock": HotLockScenario,
 }
 
 

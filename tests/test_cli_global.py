@@ -58,3 +58,21 @@ def test_global_workdir_changes_directory_before_the_command(tmp_path):
     assert str(tmp_path / "sub" / "missing.yaml") in proc.stderr
     bad = _run("-C", str(tmp_path / "nope"), "version")
     assert bad.returncode == 1 and f"failed to change dir to {tmp_path / 'nope'}" in bad.stderr
+
+
+def test_only_the_chosen_command_is_loaded_and_the_list_matches_the_modules():
+    import argparse
+    import importlib
+
+    from builder.cli import COMMANDS, HELPS
+
+    probe = ("import sys; from builder.cli import build_parser; build_parser(['build', 'x']);"
+             "print(sorted(m for m in sys.modules if m.startswith('builder.commands.')))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True).stdout
+    assert "builder.commands.build'" in loaded and "builder.commands.dot" not in loaded
+    for name in COMMANDS:  # the listed help is the command's own
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"builder.commands.{name.replace('-', '_')}").add_parser(sub)
+        (action,) = [a for a in sub._choices_actions if a.dest == name]
+        assert action.help == HELPS[name], name

@@ -117,17 +117,18 @@ def iter_data_tar(
         raise FormatError(f"{source}: malformed data tar: {exc}") from None
 
 
-def check_signature(apk: ApkFile, keyring: Keyring | None, name: str) -> str:
+def check_signature(signatures: list[tuple[str, str, bytes]], control: bytes, source: str,
+                    keyring: Keyring | None, name: str) -> str:
     """The name of the trusted key whose signature of the control section verifies."""
-    if not apk.signatures:
-        raise VerificationError(f"{name}: package is not signed ({apk.source})")
-    usable = [s for s in apk.signatures if s[0] in VERIFIABLE]
+    if not signatures:
+        raise VerificationError(f"{name}: package is not signed ({source})")
+    usable = [s for s in signatures if s[0] in VERIFIABLE]
     if keyring is None:
         raise VerificationError(f"{name}: no keyring to check the package signature")
     for digest_name, key_name, sig in usable:
-        if keyring.verify(key_name, digest_name, apk.control, sig):
+        if keyring.verify(key_name, digest_name, control, sig):
             return key_name
-    names = ", ".join(k for _, k, _ in apk.signatures)
+    names = ", ".join(k for _, k, _ in signatures)
     if not any(k in keyring for _, k, _ in usable):
         raise VerificationError(f"{name}: package signature: no trusted key (signed by {names})")
     raise VerificationError(
@@ -148,9 +149,11 @@ def verify_apk(
     name = str(apk.package)
     report = VerifyReport(package=name, signer=None)
     if require_signature:
-        report.signer = check_signature(apk, keyring, name)
+        report.signer = check_signature(apk.signatures, apk.control, apk.source, keyring,
+                                            name)
     elif apk.signatures and keyring is not None and len(keyring):
-        report.signer = check_signature(apk, keyring, name)
+        report.signer = check_signature(apk.signatures, apk.control, apk.source, keyring,
+                                            name)
     if expected is not None:
         if expected.checksum and expected.checksum != apk.package.checksum:
             raise VerificationError(

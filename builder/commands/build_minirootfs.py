@@ -5,15 +5,10 @@ the config's archs are ignored, as apko ignores them)."""
 from __future__ import annotations
 
 import argparse
-import logging
-import platform
-import shutil
-import tempfile
+import os
 from pathlib import Path
 
 from builder.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,12 +18,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     add_common_flags(p)
     p.add_argument("out", help="output .tar.gz")
-    p.add_argument("--build-arch", default=platform.machine(),
+    p.add_argument("--build-arch", default=os.uname().machine,
                    help="architecture to build (default: this machine's)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+    import shutil
+    import tempfile
+
     from builder.commands.build import options_from_args
     from builder.pipeline import build, layered
     from builder.spans import SpanRecorder
@@ -50,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
         with AtomicFile(parent) as f, open(layer.path, "rb") as src:
             shutil.copyfileobj(src, f.file)
             f.commit(out)
-    log.info("wrote minirootfs to %s", out)
+    logging.getLogger(__name__).info("wrote minirootfs to %s", out)
     print(out)
     return 0

@@ -4,15 +4,10 @@ saying how big it is; `--dry-run` only measures it."""
 from __future__ import annotations
 
 import argparse
-import json
-import logging
 import os
-import shutil
 from pathlib import Path
 
 from builder.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -48,10 +43,14 @@ def measure(path: Path) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+    import logging
+    import shutil
+
     from builder.repo.cache import default_cache_dir
 
     path = Path(args.cache_dir).absolute() if args.cache_dir else default_cache_dir()
-    log.info("Cleaning cache directory: %s", path)
+    logging.getLogger(__name__).info("Cleaning cache directory: %s", path)
     if not path.exists():
         size = files = 0
         removed = False

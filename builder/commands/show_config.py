@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any
 
-from builder.gojson import Struct
+from builder.gojson import Struct  # (small: loaded by every build anyway)
 
 _PLAIN = re.compile(r"[A-Za-z0-9_./][A-Za-z0-9_./@%+=,:\- ]*")
 _RESERVED = {"true", "false", "yes", "no", "on", "off", "null", "~", "y", "n"}

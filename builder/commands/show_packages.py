@@ -6,7 +6,6 @@ install order, one line each in apko's `--format` (a named format or a template 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 
 from builder.errors import ConfigError
@@ -81,6 +80,8 @@ def packages(args: argparse.Namespace) -> dict[str, list[dict[str, str]]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+
     template = compile_format(args.format)
     found = packages(args)
     if args.json:

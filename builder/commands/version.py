@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 
 
 def version() -> str:
@@ -24,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+    import platform
+
     info = {"name": "apkimage", "version": version(),
             "python": platform.python_version(), "platform": platform.platform()}
     if args.json:
