@@ -172,11 +172,15 @@ def _show(part: tuple[int, int, str] | None) -> str:
 
 
 def verify_locked_file(pkg: LockedPackage, path: Path, keyring: Keyring,
-                       allow_untrusted: bool = False) -> None:
+                       allow_untrusted: bool = False, memo_dir: Path | None = None) -> None:
     """A fetched `.apk` is the locked one and its signature verifies with the keyring (an
     unsigned one only with `allow_untrusted`). Reads only the file's head: the signature and
     control sections are hashed here; the data section's SHA-256 is the `.PKGINFO` datahash
-    (pinned by the control section), which the fetch stage checked the data against."""
+    (pinned by the control section), which the fetch stage checked the data against.
+
+    With `memo_dir` (in the cache), a signature that verified once is remembered by the
+    SHA-256 of the signature and control bytes and the keyring's fingerprint — exactly what
+    the check depends on — so later builds neither import `cryptography` nor verify again."""
     from builder.apk.layout import read_layout, read_pkginfo
     from builder.apk.package import check_signature
     from builder.apk.signing import parse_signature_tar
@@ -200,8 +204,21 @@ def verify_locked_file(pkg: LockedPackage, path: Path, keyring: Keyring,
             raise VerificationError(
                 f"{pkg.name} {pkg.version} ({pkg.arch}, {path}): {field} section is "
                 f"{_show(have)}, the lockfile says {_show(want)}")
+    memo = None
+    if memo_dir is not None and sig:
+        key = hashlib.sha256(head).hexdigest()
+        memo = memo_dir / key[:2] / f"{key}-{keyring.fingerprint()[:32]}"
+        if memo.is_file():
+            return
     signatures = parse_signature_tar(inflate_member(sig, 0, str(path))[0], str(path)) \
         if sig else None
     if signatures or not allow_untrusted:
-        check_signature(signatures or [], control, str(path), keyring,
-                        f"{pkg.name} {pkg.version}")
+        signer = check_signature(signatures or [], control, str(path), keyring,
+                                 f"{pkg.name} {pkg.version}")
+        if memo is not None:
+            from builder.util.atomic import write_bytes
+
+            try:  # a memo lost or not written only costs verifying again
+                write_bytes(memo, signer.encode() + b"\n", durable=False)
+            except OSError:
+                pass

@@ -180,8 +180,9 @@ def _verify_locked(ctx: BuildContext, aarch: str, paths: dict[str, Path]) -> Non
     keyring = Keyring()
     for name, pem in ctx.planned.keys:
         keyring.add(name, pem, name)
+    memo = ctx.fetcher.cache.base / "signature-verified"
     for lp in ctx.planned.locked[aarch]:
-        verify_locked_file(lp, paths[lp.name], keyring, ctx.opts.allow_untrusted)
+        verify_locked_file(lp, paths[lp.name], keyring, ctx.opts.allow_untrusted, memo)
 
 
 def layered(cfg: ImageConfig) -> bool:

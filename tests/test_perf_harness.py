@@ -232,3 +232,22 @@ def test_stitched_reuse_is_reported(small_workload, tmp_path):
     lines = [line for line in table.splitlines() if "verbatim" in line]
     assert len(lines) == 1 and lines[0].lstrip().startswith("stitched: reused ")
     assert f"{attrs['reused_bytes'] / 1e6:.1f} MB" in lines[0]
+
+
+def test_lock_scenarios_build_from_a_lockfile_and_refuse_an_index_request(tmp_path,
+                                                                         small_workload):
+    from perf.scenarios import ScenarioError, SideState, make_scenario
+
+    with make_scenario("hot-lock", small_workload, tmp_path / "hl") as scen:
+        doc = json.loads(scen.lock_path.read_text())
+        assert doc["version"] == "v1" and doc["contents"]["packages"]
+        assert scen.server.url in doc["contents"]["packages"][0]["url"]
+        st = SideState("a", tmp_path / "a", tmp_path / "a" / "cache")
+        args = scen.build_args(st, tmp_path / "out", tmp_path / "s.json", "fast")
+        assert args[-2:] == ["--lockfile", str(scen.lock_path)]
+        token = len(scen.requests())
+        import urllib.request
+
+        urllib.request.urlopen(f"{scen.server.url}/x86_64/APKINDEX.tar.gz").read()
+        with pytest.raises(ScenarioError, match="requested /x86_64/APKINDEX.tar.gz"):
+            scen.check_no_index(st, token)
