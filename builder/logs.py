@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR}
@@ -18,6 +19,18 @@ class _Format(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         record.levelname = _NAMES.get(record.levelno, record.levelname)
         return super().format(record)
+
+
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever `sys.stderr` is when a record is logged (not when configured)."""
+
+    @property  # type: ignore[override]  # a read-only view of sys.stderr, by design
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
 
 
 def parse_level(text: str) -> int:
@@ -39,7 +52,7 @@ def configure(level: str | None) -> None:
     for h in list(logger.handlers):
         if getattr(h, "_apkimage", False):
             logger.removeHandler(h)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler._apkimage = True  # type: ignore[attr-defined]
     handler.setFormatter(_Format("%(asctime)s %(levelname)s %(message)s", "%Y/%m/%d %H:%M:%S"))
     logger.addHandler(handler)

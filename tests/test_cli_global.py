@@ -76,3 +76,21 @@ def test_only_the_chosen_command_is_loaded_and_the_list_matches_the_modules():
         importlib.import_module(f"builder.commands.{name.replace('-', '_')}").add_parser(sub)
         (action,) = [a for a in sub._choices_actions if a.dest == name]
         assert action.help == HELPS[name], name
+
+
+def test_info_shows_a_line_per_stage_and_the_default_when_piped_shows_none(tmp_path,
+                                                                           monkeypatch, capsys):
+    from tests.helpers import golden_workdir
+
+    monkeypatch.chdir(golden_workdir(tmp_path))
+    args = ["build", "testdata/apko.yaml", "g:latest", str(tmp_path / "o1"), "--arch", "x86_64",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(["--log-level", "info", *args]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d INFO layer \(x86_64\) \d+\.\d{3} s "
+                     r"\d+\.\d (kB|MB)$", err, re.M), err
+    assert re.search(r"INFO building testdata/apko.yaml$", err, re.M)
+    args[3] = str(tmp_path / "o2")
+    assert main(args) == 0
+    assert capsys.readouterr().err == ""
+    configure(None)

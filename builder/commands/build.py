@@ -9,7 +9,6 @@ The build runs in a temporary work directory; OUT appears only when everything s
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,12 +95,31 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
 
 
 def progress(msg: str) -> None:
-    if sys.stderr.isatty():
-        print(f"apkimage: {msg}", file=sys.stderr, flush=True)
+    """An info line (shown on a terminal, or when piped with --log-level info)."""
+    import logging
+
+    logging.getLogger("builder.build").info("%s", msg)
+
+
+def stage_lines(rec: SpanRecorder) -> None:
+    """One info line per stage span: name (and arch, layer), seconds, bytes out."""
+    import logging
+
+    log = logging.getLogger("builder.build")
+    if not log.isEnabledFor(logging.INFO):
+        return
+    for s in rec.spans:
+        where = "/".join(x for x in (s.arch, str(s.attrs.get("layer", ""))) if x)
+        size = "" if not s.bytes_out else (f" {s.bytes_out / 1e6:.2f} MB"
+                                          if s.bytes_out >= 100_000 else
+                                          f" {s.bytes_out / 1e3:.1f} kB")
+        log.info("%s%s %.3f s%s", s.name, f" ({where})" if where else "", s.wall_s, size)
 
 
 def finish(args: argparse.Namespace, rec: SpanRecorder, summary: dict[str, Any]) -> None:
     import json
+
+    stage_lines(rec)
 
     if args.spans:
         doc = rec.to_json()
