@@ -23,6 +23,7 @@ from builder.errors import ConfigError, FormatError, VerificationError
 
 if TYPE_CHECKING:
     from builder.apk.signing import Keyring
+    from builder.config import ImageConfig
 
 VERSION = "v1"
 
@@ -99,6 +100,14 @@ def package_entry(name: str, version: str, arch: str, repo_line: str, sections: 
     return {"name": name, "url": package_url(repo_line, arch, name, version),
             "version": version, "architecture": arch, **sections.to_json(),
             "checksum": checksum}
+
+
+def configured_repositories(cfg: ImageConfig) -> dict[str, str]:
+    """Resolved repository URL/path -> the line as the config wrote it (what apko names)."""
+    from builder.repo.repository import parse_repository
+
+    return {parse_repository(line, "repositories", cfg.resolve_local).url: line
+            for line in [*cfg.contents.repositories, *cfg.contents.build_repositories]}
 
 
 def dumps(doc: dict[str, Any]) -> bytes:

@@ -540,11 +540,16 @@ class PublishScenario(HotScenario):
 
 
 class _FromLockfile:
-    """The `-lock` variants: builds install from an apko lockfile made once per job from the
-    served repository (`apkimage lock`), so they read no APKINDEX and solve nothing; a run
-    that requests an index fails."""
+    """The `-lock` variants (mixed in before Cold/HotScenario): builds install from an apko
+    lockfile made once per job from the served repository (`apkimage lock`), so they read no
+    APKINDEX and solve nothing; a run that requests an index fails."""
 
     lock_path: Path
+
+    def __enter__(self: Any) -> Scenario:
+        super().__enter__()  # type: ignore[misc]  # the scenario class it is mixed into
+        self.write_lock()
+        return self
 
     def write_lock(self: Any) -> None:
         import argparse
@@ -560,8 +565,14 @@ class _FromLockfile:
         self.lock_path.write_bytes(lock.dumps(make_lock(args)))
         rm_tree(self.workdir / "lock-cache")
 
-    def lock_args(self) -> list[str]:
-        return ["--lockfile", str(self.lock_path)]
+    def build_args(self: Any, st: SideState, out: Path, spans: Path, impl: str,
+                   extra: list[str] | None = None) -> list[str]:
+        return super().build_args(st, out, spans, impl,  # type: ignore[misc]
+                                  [*(extra or []), "--lockfile", str(self.lock_path)])
+
+    def after_run(self: Any, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
+        super().after_run(st, spec, spans_doc)  # type: ignore[misc]
+        self.check_no_index(st, spec.check_token)
 
     def check_no_index(self: Any, st: SideState, token: int) -> None:
         index = [r["path"] for r in self.requests()[token:]
@@ -574,35 +585,9 @@ class _FromLockfile:
 class ColdLockScenario(_FromLockfile, ColdScenario):
     name = "cold-lock"
 
-    def __enter__(self) -> Scenario:
-        super().__enter__()
-        self.write_lock()
-        return self
-
-    def build_args(self, st: SideState, out: Path, spans: Path, impl: str,
-                   extra: list[str] | None = None) -> list[str]:
-        return super().build_args(st, out, spans, impl, [*(extra or []), *self.lock_args()])
-
-    def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
-        super().after_run(st, spec, spans_doc)
-        self.check_no_index(st, spec.check_token)
-
 
 class HotLockScenario(_FromLockfile, HotScenario):
     name = "hot-lock"
-
-    def __enter__(self) -> Scenario:
-        super().__enter__()
-        self.write_lock()
-        return self
-
-    def build_args(self, st: SideState, out: Path, spans: Path, impl: str,
-                   extra: list[str] | None = None) -> list[str]:
-        return super().build_args(st, out, spans, impl, [*(extra or []), *self.lock_args()])
-
-    def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
-        super().after_run(st, spec, spans_doc)
-        self.check_no_index(st, spec.check_token)
 
 
 SCENARIO_CLASSES: dict[str, type[Scenario]] = {

@@ -10,6 +10,8 @@ from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from builder.commands.resolve import add_source_flags
+
     p = sub.add_parser("lock", help="write apko's lockfile for a configuration",
                        description=__doc__)
     p.add_argument("config", help="apko-style YAML image configuration")
@@ -19,12 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="architecture(s) (repeat or comma-separate; overrides archs)")
     p.add_argument("--include-paths", action="append", default=[], metavar="DIR",
                    help="where else to look for the config file (apko's flag)")
-    p.add_argument("--workdir", "-C", default=None, metavar="DIR",
-                   help="resolve relative repository, keyring and include paths against DIR "
-                        "(default: the working directory, as apko does)")
-    p.add_argument("--cache-dir", default=None, help="cache root (default ~/.cache/apkimage)")
-    p.add_argument("--offline", action="store_true", help="use only the cache")
-    p.add_argument("--ca-file", default=None, metavar="PEM")
+    add_source_flags(p)
     p.set_defaults(func=run)
 
 
@@ -38,7 +35,6 @@ def make_lock(args: argparse.Namespace) -> dict[str, Any]:
     from builder.config import find_config
     from builder.plan import BuildOptions, make_plan, read_keys
     from builder.repo.fetch import Fetcher
-    from builder.repo.repository import parse_repository
     from builder.spans import SpanRecorder
     from builder.stages.registry import current
 
@@ -49,8 +45,7 @@ def make_lock(args: argparse.Namespace) -> dict[str, Any]:
     with Fetcher(args.cache_dir, offline=args.offline, ca_file=args.ca_file) as fetcher:
         plan, planned = make_plan(opts, SpanRecorder(), fetcher)
         cfg = planned.cfg
-        written = {parse_repository(line, "repositories", cfg.resolve_local).url: line
-                   for line in [*cfg.contents.repositories, *cfg.contents.build_repositories]}
+        written = lock.configured_repositories(cfg)
         packages = []
         for arch in plan.archs:
             ordered = planned.packages[arch.apk_arch]

@@ -25,16 +25,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", "--keyring-append", action="append", default=[], metavar="KEY")
     p.add_argument("-r", "--repository-append", action="append", default=[], metavar="REPO")
     p.add_argument("-p", "--package-append", action="append", default=[], metavar="PKG")
+    add_source_flags(p)
+    p.add_argument("--allow-untrusted", action="store_true",
+                   help="accept indexes whose signature cannot be verified")
+    p.add_argument("--json", action="store_true", help="print a JSON object per arch")
+    p.set_defaults(func=run)
+
+
+def add_source_flags(p: argparse.ArgumentParser) -> None:
+    """Where a resolution reads from: the path base, the cache, offline, a CA."""
     p.add_argument("--workdir", "-C", default=None, metavar="DIR",
                    help="resolve relative repository, keyring and include paths against DIR "
                         "(default: the working directory, as apko does)")
     p.add_argument("--cache-dir", default=None, help="cache root (default ~/.cache/apkimage)")
     p.add_argument("--offline", action="store_true", help="use only cached indexes")
     p.add_argument("--ca-file", default=None, metavar="PEM")
-    p.add_argument("--allow-untrusted", action="store_true",
-                   help="accept indexes whose signature cannot be verified")
-    p.add_argument("--json", action="store_true", help="print a JSON object per arch")
-    p.set_defaults(func=run)
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, list[str]]:

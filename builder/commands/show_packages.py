@@ -61,7 +61,6 @@ def packages(args: argparse.Namespace) -> dict[str, list[dict[str, str]]]:
     from builder import lock
     from builder.plan import BuildOptions, make_plan
     from builder.repo.fetch import Fetcher
-    from builder.repo.repository import parse_repository
     from builder.spans import SpanRecorder
 
     opts = BuildOptions(config=args.config, archs=list(args.arch),
@@ -71,8 +70,7 @@ def packages(args: argparse.Namespace) -> dict[str, list[dict[str, str]]]:
     with Fetcher(args.cache_dir, offline=args.offline) as fetcher:
         plan, planned = make_plan(opts, SpanRecorder(), fetcher)
     cfg = planned.cfg
-    written = {parse_repository(line, "repositories", cfg.resolve_local).url: line
-               for line in [*cfg.contents.repositories, *cfg.contents.build_repositories]}
+    written = lock.configured_repositories(cfg)
     return {a.apk_arch: [{"name": p.name, "version": p.version,
                           "source": lock.package_url(written.get(p.repository, p.repository),
                                                      a.apk_arch, p.name, p.version)}
