@@ -21,6 +21,7 @@ HELPS = {
     "publish": "build an image and push it to a registry",
     "dot": "the dependency graph in Graphviz dot",
     "clean": "remove the cache directory",
+    "install-keys": "discover and install keys for all repositories",
     "version": "print the version",
 }
 COMMANDS = list(HELPS)
