@@ -126,3 +126,41 @@ def test_show_packages_equals_resolve(wd, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert {a: [f"{p['name']}={p['version']}" for p in rows] for a, rows in shown.items()} \
         == resolved
+
+
+@pytest.mark.tools
+def test_dot_web_serves_linked_svg(wd):
+    """`dot --web` as a user runs it: a server on 127.0.0.1 whose page is Graphviz's SVG with
+    package nodes linking to the registry explorer; `?node=` of an unknown package is a 404."""
+    import os
+    import subprocess
+    import sys
+    import urllib.error
+    import urllib.request
+    import xml.etree.ElementTree as ET
+
+    from tests.helpers import require_tool
+
+    require_tool("dot")
+    env = {**os.environ, "BROWSER": "true"}  # webbrowser runs `true` instead of a browser
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder.cli", "dot", "--web", "testdata/apko.yaml",
+         "--arch", "x86_64", "-e", "explorer.example", "--cache-dir", str(wd / "cache")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://localhost:"), proc.stderr.read() if proc.stderr else ""
+        with urllib.request.urlopen(url + "/?node=replayout", timeout=30) as resp:
+            assert resp.headers["Content-Type"] == "image/svg+xml"
+            root = ET.fromstring(resp.read())
+        links = {a.get("{http://www.w3.org/1999/xlink}href")
+                 for a in root.iter("{http://www.w3.org/2000/svg}a")}
+        assert any(link and link.startswith("https://explorer.example/")
+                   and link.endswith("/x86_64/replayout-1.0.0-r0.apk") for link in links), links
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(url + "/?node=no-such-package", timeout=30)
+        assert err.value.code == 404
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
