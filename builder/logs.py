@@ -8,6 +8,8 @@ import logging
 import sys
 from typing import TextIO
 
+from builder import progress
+
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
           "warning": logging.WARNING, "error": logging.ERROR}
 # apko's labels (charmbracelet/log: the level name cut to four letters).
@@ -24,13 +26,19 @@ class _Format(logging.Formatter):
 class _Stderr(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is when a record is logged (not when configured)."""
 
-    @property  # type: ignore[override]  # a read-only view of sys.stderr, by design
+    _apkimage: bool  # set on the handler configure() installs, to find it again
+
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
     def stream(self, _value: object) -> None:
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress.ACTIVE.clear()  # a status line on the terminal gives way to the record
+        super().emit(record)
 
 
 def parse_level(text: str) -> int:
@@ -53,7 +61,7 @@ def configure(level: str | None) -> None:
         if getattr(h, "_apkimage", False):
             logger.removeHandler(h)
     handler = _Stderr()
-    handler._apkimage = True  # type: ignore[attr-defined]
+    handler._apkimage = True
     handler.setFormatter(_Format("%(asctime)s %(levelname)s %(message)s", "%Y/%m/%d %H:%M:%S"))
     logger.addHandler(handler)
     logger.setLevel(lvl)

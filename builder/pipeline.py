@@ -74,6 +74,7 @@ def build(opts: BuildOptions, work: Path, rec: SpanRecorder) -> BuildResult:
     registry = current()
     check(chosen, registry)
     with Fetcher(opts.cache_dir, offline=opts.offline, ca_file=opts.ca_file) as fetcher:
+        fetcher.progress = rec.progress
         plan, planned = make_plan(opts, rec, fetcher)
         ctx = BuildContext(opts, chosen, registry, work, rec, fetcher, planned)
         archs = [build_arch(plan, arch, ctx) for arch in plan.archs]
@@ -113,6 +114,7 @@ def build_arch(plan: BuildPlan, arch: ArchPlan, ctx: BuildContext) -> ArchArtefa
     pinned = arch.pinned
 
     with rec.span("fetch", aarch, impl=chosen["fetch"]) as s:
+        rec.progress.expect(len(ordered), sum(p.size for p in ordered))
         paths = ctx.impl("fetch")(ordered, aarch, ctx.fetcher, None)
         if aarch in ctx.planned.locked:
             _verify_locked(ctx, aarch, paths)

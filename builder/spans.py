@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from builder.progress import NULL, NullProgress
+
 STARTUP = "startup"  # process start to the first stage: not a pipeline stage
 SPAWN_ENV = "APKPERF_SPAWN_NS"
 # Set by the harness when it counts instructions (perf/instructions.py): every span start and
@@ -102,6 +104,8 @@ class SpanRecorder:
         self._start_wall = time.perf_counter()
         self._start_cpu = _cpu()
         self.marks: list[str] | None = [] if os.environ.get(MARKS_ENV) == "1" else None
+        # The status line stages are shown on (builder/progress.py; NULL when not shown).
+        self.progress: NullProgress = NULL
 
     def _mark(self, what: str) -> None:
         if self.marks is not None:
@@ -128,6 +132,7 @@ class SpanRecorder:
             self._record_startup()
         s = Span(name=name, arch=arch, attrs=dict(attrs))
         self._mark(f"start {name}")
+        self.progress.start(name, arch)
         wall0, cpu0 = time.perf_counter(), _cpu()
         try:
             yield s
@@ -135,6 +140,7 @@ class SpanRecorder:
             s.wall_s = time.perf_counter() - wall0
             s.cpu_s = _cpu() - cpu0
             self._mark(f"end {name}")
+            self.progress.end()
             self.spans.append(s)
             self._note_memory(s)
 

@@ -62,6 +62,16 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
                    help="CA bundle for HTTPS repositories/registries")
     p.add_argument("--allow-untrusted", action="store_true",
                    help="accept indexes whose signature cannot be verified")
+    add_limit_flag(p)
+
+
+def add_limit_flag(p: argparse.ArgumentParser) -> None:
+    """`--limit NAME=VALUE` (builder/limits.py), repeatable; the CLI installs the limits
+    before the command runs."""
+    from builder.limits import help_text
+
+    p.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                   help=help_text())
 
 
 def epilog() -> str:
@@ -143,6 +153,7 @@ def copy_sboms(result: BuildResult, sbom_path: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
+    from builder import progress as status_line
     from builder.pipeline import build
     from builder.spans import SpanRecorder
     from builder.stages.registry import current
@@ -161,10 +172,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{out}: parent directory {parent} does not exist")
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=parent) as tmp:
         progress(f"building {args.config}")
-        result = build(opts, Path(tmp), rec)
-        with rec.span("oci", impl=opts.impl["oci"]) as s:
-            write_output = current().get("oci", opts.impl["oci"]).obj
-            s.bytes_out = write_output(result.images, result.index, result.layers, out, args.tag)
+        rec.progress = status_line.for_build()
+        try:
+            result = build(opts, Path(tmp), rec)
+            with rec.span("oci", impl=opts.impl["oci"]) as s:
+                write_output = current().get("oci", opts.impl["oci"]).obj
+                s.bytes_out = write_output(result.images, result.index, result.layers, out,
+                                           args.tag)
+        finally:
+            status_line.done()
         copy_sboms(result, args.sbom_path)
         progress(f"wrote {out} (index {result.index.digest})")
         finish(args, rec, result.summary())

@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import tempfile
 
+    from builder import progress as status_line
     from builder.pipeline import build
     from builder.spans import SpanRecorder
     from builder.stages.registry import current
@@ -36,12 +37,16 @@ def run(args: argparse.Namespace) -> int:
     rec = SpanRecorder()
     with tempfile.TemporaryDirectory(prefix="apkimage-publish-") as tmp:
         progress(f"building {args.config}")
-        result = build(opts, Path(tmp), rec)
-        with rec.span("publish", impl=opts.impl["publish"]) as s:
-            publish = current().get("publish", opts.impl["publish"]).obj
-            pushed = publish(result, list(args.refs))
-            s.bytes_out = pushed.bytes_uploaded
-            s.attrs.update(uploaded=len(pushed.uploaded), skipped=len(pushed.skipped))
+        rec.progress = status_line.for_build()
+        try:
+            result = build(opts, Path(tmp), rec)
+            with rec.span("publish", impl=opts.impl["publish"]) as s:
+                publish = current().get("publish", opts.impl["publish"]).obj
+                pushed = publish(result, list(args.refs))
+                s.bytes_out = pushed.bytes_uploaded
+                s.attrs.update(uploaded=len(pushed.uploaded), skipped=len(pushed.skipped))
+        finally:
+            status_line.done()
         copy_sboms(result, args.sbom_path)
         summary = result.summary()
         summary["pushed"] = {"uploaded": pushed.uploaded, "skipped": pushed.skipped}

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from builder.apk.model import Package
 from builder.errors import FetchError, FormatError, VerificationError
+from builder.progress import NULL, NullProgress
 from builder.repo.cache import Cache, CorruptEntry, IndexRecord
 from builder.repo.http import Download, HttpOptions, download, make_session, revalidate
 from builder.repo.repository import INDEX_FILENAME, Repository
@@ -78,6 +79,8 @@ class Fetcher:
         )
         self.max_response_bytes = max_response_bytes
         self.stats = FetchStats()
+        # Packages done and bytes downloaded, for a status line (builder/progress.py).
+        self.progress: NullProgress = NULL
         self._session: requests.Session | None = None
         self._lock = threading.Lock()
 
@@ -238,6 +241,7 @@ class Fetcher:
                 raise FetchError(f"{pkg}: {path} does not exist (repository {repo.url})")
             verify(path)
             self._count(bytes_read=path.stat().st_size)
+            self.progress.package_done(pkg.size)
             return path
 
         if not pkg.checksum:
@@ -256,6 +260,7 @@ class Fetcher:
                 log.warning("cache: %s at %s is corrupt (%s); fetching again", pkg, dest, exc)
             else:
                 self._count(cache_hits=1)
+                self.progress.package_done(pkg.size)
                 return dest
         elif self.offline:
             raise FetchError(f"offline: {pkg} is not in the cache ({dest}); would fetch {url}")
@@ -263,9 +268,28 @@ class Fetcher:
         session = self._session_for(url)
         with self.cache.atomic(dest.parent) as tmp:
             self._count(requests=1)
-            got = download(session, url, tmp.file, self.http, max_size=self.max_response_bytes)
+            out = tmp.file if self.progress is NULL else _Counted(tmp.file, self.progress)
+            got = download(session, url, out, self.http, max_size=self.max_response_bytes)
             self._count(bytes_fetched=got.size, cache_misses=1)
             tmp.file.flush()
             verify(tmp.path)
             tmp.commit(dest)
+        self.progress.package_done(pkg.size)
         return dest
+
+
+class _Counted:
+    """A download's file, telling the status line how many bytes arrived."""
+
+    def __init__(self, file: BinaryIO, progress: NullProgress) -> None:
+        self.file, self.progress = file, progress
+
+    def write(self, data: bytes) -> int:
+        self.progress.downloaded(len(data))
+        return self.file.write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.file.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return self.file.truncate(size)
