@@ -4,8 +4,9 @@ Serves a directory on 127.0.0.1 over HTTP/1.1 (keep-alive, threaded) or HTTPS wi
 generated throw-away CA, with strong ETags (SHA-256 of the content, so a regenerated but
 identical corpus keeps its ETags), `If-None-Match` → 304, single `Range` → 206, optional
 per-request latency and per-connection bandwidth shaping (to make `cold` runs look like a
-real network), and a JSON-lines request log. The harness reads the log to prove that an
-`offline` build sent nothing.
+real network), a flaky-link fault (`cut`: the first whole-body answer for each file promises
+the whole body, sends that fraction of it and hangs up), and a JSON-lines request log. The
+harness reads the log to prove that an `offline` build sent nothing.
 
     with RepoServer(repo_dir, latency_ms=20) as srv:
         build(srv.url)
@@ -21,6 +22,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import ssl
 import tempfile
 import threading
@@ -220,6 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
                         return
                     status = HTTPStatus.PARTIAL_CONTENT
         length = end - start + 1 if size else 0
+        send = length
+        if srv.owner.cut and status == HTTPStatus.OK and not head \
+                and srv.owner.cut_first(str(target)):
+            send = int(length * srv.owner.cut)
         self.send_response(status)
         for k, v in common.items():
             self.send_header(k, v)
@@ -232,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not head and length:
             with open(target, "rb") as f:
                 f.seek(start)
-                remaining = length
+                remaining = send
                 while remaining:
                     chunk = f.read(min(_CHUNK, remaining))
                     if not chunk:
@@ -245,6 +251,11 @@ class _Handler(BaseHTTPRequestHandler):
                         break
                     sent += len(chunk)
                     remaining -= len(chunk)
+        if send < length:  # the `cut` fault: the promised body stops here
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
         srv.record(self, status, sent)
 
     def _shape(self, nbytes: int) -> None:
@@ -291,7 +302,7 @@ class RepoServer:
     `ca_path` names the CA PEM clients must trust."""
 
     def __init__(self, root: str | os.PathLike[str], port: int = 0, tls: bool = False,
-                 latency_ms: float = 0.0, bandwidth_mbit: float = 0.0,
+                 latency_ms: float = 0.0, bandwidth_mbit: float = 0.0, cut: float = 0.0,
                  log_path: str | os.PathLike[str] | None = None,
                  tls_dir: str | os.PathLike[str] | None = None) -> None:
         self.root = Path(root).resolve()
@@ -299,6 +310,10 @@ class RepoServer:
             raise ServeError(f"{root}: not a directory, nothing to serve")
         if latency_ms < 0 or bandwidth_mbit < 0:
             raise ServeError("latency and bandwidth must not be negative")
+        if not 0 <= cut < 1:
+            raise ServeError("cut must be a fraction in [0, 1)")
+        self.cut = cut
+        self._cut_done: set[str] = set()
         self.requested_port = port
         self.tls = tls
         self.latency_ms = latency_ms
@@ -396,6 +411,14 @@ class RepoServer:
         with self._lock:
             self._busy.wait_for(lambda: self._in_flight == 0, timeout=settle_s)
             return list(self._log)
+
+    def cut_first(self, path: str) -> bool:
+        """True the first time `path` is served whole (the `cut` fault applies then)."""
+        with self._lock:
+            if path in self._cut_done:
+                return False
+            self._cut_done.add(path)
+            return True
 
     def clear_requests(self) -> None:
         """Forget the in-memory log (the log file keeps everything)."""

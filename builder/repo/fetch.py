@@ -190,7 +190,7 @@ class Fetcher:
         if got.not_modified and cached is not None:
             self._count(cache_hits=1, not_modified=1)
             return parse(cached, url)
-        self._count(bytes_fetched=got.size, cache_misses=1)
+        self._count(bytes_fetched=got.transferred, cache_misses=1)
         result = parse(data, url)
         self.cache.put_blob(data, got.digest)  # re-hashed: refused if not what was downloaded
         self.cache.store_index_record(
@@ -270,7 +270,7 @@ class Fetcher:
             self._count(requests=1)
             out = tmp.file if self.progress is NULL else _Counted(tmp.file, self.progress)
             got = download(session, url, out, self.http, max_size=self.max_response_bytes)
-            self._count(bytes_fetched=got.size, cache_misses=1)
+            self._count(bytes_fetched=got.transferred, cache_misses=1)
             tmp.file.flush()
             verify(tmp.path)
             tmp.commit(dest)

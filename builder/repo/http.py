@@ -4,7 +4,9 @@
   per host (size it for the fetch concurrency, or connections get thrown away).
 - Retries: urllib3 `Retry` on connection errors and 5xx/429 with exponential backoff
   (`backoff * 2**(n-1)`); a response body that breaks mid-stream is retried by
-  `download()` itself, since urllib3 only retries up to the response headers.
+  `download()` itself, since urllib3 only retries up to the response headers: resumed
+  with a `Range` request where the server offers ranges (only the missing bytes cross the
+  network again), else from the start.
 - TLS: `ca_file` names a PEM bundle to trust instead of the system store (self-signed
   test servers, private mirrors).
 - Downloads stream into a file object while hashing (SHA-256 by default), so a package is
@@ -20,9 +22,10 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from builder.errors import FetchError
 
@@ -89,6 +92,7 @@ class Download:
     etag: str = ""
     last_modified: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    transferred: int = 0  # body bytes received (more than `size` after a restarted body)
 
     @property
     def not_modified(self) -> bool:
@@ -109,15 +113,20 @@ def download(
 
     `conditional` carries `If-None-Match`/`If-Modified-Since`; a 304 returns with nothing
     written. Any other non-200 status, a connection failure after the retries, or a body
-    larger than `max_size` raises FetchError naming the URL. A body cut short is retried
-    from the start (`out` is truncated first) up to `options.retries` times.
+    larger than `max_size` raises FetchError naming the URL. A body cut short is retried up
+    to `options.retries` times: resumed where it broke (`Range: bytes=N-`, with `If-Range`
+    naming the first response's validator, so a changed file comes whole) when the server
+    offered ranges, else from the start (`out` truncated first).
     """
     attempts = options.retries + 1
+    got = _Partial(hashlib.new(algorithm))
     for attempt in range(1, attempts + 1):
-        out.seek(0)
-        out.truncate()
+        if not got.resumable():
+            out.seek(0)
+            out.truncate()
+            got.restart()
         try:
-            return _download_once(session, url, out, options, algorithm, conditional, max_size)
+            return _download_once(session, url, out, options, got, conditional, max_size)
         except _BodyBroken as exc:
             if attempt == attempts:
                 raise FetchError(
@@ -131,21 +140,54 @@ class _BodyBroken(Exception):
     """The connection broke while the body was streaming (retryable)."""
 
 
+@dataclass
+class _Partial:
+    """A download across attempts: the bytes written so far, their running hash, and what a
+    resumed request must send."""
+
+    hasher: Any
+    algorithm: str = ""
+    size: int = 0  # bytes in `out` so far
+    total: int | None = None  # the whole body's length, when the server said
+    validator: str = ""  # strong ETag or Last-Modified of the first response
+    ranges: bool = False  # the server answered `Accept-Ranges: bytes`
+    transferred: int = 0  # body bytes received over all attempts
+
+    def __post_init__(self) -> None:
+        self.algorithm = self.hasher.name
+
+    def resumable(self) -> bool:
+        return self.size > 0 and self.ranges and bool(self.validator)
+
+    def restart(self) -> None:
+        self.hasher = hashlib.new(self.algorithm)
+        self.size, self.total, self.validator, self.ranges = 0, None, "", False
+
+
+def _validator(headers: Any) -> str:
+    etag = headers.get("ETag", "")
+    if etag and not etag.startswith("W/"):  # If-Range takes only a strong validator
+        return etag
+    return headers.get("Last-Modified", "")
+
+
 def _download_once(
     session: requests.Session,
     url: str,
     out: BinaryIO,
     options: HttpOptions,
-    algorithm: str,
+    got: _Partial,
     conditional: dict[str, str] | None,
     max_size: int | None,
 ) -> Download:
     import requests
 
+    headers = dict(conditional or {})
+    resuming = got.resumable()
+    if resuming:
+        headers.update({"Range": f"bytes={got.size}-", "If-Range": got.validator})
     try:
-        resp = session.get(
-            url, stream=True, timeout=options.timeout, headers=conditional or {}
-        )
+        resp = session.get(url, stream=True, timeout=options.timeout, headers=headers)
     except requests.exceptions.SSLError as exc:
         raise FetchError(f"{url}: TLS error: {_reason(exc)}") from exc
     except requests.exceptions.RequestException as exc:
@@ -160,29 +202,69 @@ def _download_once(
         )
         if resp.status_code == 304 and conditional:
             return result
-        if resp.status_code != 200:
+        if resuming and resp.status_code == 206:
+            if not _continues(resp.headers.get("Content-Range", ""), got):
+                got.ranges = False  # a range we did not ask for: next attempt from the start
+                try:
+                    raise OSError(f"asked for bytes {got.size}-, got "
+                                  f"{resp.headers.get('Content-Range', 'no Content-Range')}")
+                except OSError as exc:
+                    raise _BodyBroken(str(exc)) from exc
+            result.status = 200
+        elif resp.status_code == 200:
+            if got.size:  # the server sent the whole body again (changed, or no ranges)
+                out.seek(0)
+                out.truncate()
+                got.restart()
+            got.validator = _validator(resp.headers)
+            got.ranges = resp.headers.get("Accept-Ranges", "").strip().lower() == "bytes"
+            length = resp.headers.get("Content-Length")
+            got.total = int(length) if length is not None and length.isdigit() else None
+        else:
             raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
-        hasher = hashlib.new(algorithm)
-        size = 0
+        from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+        def take(data: bytearray) -> None:
+            if max_size is not None and got.size + len(data) > max_size:
+                raise FetchError(f"{url}: response larger than {max_size} bytes")
+            got.hasher.update(data)
+            out.write(data)
+            got.size += len(data)
+
+        # read1 returns what has arrived, so a body that breaks loses only the bytes still in
+        # flight and a resumed request asks for no more; it is gathered into CHUNKs to keep
+        # the hashing and writing in big pieces.
+        pending = bytearray()
         try:
-            for chunk in resp.iter_content(CHUNK):
-                size += len(chunk)
-                if max_size is not None and size > max_size:
-                    raise FetchError(f"{url}: response larger than {max_size} bytes")
-                hasher.update(chunk)
-                out.write(chunk)
-        except (requests.exceptions.ChunkedEncodingError,
+            while chunk := resp.raw.read1(CHUNK, decode_content=True):
+                got.transferred += len(chunk)
+                pending += chunk
+                if len(pending) >= CHUNK:
+                    take(pending)
+                    pending = bytearray()
+        except (ProtocolError, ReadTimeoutError, requests.exceptions.ChunkedEncodingError,
                 requests.exceptions.ConnectionError) as exc:
+            take(pending)
             raise _BodyBroken(str(exc)) from exc
-        expected = resp.headers.get("Content-Length")
-        if expected is not None and expected.isdigit() and int(expected) != size:
+        take(pending)
+        if got.total is not None and got.total != got.size:
             try:
-                raise OSError(f"got {size} of {expected} bytes")
+                raise OSError(f"got {got.size} of {got.total} bytes")
             except OSError as exc:
                 raise _BodyBroken(str(exc)) from exc
-        result.size = size
-        result.digest = hasher.hexdigest()
+        result.size = got.size
+        result.transferred = got.transferred
+        result.digest = got.hasher.hexdigest()
         return result
+
+
+def _continues(content_range: str, got: _Partial) -> bool:
+    """A 206's `Content-Range: bytes N-M/T` continues exactly where `got` stopped."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", content_range.strip())
+    if not m or int(m.group(1)) != got.size:
+        return False
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return total is None or got.total is None or total == got.total
 
 
 def revalidate(url: str, conditional: dict[str, str], options: HttpOptions,
@@ -236,7 +318,7 @@ def revalidate(url: str, conditional: dict[str, str], options: HttpOptions,
     expected = result.headers.get("Content-Length")
     if expected is not None and expected.isdigit() and int(expected) != len(body):
         return None
-    result.size = len(body)
+    result.size = result.transferred = len(body)
     result.digest = hashlib.sha256(body).hexdigest()
     return result, body
 

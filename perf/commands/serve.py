@@ -23,6 +23,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--latency-ms", type=float, default=0.0, help="delay before every response")
     p.add_argument("--bandwidth-mbit", type=float, default=0.0,
                    help="per-connection bandwidth cap in Mbit/s (0 = unlimited)")
+    p.add_argument("--cut", type=float, default=0.0, metavar="FRACTION",
+                   help="flaky link: the first whole answer for each file sends only this "
+                        "fraction of its body, then hangs up (0 = off)")
     p.add_argument("--log", help="append a JSON line per request to this file")
     p.set_defaults(func=run)
 
@@ -36,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with RepoServer(args.dir, port=args.port, tls=args.tls, latency_ms=args.latency_ms,
-                        bandwidth_mbit=args.bandwidth_mbit, log_path=args.log) as srv:
+                        bandwidth_mbit=args.bandwidth_mbit, cut=args.cut,
+                        log_path=args.log) as srv:
             print(srv.url, flush=True)
             if srv.ca_path is not None:
                 print(f"ca-file: {srv.ca_path}", flush=True)
