@@ -228,7 +228,7 @@ def parse_signature_tar(tar_bytes: bytes, source: str) -> list[tuple[str, str, b
     None when the tar's first entry is not a signature (so the member is not a signature)."""
     entries: list[tuple[str, str, bytes]] = []
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER)) as tf:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER), mode="r:") as tf:
             for info in tf:
                 if not info.name.startswith(".SIGN."):
                     if not entries:

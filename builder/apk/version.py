@@ -14,7 +14,8 @@ Comparison walks both strings token by token:
 Invalid versions are not rejected by `compare_versions` (apk-tools does not either): tokens
 are compared up to the first invalid spot and an invalid tail sorts *below* any valid
 continuation, two invalid tails compare equal. `is_valid_version` tells them apart.
-Divergence: numbers are unbounded Python ints (apk-tools parses into 64 bits).
+Divergence: numbers of any length compare by value (apk-tools parses them into 64 bits);
+they are kept as digit strings (`_number`), so a 5,000-digit component is no error.
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ _HEX_RE = re.compile(r"[0-9a-fA-F]*")
 Token = tuple[int, object]
 
 
+def _number(digits: str) -> tuple[int, str]:
+    """A digit string as a key in numeric order, without int() (which refuses more than
+    4,300 digits): (how many digits after leading zeros, those digits), length first."""
+    stripped = digits.lstrip("0")
+    return len(stripped), stripped
+
+
 @lru_cache(maxsize=65536)
 def _tokens(version: str) -> tuple[Token, ...]:
     """Split a version into (kind, value) tokens, ending with an _END or _INVALID token."""
@@ -45,7 +53,7 @@ def _tokens(version: str) -> tuple[Token, ...]:
     assert m is not None
     if not m.group():
         return ((_INVALID, None),)
-    out.append((_INITIAL, int(m.group())))
+    out.append((_INITIAL, _number(m.group())))
     pos, prev, n = m.end(), _INITIAL, len(version)
     while pos < n:
         ch = version[pos]
@@ -66,7 +74,7 @@ def _tokens(version: str) -> tuple[Token, ...]:
                 if not m.group():
                     kind = _INVALID
                 else:
-                    value = m.group() if kind == _DIGIT else int(m.group())
+                    value = m.group() if kind == _DIGIT else _number(m.group())
                     pos = m.end()
         elif ch == "_":
             if prev <= _SUFFIX_NO:
@@ -85,7 +93,7 @@ def _tokens(version: str) -> tuple[Token, ...]:
                 m = _DIGITS_RE.match(version, pos + 2)
                 assert m is not None
                 if m.group():
-                    kind, value, pos = _REVISION, int(m.group()), m.end()
+                    kind, value, pos = _REVISION, _number(m.group()), m.end()
         if kind == _INVALID:
             out.append((_INVALID, None))
             return tuple(out)
@@ -109,7 +117,7 @@ def _token_cmp(kind: int, a: object, b: object) -> int:
         sa, sb = str(a), str(b)
         if sa[0] == "0" or sb[0] == "0":
             return _cmp(sa, sb)  # leading zero: string order, like a decimal fraction
-        return _cmp(int(sa), int(sb))
+        return _cmp(_number(sa), _number(sb))
     return _cmp(a, b)
 
 
