@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Iterable
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any
 
 from builder.errors import FormatError

@@ -28,9 +28,12 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import FormatError
+
+if TYPE_CHECKING:
+    import tarfile
 
 BLOCK = 512
 END_MARKER = bytes(2 * BLOCK)
@@ -79,25 +82,25 @@ class TarHeader:
     pax: dict[str | bytes, str | bytes] = field(default_factory=dict)
 
     @classmethod
-    def from_tarinfo(cls, ti: object) -> TarHeader:
+    def from_tarinfo(cls, ti: tarfile.TarInfo) -> TarHeader:
         """Build a header from a `tarfile.TarInfo` (xattrs from its SCHILY.xattr records)."""
-        pax = getattr(ti, "pax_headers", {}) or {}
+        pax = ti.pax_headers or {}
         xattrs: dict[str | bytes, str | bytes] = {
             k[len("SCHILY.xattr."):]: v for k, v in pax.items() if k.startswith("SCHILY.xattr.")
         }
         return cls(
-            name=ti.name,  # type: ignore[attr-defined]
-            type=ti.type.decode("ascii"),  # type: ignore[attr-defined]
-            mode=ti.mode,  # type: ignore[attr-defined]
-            uid=ti.uid,  # type: ignore[attr-defined]
-            gid=ti.gid,  # type: ignore[attr-defined]
-            size=ti.size,  # type: ignore[attr-defined]
-            mtime=int(ti.mtime),  # type: ignore[attr-defined]
-            linkname=ti.linkname,  # type: ignore[attr-defined]
-            uname=ti.uname,  # type: ignore[attr-defined]
-            gname=ti.gname,  # type: ignore[attr-defined]
-            devmajor=ti.devmajor,  # type: ignore[attr-defined]
-            devminor=ti.devminor,  # type: ignore[attr-defined]
+            name=ti.name,
+            type=ti.type.decode("ascii"),
+            mode=ti.mode,
+            uid=ti.uid,
+            gid=ti.gid,
+            size=ti.size,
+            mtime=int(ti.mtime),
+            linkname=ti.linkname,
+            uname=ti.uname,
+            gname=ti.gname,
+            devmajor=ti.devmajor,
+            devminor=ti.devminor,
             xattrs=xattrs,
         )
 
@@ -372,14 +375,14 @@ class TarWriter:
         elif hasattr(data, "read"):
             remaining = expected
             while remaining:
-                chunk = data.read(min(remaining, _COPY_CHUNK))  # type: ignore[union-attr]
+                chunk = data.read(min(remaining, _COPY_CHUNK))
                 if not chunk:
                     break
                 write(chunk)
                 remaining -= len(chunk)
                 written += len(chunk)
         else:
-            for chunk in data:  # type: ignore[union-attr]
+            for chunk in data:
                 write(chunk)
                 written += len(chunk)
         if written != expected:

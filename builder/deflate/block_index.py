@@ -136,7 +136,7 @@ def _input(data: bytes | bytearray | memoryview) -> tuple[int, object]:
     or any writable buffer (e.g. an `mmap.ACCESS_COPY` map); other read-only buffers are
     copied once."""
     if isinstance(data, bytes):
-        keep: object = ctypes.c_char_p(data)  # points at the bytes object's own storage
+        keep = ctypes.c_char_p(data)  # points at the bytes object's own storage
         return ctypes.cast(keep, ctypes.c_void_p).value or 0, keep
     view = memoryview(data)
     if not view.readonly and view.contiguous:

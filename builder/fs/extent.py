@@ -7,9 +7,12 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.errors import FormatError
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 
 @dataclass(frozen=True)
@@ -58,11 +61,12 @@ class ExtentReader(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = min(len(b), self._end - self._pos)
+    def readinto(self, b: WriteableBuffer) -> int:
+        view = memoryview(b)
+        n = min(len(view), self._end - self._pos)
         if n <= 0:
             return 0
-        got = os.preadv(self._fd, [memoryview(b)[:n]], self._pos)
+        got = os.preadv(self._fd, [view[:n]], self._pos)
         self._pos += got
         return got
 

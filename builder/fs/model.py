@@ -346,5 +346,5 @@ class FsModel:
         """A readable file over the content of the regular file `canonical`."""
         data = self.content(canonical)
         if isinstance(data, Extent):
-            return io.BufferedReader(ExtentReader(data), _READ_BUFFER)  # type: ignore[return-value]
+            return io.BufferedReader(ExtentReader(data), _READ_BUFFER)
         return io.BytesIO(data)

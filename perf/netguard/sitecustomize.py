@@ -21,7 +21,7 @@ _WATCHED = {
 
 def _hook(event: str, args: tuple) -> None:
     where = _WATCHED.get(event)
-    if where is None:
+    if where is None or _LOG is None:  # _LOG is set: the hook is only added then
         return
     line = f"{event} {where(args)!r}\n".encode()
     fd = os.open(_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
