@@ -49,7 +49,9 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Literal
 
 from builder.apk.model import Package
 from builder.apk.version import Constraint, compare_versions, parse_constraint
@@ -301,8 +303,10 @@ class _Solver:
             else:
                 viable.append((info, version))
         if len(viable) > 1:
-            viable.sort(key=functools.cmp_to_key(
-                lambda a, b: self._cmp_candidates(a, b, preferred)))
+            def cmp(a: Candidate, b: Candidate) -> int:
+                return self._cmp_candidates(a, b, preferred)
+
+            viable.sort(key=functools.cmp_to_key(cmp))
         return viable, reasons
 
     def _reject(
@@ -424,7 +428,10 @@ class _Solver:
         processed: set[str] = set()
         in_cs: set[int] = set()
         out: list[_Info] = []
-        stack: list[tuple[str, object, object]] = []
+        # A frame walks a package's dependencies, or the install_if packages its placement
+        # may have made ready.
+        stack: list[tuple[Literal["deps"], _Info, Iterator[Constraint]]
+                    | tuple[Literal["iif"], None, Iterator[str]]] = []
 
         def start(name: str) -> None:
             if name in processed:
@@ -456,19 +463,20 @@ class _Solver:
         for dep in world:
             start(dep.name)
             while stack:
-                kind, item, it = stack[-1]
-                nxt = next(it, None)  # type: ignore[call-overload]
-                if kind == "deps":
-                    if nxt is not None:
-                        start(nxt.name)
+                frame = stack[-1]
+                if frame[0] == "deps":
+                    _, item, deps = frame
+                    nxt_dep = next(deps, None)
+                    if nxt_dep is not None:
+                        start(nxt_dep.name)
                         continue
                     stack.pop()
-                    assert isinstance(item, _Info)
                     out.append(item)
                     names = [n for m in [item.pkg.name, *(n for n, _ in item.provides)]
                              for n in self.rinstall_if.get(m, ())]
                     stack.append(("iif", None, iter(names)))
                 else:
+                    nxt = next(frame[2], None)
                     if nxt is None:
                         stack.pop()
                     elif iif_ready(nxt):
