@@ -28,7 +28,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from builder.errors import FormatError
 
@@ -342,10 +342,16 @@ def file_entry(name: str, content: bytes, mode: int = 0o644, mtime: int = 0,
             + content + padding(len(content)))
 
 
+class Writable(Protocol):
+    """What TarWriter writes to: a binary file, or anything with its `write`."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> object: ...
+
+
 class TarWriter:
     """Streams entries to a binary file object; `offset` is the bytes written so far."""
 
-    def __init__(self, fileobj: BinaryIO) -> None:
+    def __init__(self, fileobj: Writable) -> None:
         self._f = fileobj
         self.offset = 0
         self._closed = False

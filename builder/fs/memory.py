@@ -70,11 +70,11 @@ class MemFs(FsModel):
         stack: list[tuple[str, Iterator[str]]] = [("", iter(children.get("", ())))]
         while stack:
             rel, it = stack[-1]
-            name = next(it, None)
-            if name is None:
+            child = next(it, None)
+            if child is None:
                 stack.pop()
                 continue
-            path = f"{rel}/{name}" if rel else name
+            path = f"{rel}/{child}" if rel else child
             m = meta[path]
             yield path, m
             if m.kind == DIR:

@@ -57,7 +57,7 @@ def write_sorted_reference(fs: FsModel, out_path: Path,
     count = 0
     with open(out_path, "wb") as raw:
         hw = _HashingWriter(raw)
-        tw = TarWriter(hw)  # type: ignore[arg-type]
+        tw = TarWriter(hw)
         for path, m, content in _entries(fs, part):
             h = header_for(path, m, users, groups)
             if content is not None:
@@ -168,6 +168,7 @@ def write_sorted_fast(fs: FsModel, out_path: Path | None, *, sink: Sink | None =
 
         stream = _BlockStream(to_file, lambda: spare.pop() if spare else None)
     else:
+        assert sink is not None  # exactly one of the two is given (checked above)
         out = None
         stream = _BlockStream(sink.write, sink.reusable_buffer)
     count = 0

@@ -75,7 +75,7 @@ def plan_package(fs: FsModel, package: str, data_tar: Path, entries: list[TarEnt
         canon = _canonical(fs, e.path)
         m = fs.meta.get(canon) if canon else None
         kind = KIND_OF_TYPEFLAG.get(e.type)
-        if m is None or kind is None:
+        if canon is None or m is None or kind is None:  # (m is None when canon is)
             stats.entries_cut += 1
             continue
         if kind == DIR:

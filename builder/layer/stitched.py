@@ -152,10 +152,12 @@ def stitch_layer(fs: FsModel, packages: list[ExpandedPackage], out_path: Path,
     if final is None:
         def final(placed: set[str], stats: StitchStats) -> Iterator[bytes]:
             return final_entries(fs, placed, users, groups, stats)
-    for exp in packages:
-        if not isinstance(exp, Stitchable):
-            raise ApkImageError(f"layer=stitched: {exp.package} was not expanded by the fast "
-                                "expand stage (it needs the cached data sections)")
+    stitchable: list[Stitchable] = []
+    for given in packages:
+        if not isinstance(given, Stitchable):
+            raise ApkImageError(f"layer=stitched: {given.package} was not expanded by the "
+                                "fast expand stage (it needs the cached data sections)")
+        stitchable.append(given)
     stats = StitchStats()
     placed: set[str] = set()
     diff = OrderedHasher("diffid")
@@ -164,7 +166,7 @@ def stitch_layer(fs: FsModel, packages: list[ExpandedPackage], out_path: Path,
     releases = _Releases((diff, out.h), limit=2 * CHUNK)
     try:
         stitcher = Stitcher(out.write, level, engine)
-        for exp in packages:
+        for exp in stitchable:
             stack = ExitStack()
             try:
                 mapped = _source(stack, exp)

@@ -41,7 +41,7 @@ def header_for(path: str, m: Meta, users: dict[int, str],
     if m.kind in (CHAR, BLOCK):
         h.devmajor, h.devminor = m.devmajor, m.devminor
     if m.kind in (FILE, DIR) and m.xattrs:
-        h.xattrs = dict(m.xattrs)
+        h.xattrs = {k: v for k, v in m.xattrs.items()}  # a copy, typed as TarHeader's
     return h
 
 
@@ -63,10 +63,10 @@ def layer_walk(fs: FsModel, already: Iterable[str] = (),
             if head != path:
                 m = dataclasses.replace(m, kind=HARDLINK, linkname=head, size=0)
         elif m.kind == HARDLINK:
-            head = first.get(m.linkname)
-            if head is None:
+            link_head = first.get(m.linkname)
+            if link_head is None:
                 first[m.linkname] = path
                 m = dataclasses.replace(fs.meta[m.linkname], package=m.package)
-            elif head != m.linkname:
-                m = dataclasses.replace(m, linkname=head)
+            elif link_head != m.linkname:
+                m = dataclasses.replace(m, linkname=link_head)
         yield path, m
