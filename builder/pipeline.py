@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from builder.expand.model import ExpandedPackage
     from builder.fs.model import FsModel
     from builder.install.rules import InstallState
+    from builder.layercache import LayerCache
     from builder.layering import LayerPart
     from builder.repo.fetch import Fetcher
 
@@ -48,6 +49,7 @@ class BuildContext:
     rec: SpanRecorder
     fetcher: Fetcher
     planned: Planned
+    layer_cache: LayerCache | None = None  # --layer-cache
 
     def impl(self, stage: str) -> Any:
         """The chosen implementation object of `stage` (its stage's protocol)."""
@@ -77,6 +79,10 @@ def build(opts: BuildOptions, work: Path, rec: SpanRecorder) -> BuildResult:
         fetcher.progress = rec.progress
         plan, planned = make_plan(opts, rec, fetcher)
         ctx = BuildContext(opts, chosen, registry, work, rec, fetcher, planned)
+        if opts.layer_cache:
+            from builder.layercache import LayerCache
+
+            ctx.layer_cache = LayerCache(fetcher.cache)
         archs = [build_arch(plan, arch, ctx) for arch in plan.archs]
     cfg = planned.cfg
     index_created = max(a.created for a in archs)
@@ -147,8 +153,7 @@ def build_arch(plan: BuildPlan, arch: ArchPlan, ctx: BuildContext) -> ArchArtefa
     compressor: Compressor = ctx.impl("compress")
     layers = []
     for i, part in enumerate(_layer_parts(cfg, fs, expanded, state)):
-        lres, blob = _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx,
-                                     part, i)
+        lres, blob = _layer(writer, compressor, fs, expanded, adir, aarch, ctx, part, i)
         layers.append(LayerArtefact(lres.diff_id, blob.digest, blob.size,
                                     compressor.media_type, blob.path))
 
@@ -206,6 +211,42 @@ def _layer_parts(cfg: ImageConfig, fs: FsModel, expanded: list[ExpandedPackage],
     partial = {name: format_record(pkg, state.files[name])
                for name, pkg in state.packages.items()}
     return list(layer_parts(layer_walk(fs), groups, partial))
+
+
+def _layer(writer: LayerWriter, compressor: Compressor, fs: FsModel,
+           expanded: list[ExpandedPackage], adir: Path, aarch: str, ctx: BuildContext,
+           part: LayerPart | None, index: int) -> tuple[LayerResult, BlobResult]:
+    """Layer `index` from the layer cache when it holds it (a `layer` span for the key and
+    the lookup, a `compress` span doing nothing, both `layer_cache=hit` and 0 bytes made),
+    else written and compressed (`_layer_and_blob`) and then recorded there."""
+    if ctx.layer_cache is None:
+        return _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx, part, index)
+    from builder.layercache import CachedLayer, layer_key
+
+    rec, chosen = ctx.rec, ctx.chosen
+    name = "layer" if part is None else f"layer-{index}"
+    blob_path = adir / f"{name}.tar{compressor.suffix}"
+    settings = compressor.settings()
+    where = {} if part is None else {"layer": index}
+    with rec.span("layer", aarch, impl=chosen["layer"], output="cache", **where) as s:
+        key = layer_key(fs, expanded, part, f"{chosen['layer']}/{writer.layer_format}",
+                        compressor.name, settings)
+        hit = ctx.layer_cache.get(key, blob_path)
+        s.attrs.update(layer_cache="hit" if hit else "miss", layer_key=key)
+        if hit:
+            s.attrs.update(entries=hit.entries, reused_tar_bytes=hit.tar_size)
+    if hit is None:
+        lres, blob = _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx, part,
+                                     index)
+        ctx.layer_cache.put(CachedLayer(key, lres.diff_id, blob.digest, blob.size,
+                                        compressor.media_type, lres.size, lres.entries),
+                            blob.path)
+        return lres, blob
+    with rec.span("compress", aarch, impl=chosen["compress"], output="cache",
+                  layer_cache="hit", reused_blob_bytes=hit.size, **settings, **where):
+        pass
+    return (LayerResult(None, hit.diff_id, hit.tar_size, hit.entries),
+            BlobResult(blob_path, hit.digest, hit.size, hit.tar_size))
 
 
 def _layer_and_blob(writer: LayerWriter, compressor: Compressor, fs: FsModel,

@@ -55,6 +55,7 @@ class BuildOptions:
     ca_file: str | None = None
     allow_untrusted: bool = False
     lockfile: str = ""  # apko's lockfile: install exactly its packages, no index, no solve
+    layer_cache: bool = False  # reuse finished layers from the cache (builder/layercache.py)
     impl: dict[str, str] = field(default_factory=dict)  # stage -> name; {} = reference
 
     def chosen(self) -> dict[str, str]:

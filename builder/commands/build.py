@@ -56,6 +56,9 @@ def add_common_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lockfile", default="", metavar="FILE",
                    help="install exactly the packages of this apko lockfile (`apkimage lock`),"
                         " each section verified against it; no APKINDEX is read")
+    p.add_argument("--layer-cache", action="store_true",
+                   help="reuse a layer an earlier build (of any image) made with the same "
+                        "entries, packages, writer and compressor; record the layers made")
     p.add_argument("--spans", default=None, metavar="FILE", help="write stage spans JSON")
     p.add_argument("--json", action="store_true", help="print the image summary as JSON")
     p.add_argument("--ca-file", default=None, metavar="PEM",
@@ -100,6 +103,7 @@ def options_from_args(args: argparse.Namespace) -> BuildOptions:
         build_date=args.build_date, offline=args.offline, cache_dir=args.cache_dir,
         sbom=args.sbom_path is not None, workdir=args.workdir, ca_file=args.ca_file,
         allow_untrusted=args.allow_untrusted, lockfile=args.lockfile,
+        layer_cache=args.layer_cache,
         impl=parse_impl(args.impl, args.layer_format),
     )
 

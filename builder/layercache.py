@@ -1,0 +1,243 @@
+"""The layer cache: a finished layer (diffID, blob digest, size, media type) reused by any later
+build — of the same image or another — whose layer would have the same bytes, without tarring,
+hashing or compressing it again (`--layer-cache`).
+
+Key: a SHA-256 over everything that determines a layer's bytes —
+- the layer writer (implementation, format), the compressor setting, and a fingerprint of the
+  code that writes layer bytes (the source of builder/layer, deflate, compress, gotar, tar
+  kinds, layering and this module), so a change to that code never reuses an old layer;
+- the layer's entries in walk order, each with its full tar metadata and the identity of its
+  content: a byte range of a package's data tar is named by that package's `C:` checksum
+  (which covers the data section through its datahash), any other content by its SHA-256;
+- for a layer of a layered image, its place (package layer or top) and its packages' `C:`;
+  for a whole-image layer, every package's `C:` (the stitched format reuses their streams).
+So two images sharing a package layer share its key; a bumped package changes the key of
+exactly the layers that hold it.
+
+Store (under the cache's `v1/`): `layers/<kk>/<key>.json` the record; the blob in the content
+store (`blobs/sha256/<hex>`), copied there — never hardlinked to an output, so a build's
+output can be changed without touching the cache. On reuse the blob is copied to the build's
+work directory after a check: a verification stamp (builder/repo/stamp.py) that shows the
+blob unchanged since it last hashed to its digest, else a full re-hash (which writes the
+stamp). A record whose blob is missing or does not match is dropped and the layer built again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from builder.errors import CacheError
+from builder.fs.extent import Extent
+from builder.fs.kinds import FILE, HARDLINK
+from builder.repo.stamp import check_started, is_stamped, write_stamp
+
+if TYPE_CHECKING:
+    from builder.expand.model import ExpandedPackage
+    from builder.fs.model import FsModel, Meta
+    from builder.layering import LayerPart
+    from builder.repo.cache import Cache
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+# The code whose output is a layer's bytes (relative to the builder package).
+_LAYER_CODE = ("layer", "deflate", "compress", "gotar.py", "fs/kinds.py", "layering.py",
+               "layercache.py")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class CachedLayer:
+    """What a layer cache record says of a layer."""
+
+    key: str
+    diff_id: str  # "sha256:<hex>" of the uncompressed tar
+    digest: str  # "sha256:<hex>" of the blob
+    size: int  # blob bytes
+    media_type: str
+    tar_size: int  # uncompressed bytes
+    entries: int
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of the source of the code that writes layer bytes (read once per process)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for rel in _LAYER_CODE:
+        p = root / rel
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f.relative_to(root)).encode() + b"\0")
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def layer_key(fs: FsModel, expanded: Sequence[ExpandedPackage], part: LayerPart | None,
+              writer: str, compressor: str, settings: dict[str, str]) -> str:
+    """The cache key of one layer (see the module docstring)."""
+    from builder.layer.tarmap import image_names, layer_walk
+
+    owner = {os.fspath(e.data_tar): e.package.checksum for e in expanded}
+    # Headers name owners from the image's own account files: a layer's bytes depend on the
+    # names of the uids/gids it holds (each entry line carries them).
+    names = image_names(fs, "etc/passwd"), image_names(fs, "etc/group")
+    h = hashlib.sha256()
+    h.update(json.dumps({"version": VERSION, "code": code_fingerprint(), "writer": writer,
+                         "compressor": compressor, "settings": settings},
+                        sort_keys=True).encode() + b"\n")
+    if part is None:
+        h.update(b"image\n")
+        packages: Iterable[ExpandedPackage] = expanded
+        entries: Iterable[tuple[str, Meta, bytes | None]] = \
+            ((path, m, None) for path, m in layer_walk(fs))
+    else:
+        group = part.group
+        mine = set(group.packages) if group is not None else set()
+        h.update(b"top layer\n" if group is None else b"package layer\n")
+        packages = [e for e in expanded if e.package.name in mine] if group is not None \
+            else expanded
+        entries = ((e.path, e.meta, e.content) for e in part.entries)
+    for e in packages:
+        h.update(f"pkg {e.package.name} {e.package.checksum}\n".encode())
+    for path, m, content in entries:
+        h.update(_entry_line(fs, path, m, content, owner, names))
+    return h.hexdigest()
+
+
+def _entry_line(fs: FsModel, path: str, m: Meta, content: bytes | None,
+                owner: dict[str, str], names: tuple[dict[int, str], dict[int, str]]) -> bytes:
+    xattrs = ",".join(f"{k}={v}" for k, v in sorted(m.xattrs.items()))
+    uname, gname = names[0].get(m.uid, ""), names[1].get(m.gid, "")
+    line = (f"{path}\0{m.kind}\0{m.mode}\0{m.uid}:{uname}\0{m.gid}:{gname}\0{m.mtime}"
+            f"\0{m.size}\0{m.linkname}\0{m.devmajor}\0{m.devminor}\0{xattrs}\0")
+    if content is not None:
+        ident = "sha256:" + hashlib.sha256(content).hexdigest()
+    elif m.kind in (FILE, HARDLINK):
+        ident = _content_identity(fs.content(path), owner)
+    else:
+        ident = ""
+    return (line + ident + "\n").encode("utf-8", "surrogateescape")
+
+
+def _content_identity(content: bytes | Extent, owner: dict[str, str]) -> str:
+    if isinstance(content, Extent):
+        pkg = owner.get(os.fspath(content.path))
+        if pkg is not None:
+            return f"{pkg}@{content.offset}+{content.size}"
+        h = hashlib.sha256()
+        with open(content.path, "rb") as f:
+            f.seek(content.offset)
+            left = content.size
+            while left and (chunk := f.read(min(_CHUNK, left))):
+                h.update(chunk)
+                left -= len(chunk)
+        return "sha256:" + h.hexdigest()
+    return "sha256:" + hashlib.sha256(content).hexdigest()
+
+
+class LayerCache:
+    """Records and blobs of finished layers in one cache."""
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+        self.root = cache.base / "layers"
+        self.hits = self.misses = 0
+
+    def _record_path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def _stamp_path(self, hex_digest: str) -> Path:
+        return self.root / "stamps" / f"{hex_digest}.verified"
+
+    def get(self, key: str, dest: Path) -> CachedLayer | None:
+        """The layer recorded under `key`, its blob checked and copied to `dest`; None when
+        there is none (or what there was is damaged: then it is dropped)."""
+        path = self._record_path(key)
+        try:
+            doc = json.loads(path.read_bytes())
+            layer = CachedLayer(**doc)
+            if layer.key != key:
+                raise ValueError(f"record names key {layer.key}")
+        except FileNotFoundError:
+            self.misses += 1
+            return None
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("layer cache: %s is damaged (%s); building the layer again", path, exc)
+            self._drop(path)
+            self.misses += 1
+            return None
+        blob = self.cache.blobs.path(layer.digest)
+        why = self._check_blob(blob, layer)
+        if why is not None:
+            log.warning("layer cache: blob %s of %s %s; building the layer again",
+                        layer.digest, path, why)
+            self._drop(path)
+            self._drop(blob)  # content not matching its name is no blob of this store
+            self.misses += 1
+            return None
+        try:
+            shutil.copyfile(blob, dest)
+        except OSError as exc:
+            raise CacheError(blob, f"cannot copy to {dest}: {exc.strerror or exc}") from None
+        self.hits += 1
+        return layer
+
+    def put(self, layer: CachedLayer, blob: Path) -> None:
+        """Record `layer`, whose blob (already hashed to `layer.digest` by its writer) is at
+        `blob`: the blob is copied into the content store, then the record written."""
+        store = self.cache.blobs
+        dest = store.path(layer.digest)
+        try:
+            if not dest.is_file() or dest.stat().st_size != layer.size:
+                with self.cache.atomic(dest.parent) as tmp:
+                    with open(blob, "rb") as src:
+                        shutil.copyfileobj(src, tmp.file, _CHUNK)
+                    tmp.commit(dest)
+        except OSError as exc:
+            raise CacheError(dest, f"cannot store layer blob: {exc.strerror or exc}") from None
+        self.cache.write_bytes(self._record_path(layer.key),
+                               json.dumps(asdict(layer), sort_keys=True).encode())
+
+    def _check_blob(self, blob: Path, layer: CachedLayer) -> str | None:
+        """None when `blob` holds the layer's bytes; else what is wrong."""
+        try:
+            st = blob.stat()
+        except FileNotFoundError:
+            return "is missing"
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+        if st.st_size != layer.size:
+            return f"has {st.st_size} bytes, not {layer.size}"
+        stamp = self._stamp_path(layer.digest.removeprefix("sha256:"))
+        facts = {"digest": layer.digest}
+        if is_stamped(stamp, st, facts):
+            return None
+        started = check_started()
+        h = hashlib.sha256()
+        try:
+            with open(blob, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    h.update(chunk)
+            after = blob.stat()
+        except OSError as exc:
+            return f"cannot be read ({exc.strerror})"
+        if "sha256:" + h.hexdigest() != layer.digest:
+            return f"hashes to sha256:{h.hexdigest()}"
+        write_stamp(stamp, st, after, facts, started)
+        return None
+
+    def _drop(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError:
+            pass
