@@ -110,7 +110,9 @@ def iter_data_tar(
     gzip or tar data."""
     reader = InflateReader(data_section, source)
     try:
-        with tarfile.open(fileobj=reader, mode="r|", bufsize=TAR_BUFSIZE) as tf:
+        # typeshed asks every fileobj for write/tell/seek/close; a "r|" stream only reads
+        with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
+                          bufsize=TAR_BUFSIZE) as tf:
             for info in tf:
                 yield info, (tf.extractfile(info) if info.isreg() else None)
     except tarfile.TarError as exc:

@@ -15,15 +15,16 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from builder.deflate.gzipstream import gzip_member, inflate_member
 from builder.errors import FormatError
 from builder.gotar import END_MARKER, file_entry
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import rsa
 
 KEY_SUFFIX = ".rsa.pub"
@@ -34,10 +35,11 @@ VERIFIABLE = {"sha1", "sha256"}
 _PREFIX_FOR_DIGEST = {"sha1": "RSA", "sha256": "RSA256", "sha512": "RSA512"}
 
 
-def _hash(digest_name: str) -> Any:
+def _hash(digest_name: str) -> hashes.HashAlgorithm:
     from cryptography.hazmat.primitives import hashes
 
-    digests = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
+    digests: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+        "sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha512": hashes.SHA512}
     try:
         return digests[digest_name]()
     except KeyError:
@@ -136,7 +138,8 @@ class Keyring:
     def __contains__(self, key_name: str) -> bool:
         return self._name_of(key_name) is not None
 
-    def verify(self, key_name: str, digest_name: str, message: bytes, signature: bytes) -> bool:
+    def verify(self, key_name: str, digest_name: str, message: bytes | memoryview,
+               signature: bytes) -> bool:
         """True when `signature` is a valid PKCS#1 v1.5 signature of `message` by `key_name`.
         False for an unknown key or a bad signature."""
         key = self.get(key_name)
@@ -146,7 +149,10 @@ class Keyring:
         from cryptography.hazmat.primitives.asymmetric import padding
 
         try:
-            key.verify(signature, message, padding.PKCS1v15(), _hash(digest_name))
+            # cryptography annotates `data` as bytes; its Rust verify takes any buffer (an
+            # index body comes as a memoryview, not copied)
+            key.verify(signature, message,  # type: ignore[arg-type]
+                       padding.PKCS1v15(), _hash(digest_name))
         except InvalidSignature:
             return False
         return True

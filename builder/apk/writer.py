@@ -38,7 +38,7 @@ from builder.gotar import (
     padding,
 )
 
-ChunkSource = bytes | Callable[[], Iterable[bytes]] | Iterable[bytes]
+ChunkSource = bytes | bytearray | memoryview | Callable[[], Iterable[bytes]] | Iterable[bytes]
 ENTRY_TYPES = {
     "file": TYPE_REG,
     "hardlink": TYPE_LINK,
@@ -103,7 +103,7 @@ class _Sink:
             self.parts.append(out)
             self.sha256.update(out)
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         if len(data) >= FLUSH_AT:
             self._drain()
             self._emit(self._comp.compress(data))
@@ -123,7 +123,7 @@ class _Sink:
         return b"".join(self.parts)
 
 
-def _chunks(entry: DataEntry) -> Iterable[bytes]:
+def _chunks(entry: DataEntry) -> Iterable[bytes | bytearray | memoryview]:
     src = entry.data
     if isinstance(src, bytes | bytearray | memoryview):
         return (src,)
@@ -183,7 +183,7 @@ def write_data_tar(
         sink.write(encode_header(TarHeader(
             path, typeflag, entry.mode, entry.uid, entry.gid, size, entry.mtime,
             linkname=linkname, uname=entry.uname, gname=entry.gname,
-            xattrs=dict(entry.xattrs), pax=pax)))
+            xattrs={k: v for k, v in entry.xattrs.items()}, pax=pax)))
         if entry.type == "file":
             written = 0
             for chunk in _chunks(entry):

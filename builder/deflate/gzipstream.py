@@ -185,7 +185,7 @@ class GzipCompressor:
         self._size = 0
         self._started = False
 
-    def compress(self, data: bytes | memoryview) -> bytes:
+    def compress(self, data: bytes | bytearray | memoryview) -> bytes:
         self._crc = zlib.crc32(data, self._crc)
         self._size += len(data)
         out = self._c.compress(data)

@@ -30,7 +30,7 @@ class OrderedHasher:
         self._submit_small()
         self._last = self._pool.submit(self._hash, [data])
 
-    def _hash(self, box: list[bytes | memoryview]) -> None:
+    def _hash(self, box: list[bytes | bytearray | memoryview]) -> None:
         # The buffer is dropped before the future completes, so a map whose hashing is done
         # has no view left on it and can be closed.
         self._h.update(box.pop())
