@@ -18,6 +18,7 @@ HELPS = {
     "lock": "write apko's lockfile for a configuration",
     "build": "build an image into an OCI layout or docker tarball",
     "build-minirootfs": "build the image filesystem as a tar.gz",
+    "build-many": "build many images on one cache",
     "publish": "build an image and push it to a registry",
     "dot": "the dependency graph in Graphviz dot",
     "clean": "remove the cache directory",
@@ -53,12 +54,20 @@ def _check(args: argparse.Namespace) -> None:
         from builder.logs import parse_level
 
         parse_level(args.log_level)
+    if getattr(args, "limit", None):
+        from builder.limits import parse
+
+        parse(args.limit)  # a wrong --limit is a usage error
 
 
 def _setup(args: argparse.Namespace) -> None:
     from builder.logs import configure  # (logging is not loaded for --help)
 
     configure(args.log_level)
+    if getattr(args, "limit", None):
+        from builder.limits import install, parse
+
+        install(parse(args.limit))
     if args.global_workdir:
         import os
 

@@ -30,7 +30,7 @@ class NullProgress:
     def end(self) -> None:
         pass
 
-    def expect(self, packages: int, nbytes: int) -> None:
+    def expect(self, packages: int, nbytes: int, unit: str = "packages") -> None:
         pass
 
     def package_done(self, nbytes: int) -> None:
@@ -59,6 +59,7 @@ class Progress(NullProgress):
         self._t0 = 0.0
         self._packages = self._done = 0
         self._bytes = self._done_bytes = self._downloaded = 0
+        self._unit = "packages"
         self._shown = False
         self._stop = threading.Event()
         self._ticker: threading.Thread | None = None
@@ -79,9 +80,10 @@ class Progress(NullProgress):
             self._stage = ""
             self._erase()
 
-    def expect(self, packages: int, nbytes: int) -> None:
+    def expect(self, packages: int, nbytes: int, unit: str = "packages") -> None:
+        """`packages` things of `unit` to do (`nbytes` bytes in all, 0 if not known)."""
         with self._lock:
-            self._packages, self._bytes = packages, nbytes
+            self._packages, self._bytes, self._unit = packages, nbytes, unit
             self._draw()
 
     def package_done(self, nbytes: int) -> None:
@@ -114,7 +116,7 @@ class Progress(NullProgress):
             filled = _BAR * self._done_bytes // self._bytes if self._bytes else \
                 _BAR * self._done // self._packages
             parts.append(f"[{'#' * filled}{'.' * (_BAR - filled)}] "
-                         f"{self._done}/{self._packages} packages")
+                         f"{self._done}/{self._packages} {self._unit}")
             if self._downloaded:
                 parts[-1] += f", {self._downloaded / 1e6:.1f} MB downloaded"
         parts.append(f"{time.monotonic() - self._t0:.1f} s")
