@@ -278,6 +278,7 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
     tar_record = arts.get(EXPANDED_DATA_TAR)
     # data.tar first: a quick load gives up before parsing anything when it is not stamped.
     _check_data_tar(paths.data_tar, tar_record, paths.dir / VERIFIED_DATA_TAR, quick)
+    assert tar_record is not None  # _check_data_tar raised _Stale otherwise
     try:
         fields, control = control_from_json(
             _read_checked(paths.control, arts.get(EXPANDED_CONTROL)))
@@ -353,7 +354,8 @@ def _inflate_into(data: memoryview, out: BinaryIO, source: str, base: int) -> tu
                     pos += len(chunk) - len(d.unused_data)
                     break
                 pos += len(chunk)
-        except (isal_zlib.error, zlib.error) as exc:
+        # isal's stub declares `error: Exception`, an instance; at run time it is a class
+        except (isal_zlib.error, zlib.error) as exc:  # type: ignore[misc]
             raise FormatError(f"{source}: corrupt gzip member at byte {base + start}: "
                               f"{exc}") from None
     return total, crc
