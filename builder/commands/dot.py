@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from builder.apk.model import Package
@@ -63,7 +63,7 @@ class Graph:
 
     def __init__(self) -> None:
         self.nodes: dict[str, dict[str, str]] = {}
-        self.order: list[tuple[str, str] | tuple[str, str, str]] = []
+        self.order: list[tuple[Literal["node"], str] | tuple[Literal["edge"], str, str]] = []
 
     def node(self, name: str, **attrs: str) -> None:
         if name not in self.nodes:
