@@ -222,7 +222,7 @@ def _crc_combine(lib: Any, crc1: int, crc2: int, len2: int) -> int:
     return combine(crc1, crc2, len2)
 
 
-def members_blocks(compress: Callable[[bytes], bytes], blocks: Sequence[bytes],
+def members_blocks(compress: Callable[[bytes], bytes | bytearray], blocks: Sequence[bytes],
                    threads: int) -> bytes:
     """Each block its own gzip member (a multi-member gzip file), on `threads` threads."""
     with ThreadPoolExecutor(max(1, threads)) as pool:
@@ -232,7 +232,7 @@ def members_blocks(compress: Callable[[bytes], bytes], blocks: Sequence[bytes],
 # -------------------------------------------------------------------------- verification
 
 
-def gunzip_check(blob: bytes) -> tuple[str, int, int]:
+def gunzip_check(blob: bytes | bytearray) -> tuple[str, int, int]:
     """Inflate every gzip member of `blob` with stdlib zlib: (SHA-256 hex of the output,
     output size, member count). Raises FrontierError on corrupt, truncated or trailing
     data."""
@@ -258,7 +258,7 @@ def gunzip_check(blob: bytes) -> tuple[str, int, int]:
     return h.hexdigest(), size, members
 
 
-def unzstd_check(blob: bytes) -> tuple[str, int, int]:
+def unzstd_check(blob: bytes | bytearray) -> tuple[str, int, int]:
     import zstandard
 
     h = hashlib.sha256()
@@ -279,7 +279,7 @@ def unzstd_check(blob: bytes) -> tuple[str, int, int]:
 
 @dataclass
 class Sample:
-    out: bytes | None  # the compressed bytes (kept only when asked for)
+    out: bytes | bytearray | None  # the compressed bytes (kept only when asked for)
     size: int
     wall_s: float
     cpu_s: float
@@ -324,7 +324,8 @@ class Candidate:
         return Sample(out if keep else None, len(out), wall, cpu)
 
     # in-process compressors ------------------------------------------------------
-    def _compress(self, inp: Input, threads: int) -> bytes | Path:
+    def _compress(self, inp: Input, threads: int) -> bytes | bytearray | Path:
+        """The compressed bytes (libdeflate's are a bytearray), or a builder sink's file."""
         fam, lvl = self.family, self.level
         if self.fmt == "zstd":
             from builder.compress.zstd import ZstdSink
@@ -422,7 +423,7 @@ def select(patterns: str | None, candidates: Sequence[Candidate] = CANDIDATES
 # ---------------------------------------------------------------------------- measuring
 
 
-def _verify(cand: Candidate, out: bytes, inp: Input) -> str | None:
+def _verify(cand: Candidate, out: bytes | bytearray, inp: Input) -> str | None:
     """None when `out` decompresses to the input (and is one member if it claims to)."""
     try:
         digest, size, members = (unzstd_check if cand.fmt == "zstd" else gunzip_check)(out)
@@ -538,7 +539,8 @@ def library_versions() -> dict[str, str | None]:
     try:
         from zlib_ng import zlib_ng
 
-        out["zlib-ng-lib"] = zlib_ng.ZLIBNG_RUNTIME_VERSION
+        # zlib-ng's stub says int; the value is the version string ("2.3.3")
+        out["zlib-ng-lib"] = zlib_ng.ZLIBNG_RUNTIME_VERSION  # type: ignore[assignment]
     except ImportError:
         pass
     for tool in ("gzip", "pigz"):

@@ -646,7 +646,7 @@ class PeersJob(Job):
         for entry in self.entries:
             if entry.kind == "apkimage" and entry.samples:
                 rec = by_key[(entry.impl, entry.scenario)]
-                man = next(iter(rec["image"].get("manifests", {}).values()), {})
+                man: dict[str, Any] = next(iter(rec["image"].get("manifests", {}).values()), {})
                 layers = man.get("layers") or []
                 entry.image = {"digest": rec["image"]["digest"],
                                "diff_ids": rec["image"]["diff_ids"],

@@ -14,7 +14,7 @@ import subprocess
 import time
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from perf import stats
 from perf.machine import machine_id, machine_info
@@ -43,6 +43,15 @@ def time_commands(python: Path, repeat: int = 10) -> list[dict[str, Any]]:
             for name, ts in runs.items()]
 
 
+class ImportRow(TypedDict):
+    """One line of `python -X importtime`."""
+
+    self_us: int
+    cumulative_us: int
+    depth: int
+    module: str
+
+
 def import_breakdown(python: Path, argv: list[str] | None = None,
                      top: int = 20) -> dict[str, Any]:
     """`python -X importtime` of `apkimage build --help`: the modules imported directly by
@@ -50,7 +59,7 @@ def import_breakdown(python: Path, argv: list[str] | None = None,
     argv = argv or ["build", "--help"]
     proc = subprocess.run([str(python), "-X", "importtime", "-m", "builder.cli", *argv],
                           capture_output=True, text=True, env=build_env({}))
-    rows = []
+    rows: list[ImportRow] = []
     for line in proc.stderr.splitlines():
         m = _IMPORT_LINE.match(line)
         if m:

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from perf import gate, stats
 from perf.commands.gate import default_thresholds
-from perf.compare import METRICS, WALL, Row, add_compare_options, format_rows, run_comparison
+from perf.compare import (
+    METRICS,
+    WALL,
+    Metric,
+    Row,
+    add_compare_options,
+    format_rows,
+    run_comparison,
+)
 from perf.gitrefs import WORKTREE
 from perf.records import metric
 
@@ -56,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def print_noise(rows: list[Row], records: list[dict], m: object, th: gate.Thresholds) -> None:
+def print_noise(rows: list[Row], records: list[dict], m: Metric, th: gate.Thresholds) -> None:
     """Per scenario and stage over every run: the spread of all values, the widest A/A
     interval, and a threshold that spread would suggest."""
     assert m in METRICS.values()

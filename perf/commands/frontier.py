@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.tar:
             data = args.tar.read_bytes()
-            source = {"source": str(args.tar)}
+            source: dict[str, object] = {"source": str(args.tar)}
             name = args.workload if args.workload != "small" else args.tar.name
         else:
             t0 = time.perf_counter()

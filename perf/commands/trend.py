@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         print("apkperf trend: no stored results (run `apkperf run` or `apkperf history`)")
         return 1
     dates = commit_dates(root, sorted({r["commit"] for r in records}))
-    for path in render_trends(records, args.out or root / "flamegraphs", dates.get):
+    # (dates has every record's commit)
+    for path in render_trends(records, args.out or root / "flamegraphs", dates.__getitem__):
         print(path)
     return 0

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -254,6 +255,16 @@ def _norm(name: str) -> str:
     return "" if name == "." else name
 
 
+class _Owner(TypedDict):
+    """The DataEntry fields every entry of a .deb's data tar takes from its tar header."""
+
+    uid: int
+    gid: int
+    mtime: int
+    uname: str
+    gname: str
+
+
 def deb_entries(deb: bytes, source: str) -> tuple[DebContent, list[DataEntry]]:
     """Parse a `.deb` into control fields and APK data entries (usrmerge applied)."""
     members = read_ar(deb, source)
@@ -285,8 +296,8 @@ def deb_entries(deb: bytes, source: str) -> tuple[DebContent, list[DataEntry]]:
                 if d not in seen:
                     seen.add(d)
                     entries.append(DataEntry(d, "dir", 0o755, mtime=int(m.mtime)))
-            common = {"uid": m.uid, "gid": m.gid, "mtime": int(m.mtime),
-                      "uname": m.uname or "root", "gname": m.gname or "root"}
+            common: _Owner = {"uid": m.uid, "gid": m.gid, "mtime": int(m.mtime),
+                              "uname": m.uname or "root", "gname": m.gname or "root"}
             if m.isdir():
                 entries.append(DataEntry(path, "dir", m.mode, **common))
             elif m.issym():
