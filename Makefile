@@ -36,11 +36,13 @@ TEST_ENV := PATH="$(CURDIR)/$(VENV)/tools/bin:$$PATH" APKIMAGE_REQUIRE_TOOLS=$$(
 
 test: venv tools
 	$(BIN)/ruff check builder perf tests
+	$(BIN)/mypy
 	$(TEST_ENV) $(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 # The quick loop: no Debian tools needed, nothing marked slow, tools or network (pyproject.toml).
 test-fast: venv
 	$(BIN)/ruff check builder perf tests
+	$(BIN)/mypy
 	$(BIN)/pytest -n 2 -m "not slow and not tools and not network" $(PYTEST_ARGS)
 
 # The tools `apkperf peers` measures apkimage against: pigz and apk (Debian's apk-tools, where
@@ -77,6 +79,7 @@ bench: venv
 
 lint: venv
 	$(BIN)/ruff check builder perf tests
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) .perf .pytest_cache .hypothesis
