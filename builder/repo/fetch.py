@@ -284,7 +284,7 @@ class _Counted:
     def __init__(self, file: BinaryIO, progress: NullProgress) -> None:
         self.file, self.progress = file, progress
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray) -> int:
         self.progress.downloaded(len(data))
         return self.file.write(data)
 

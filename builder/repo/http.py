@@ -25,7 +25,7 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, Protocol
 
 from builder.errors import FetchError
 
@@ -99,10 +99,21 @@ class Download:
         return self.status == 304
 
 
+class DownloadFile(Protocol):
+    """Where `download()` streams a body: a binary file, or a wrapper with its write, seek
+    and truncate."""
+
+    def write(self, data: bytes | bytearray, /) -> object: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> object: ...
+
+    def truncate(self, size: int | None = None, /) -> object: ...
+
+
 def download(
     session: requests.Session,
     url: str,
-    out: BinaryIO,
+    out: DownloadFile,
     options: HttpOptions,
     *,
     algorithm: str = "sha256",
@@ -174,7 +185,7 @@ def _validator(headers: Any) -> str:
 def _download_once(
     session: requests.Session,
     url: str,
-    out: BinaryIO,
+    out: DownloadFile,
     options: HttpOptions,
     got: _Partial,
     conditional: dict[str, str] | None,
