@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from builder.errors import ApkImageError, FormatError
 from builder.gojson import Struct, dumps
@@ -69,6 +70,12 @@ class BlobSource:
                 raise FormatError(f"blob {self.path}: expected {self.size} bytes, found {got}")
         else:
             raise FormatError(f"blob {self.digest}: neither data nor path given")
+
+    def open_file(self) -> BinaryIO:
+        """The file of a blob given by `path`, opened for reading."""
+        if self.path is None:
+            raise FormatError(f"blob {self.digest}: no file (its data is in memory)")
+        return open(self.path, "rb")
 
 
 def manifest_layer_digests(manifest: Blob) -> list[str]:
@@ -221,7 +228,7 @@ def write_docker_tarball(
                     if src.data is not None:
                         tw.add(hdr, src.data)
                     else:
-                        with open(src.path, "rb") as lf:  # type: ignore[arg-type]
+                        with src.open_file() as lf:
                             tw.add(hdr, lf)
                 manifest_json.append(
                     Struct([("Config", img.config.digest), ("RepoTags", [repo_tag]),

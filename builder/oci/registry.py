@@ -329,7 +329,7 @@ class Registry:
                               expect=(201,), body=src.data,
                               headers={**octet, "Content-Length": str(src.size)})
             else:
-                with open(src.path, "rb") as f:  # type: ignore[arg-type]
+                with src.open_file() as f:
                     def rewind(f: Any = f) -> Any:
                         f.seek(0)
                         return f
@@ -381,7 +381,7 @@ def _chunks(src: BlobSource, size: int) -> Iterator[bytes]:
         for i in range(0, len(src.data), size):
             yield src.data[i : i + size]
         return
-    with open(src.path, "rb") as f:  # type: ignore[arg-type]
+    with src.open_file() as f:
         while chunk := f.read(size):
             yield chunk
 
