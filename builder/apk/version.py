@@ -109,6 +109,8 @@ def is_valid_version(version: str) -> bool:
 
 
 def _cmp(a: object, b: object) -> int:
+    # Tokens of one kind hold values of one ordered type (str, int or (int, str)): the kind
+    # tag says which, which mypy cannot follow from `object`.
     return (a > b) - (a < b)  # type: ignore[operator]
 
 
@@ -137,9 +139,9 @@ def _compare(a: str, b: str, fuzzy: bool) -> int:
         return 0
     if fuzzy and kb == _END:
         return 0  # b is a token prefix of a
-    if ka == _SUFFIX and va < 0:  # type: ignore[operator]
+    if ka == _SUFFIX and isinstance(va, int) and va < 0:  # (a suffix's value is an int)
         return -1
-    if kb == _SUFFIX and vb < 0:  # type: ignore[operator]
+    if kb == _SUFFIX and isinstance(vb, int) and vb < 0:
         return 1
     return -1 if ka > kb else 1
 
