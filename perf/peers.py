@@ -43,7 +43,15 @@ import yaml
 from perf import stats
 from perf.gitrefs import Tree
 from perf.runner import BuildFailed, Job, Plan, ProcResult, Side, build_env, measure
-from perf.scenarios import Scenario, ScenarioError, SideState, apk_requests, make_scenario, rm_tree
+from perf.scenarios import (
+    ColdScenario,
+    Scenario,
+    ScenarioError,
+    SideState,
+    apk_requests,
+    make_scenario,
+    rm_tree,
+)
 
 SCHEMA_VERSION = 1
 PEER_SCENARIOS = ("cold", "hot")
@@ -514,8 +522,8 @@ class PeersJob(Job):
         out, spans = d / "oci", d / "spans.json"
         d.mkdir(parents=True, exist_ok=True)
         args = scen.build_args(st, out, spans, side.impl)
-        if scen.name == "cold":
-            scen.reset_cache(st)  # type: ignore[attr-defined]
+        if scen.name == "cold" and isinstance(scen, ColdScenario):
+            scen.reset_cache(st)
         res = measure(side.tree.builder_argv() + args, cwd=side.tree.path,
                       env=build_env(self.plan.env), stdout=d / "build.log", stderr=d / "build.log",
                       timeout=self.plan.timeout_s)

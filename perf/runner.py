@@ -80,8 +80,8 @@ def measure(argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | N
                                 start_new_session=True)
     finally:
         for f in (out, err):
-            if f is not subprocess.DEVNULL:
-                f.close()  # type: ignore[union-attr]
+            if not isinstance(f, int):  # an int is subprocess.DEVNULL
+                f.close()
     timer = None
     if timeout:
         def kill() -> None:

@@ -539,19 +539,19 @@ class PublishScenario(HotScenario):
                                 f"reported {want}")
 
 
-class _FromLockfile:
+class _FromLockfile(Scenario):
     """The `-lock` variants (mixed in before Cold/HotScenario): builds install from an apko
     lockfile made once per job from the served repository (`apkimage lock`), so they read no
     APKINDEX and solve nothing; a run that requests an index fails."""
 
     lock_path: Path
 
-    def __enter__(self: Any) -> Scenario:
-        super().__enter__()  # type: ignore[misc]  # the scenario class it is mixed into
+    def __enter__(self) -> Scenario:
+        super().__enter__()  # the scenario class it is mixed into (next in the MRO)
         self.write_lock()
         return self
 
-    def write_lock(self: Any) -> None:
+    def write_lock(self) -> None:
         import argparse
 
         from builder import lock
@@ -565,16 +565,16 @@ class _FromLockfile:
         self.lock_path.write_bytes(lock.dumps(make_lock(args)))
         rm_tree(self.workdir / "lock-cache")
 
-    def build_args(self: Any, st: SideState, out: Path, spans: Path, impl: str,
+    def build_args(self, st: SideState, out: Path, spans: Path, impl: str,
                    extra: list[str] | None = None) -> list[str]:
-        return super().build_args(st, out, spans, impl,  # type: ignore[misc]
+        return super().build_args(st, out, spans, impl,
                                   [*(extra or []), "--lockfile", str(self.lock_path)])
 
-    def after_run(self: Any, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
-        super().after_run(st, spec, spans_doc)  # type: ignore[misc]
+    def after_run(self, st: SideState, spec: RunSpec, spans_doc: dict) -> None:
+        super().after_run(st, spec, spans_doc)
         self.check_no_index(st, spec.check_token)
 
-    def check_no_index(self: Any, st: SideState, token: int) -> None:
+    def check_no_index(self, st: SideState, token: int) -> None:
         index = [r["path"] for r in self.requests()[token:]
                  if str(r.get("path", "")).endswith("APKINDEX.tar.gz")]
         if index:
