@@ -4,8 +4,10 @@ hashing or compressing it again (`--layer-cache`).
 
 Key: a SHA-256 over everything that determines a layer's bytes —
 - the layer writer (implementation, format), the compressor setting, and a fingerprint of the
-  code that writes layer bytes (the source of builder/layer, deflate, compress, gotar, tar
-  kinds, layering and this module), so a change to that code never reuses an old layer;
+  code that writes layer bytes (the source of builder/layer, deflate, compress, the layer and
+  compress stages, gotar, tar kinds, layering and this module) and of the compression
+  libraries' versions (zlib, ISA-L; zstandard for zstd), so a change to either never reuses
+  an old layer;
 - the layer's entries in walk order, each with its full tar metadata and the identity of its
   content: a byte range of a package's data tar is named by that package's `C:` checksum
   (which covers the data section through its datahash), any other content by its SHA-256;
@@ -50,8 +52,8 @@ log = logging.getLogger(__name__)
 
 VERSION = 1
 # The code whose output is a layer's bytes (relative to the builder package).
-_LAYER_CODE = ("layer", "deflate", "compress", "gotar.py", "fs/kinds.py", "layering.py",
-               "layercache.py")
+_LAYER_CODE = ("layer", "deflate", "compress", "stages/layer.py", "stages/compress.py",
+               "gotar.py", "fs/kinds.py", "layering.py", "layercache.py")
 _CHUNK = 1 << 20
 
 
@@ -70,9 +72,14 @@ class CachedLayer:
 
 @lru_cache(maxsize=1)
 def code_fingerprint() -> str:
-    """SHA-256 of the source of the code that writes layer bytes (read once per process)."""
+    """SHA-256 of the source of the code that writes layer bytes (read once per process) and
+    of the versions of the DEFLATE libraries that compress them."""
+    import zlib
+
+    import isal
+
     root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"zlib {zlib.ZLIB_RUNTIME_VERSION} isal {isal.__version__}\n".encode())
     for rel in _LAYER_CODE:
         p = root / rel
         files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
@@ -92,8 +99,13 @@ def layer_key(fs: FsModel, expanded: Sequence[ExpandedPackage], part: LayerPart 
     # names of the uids/gids it holds (each entry line carries them).
     names = image_names(fs, "etc/passwd"), image_names(fs, "etc/group")
     h = hashlib.sha256()
+    library = ""
+    if compressor.startswith("zstd"):
+        import zstandard
+
+        library = f"zstandard {zstandard.__version__} {zstandard.ZSTD_VERSION}"
     h.update(json.dumps({"version": VERSION, "code": code_fingerprint(), "writer": writer,
-                         "compressor": compressor, "settings": settings},
+                         "compressor": compressor, "settings": settings, "library": library},
                         sort_keys=True).encode() + b"\n")
     if part is None:
         h.update(b"image\n")

@@ -43,7 +43,7 @@ def _build(config: Path, cache: Path, work: Path, impl: str,
     return summary, layers
 
 
-@pytest.mark.parametrize("impl", ["fast", "stitched", "reference"])
+@pytest.mark.parametrize("impl", ["fast", "stitched", "reference", "fast,compress=zstd:3"])
 @pytest.mark.parametrize("budget", [None, 5])
 def test_same_image_and_a_rebuild_reuses_every_layer(small_workload: Workload, tmp_path: Path,
                                                      impl: str, budget: int | None) -> None:
@@ -135,3 +135,16 @@ def test_a_catalogue_on_one_cache_equals_fresh_builds(small_workload: Workload, 
         assert reused == fresh, pkgs
         hits += sum(1 for s in layers if s["cache"] == "hit")
     assert hits >= len(subsets) - 1  # every image after the first reused something
+
+
+def test_changed_layer_code_misses(small_workload: Workload, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another version of the layer-writing code (or of a compression library) never reuses
+    a layer the old one made."""
+    import builder.layercache as lc
+
+    cfg = _config(tmp_path, small_workload, "img", budget=None)
+    _, made = _build(cfg, tmp_path / "c", tmp_path / "w1", "fast")
+    monkeypatch.setattr(lc, "code_fingerprint", lambda: "another writer")
+    _, after = _build(cfg, tmp_path / "c", tmp_path / "w2", "fast")
+    assert [s["cache"] for s in after] == ["miss"] and after[0]["key"] != made[0]["key"]
