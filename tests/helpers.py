@@ -11,6 +11,8 @@ are in conftest.py. Sections:
 - a static HTTP(S) repository server: RepoServer, GOLDEN_REPO, fast_fetcher()
 - a real registry: run_registry(), make_htpasswd() (Debian's docker-registry, htpasswd)
 - image trees: unpack() with umoci, snapshot(), differences() (DESIGN.md invariant 4)
+- hostile packages: tar_entry(), zero_member(), apk_sections()/hostile_apk(), index_record(),
+  hostile_repo(), tree_state(), refused(), layout_tree()
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
+import io
 import json
 import os
 import re
@@ -26,6 +29,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -283,7 +287,7 @@ def package_sets(draw: st.DrawFn) -> PackageSet:
 # (FormatError messages): what package_sets() may legitimately produce besides an image.
 INSTALL_CONFLICTS = (
     "(neither package replaces the other)",
-    "is a directory in the image, the package has a non-directory there",
+    "is a directory in the image",  # and the package has a non-directory there
     "is not a directory",  # a parent, or a path a directory must be created under
     "escapes the image root",
     "target is not a file",  # a hardlink to a path that holds a symlink or directory
@@ -609,3 +613,171 @@ def make_rec(side="reference", round_=0, scale=1.0, scenario="hot", commit="1" *
         "machine": info, "machine_id": machine_id(info), "started_at": started, "job": job,
         "round": round_,
     }
+
+
+# --------------------------------------------------------------------------- hostile packages
+
+
+def tar_entry(name: str | bytes, type: str = "0", data: bytes = b"", *, mode: int = 0o644,
+              linkname: str | bytes = "", checksum: bool | str = True, size: int | None = None,
+              pax: dict[str, str] | None = None, devmajor: int = 0,
+              devminor: int = 0) -> bytes:
+    """One raw data-tar entry, exactly as given (no path cleaning, any typeflag): header,
+    content, padding. A regular or contiguous file gets a correct APK-TOOLS.checksum.SHA1
+    unless `checksum` is False (none) or a string (that value)."""
+    from builder.gotar import TarHeader, encode_header, padding
+
+    records: dict[str | bytes, str | bytes] = dict(pax or {})
+    if type in ("0", "7") and checksum is not False:
+        records["APK-TOOLS.checksum.SHA1"] = (checksum if isinstance(checksum, str)
+                                              else hashlib.sha1(data).hexdigest())
+    header = TarHeader(name, type, mode, size=len(data) if size is None else size,
+                       linkname=linkname, devmajor=devmajor, devminor=devminor, pax=records)
+    return encode_header(header) + data + padding(len(data))
+
+
+def zero_member(size: int) -> bytes:
+    """A valid gzip member that inflates to `size` zero bytes, made in milliseconds: one
+    DEFLATE block of 16 MiB of zeros (full flush: byte-aligned, no reference before its
+    start) repeated, the remainder, an empty final block, CRC and size."""
+    import struct
+    import zlib
+
+    from isal import isal_zlib
+
+    unit = 1 << 24
+    count, rest = divmod(size, unit)
+
+    def block(n: int) -> bytes:
+        c = zlib.compressobj(9, zlib.DEFLATED, -15)
+        return c.compress(bytes(n)) + c.flush(zlib.Z_FULL_FLUSH) if n else b""
+
+    crc, unit_crc = 0, zlib.crc32(bytes(unit))
+    for _ in range(count):
+        crc = isal_zlib.crc32_combine(crc, unit_crc, unit)
+    crc = isal_zlib.crc32_combine(crc, zlib.crc32(bytes(rest)), rest) if rest else crc
+    body = block(unit) * count + block(rest) + b"\x03\x00"  # empty final fixed block
+    return (b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff" + body
+            + struct.pack("<II", crc & 0xFFFFFFFF, size & 0xFFFFFFFF))
+
+
+def apk_sections(name: str, body: bytes | None, key: tuple[bytes, bytes] | None, *,
+                 version: str = "1.0-r0", data: bytes | None = None,
+                 fields: dict[str, list[str]] | None = None,
+                 key_name: str = "local.rsa.pub") -> tuple[bytes, bytes, bytes]:
+    """(signature member, control member, data section) of a package whose data tar is the
+    raw entries `body` plus the end marker (or whose data section is `data` as given). The
+    .PKGINFO datahash is the data section's, so the package passes the fetch checks and the
+    hostile part is what the later checks see. Unsigned (b"") when `key` is None."""
+    from builder.apk.signing import sign, signature_member
+    from builder.apk.writer import build_control
+    from builder.deflate.gzipstream import gzip_member
+    from builder.gotar import END_MARKER
+
+    if data is None:
+        data = gzip_member((body or b"") + END_MARKER, level=1)
+    info = {"pkgname": [name], "pkgver": [version], "arch": ["x86_64"], "size": ["1"],
+            "origin": [name], "license": ["MIT"], "builddate": ["1700000000"]}
+    info.update(fields or {})
+    info["datahash"] = [hashlib.sha256(data).hexdigest()]
+    control = build_control(info, {}, 1700000000, level=6)
+    sig = b"" if key is None else signature_member(key_name, sign(key[0], control, "sha256"))
+    return sig, control, data
+
+
+def hostile_apk(name: str, body: bytes | None, key: tuple[bytes, bytes] | None,
+                **kw: object) -> bytes:
+    """`apk_sections` joined: the whole `.apk`."""
+    return b"".join(apk_sections(name, body, key, **kw))  # type: ignore[arg-type]
+
+
+def index_record(name: str, version: str, apk: bytes, control: bytes, **fields: object):
+    """The APKINDEX record of `apk` whose control member is `control` (C: and S: of these
+    very bytes, whatever state they are in)."""
+    from builder.apk.model import Package
+    from builder.util.checksums import q1
+
+    pkg = Package(name=name, version=version, arch="x86_64", size=len(apk),
+                  checksum=q1(hashlib.sha1(control).digest()), origin=name, license="MIT")
+    for k, v in fields.items():
+        setattr(pkg, k, v)
+    return pkg
+
+
+def hostile_repo(tmp: Path, apks: dict[str, bytes], key: tuple[bytes, bytes],
+                 packages: list[str], records: list | None = None,
+                 index: bytes | None = None) -> Path:
+    """A local repository under `tmp/repo` (x86_64) holding `apks` (file name -> bytes),
+    whose signed APKINDEX lists `records` (default: each package's own record, depends
+    kept), or is `index` as given; an apko.yaml installing `packages`. Returns the config."""
+    from builder.apk.index import index_record_from_apk, write_index
+    from builder.apk.package import read_apk
+
+    repo = tmp / "repo" / "x86_64"
+    repo.mkdir(parents=True, exist_ok=True)
+    for old in repo.iterdir():
+        old.unlink()
+    if records is None:
+        records = [index_record_from_apk(read_apk(data, n), len(data)) for n, data in
+                   apks.items()]
+    for fname, data in apks.items():
+        (repo / fname).write_bytes(data)
+    (repo / "APKINDEX.tar.gz").write_bytes(
+        index if index is not None else write_index(records, key[0], "local.rsa.pub"))
+    (tmp / "local.rsa.pub").write_bytes(key[1])
+    cfg = tmp / "apko.yaml"
+    cfg.write_text(f"contents:\n  keyring: [{tmp / 'local.rsa.pub'}]\n"
+                   f"  repositories: [{tmp / 'repo'}]\n"
+                   f"  packages: [{', '.join(packages)}]\n"
+                   "archs: [x86_64]\n")
+    return cfg
+
+
+def tree_state(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, tuple]:
+    """path -> (kind, size, mtime_ns) of everything under `root` but the `skip` trees: what
+    a refused build must leave as it was."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if here / d not in skip]
+        for name in dirnames + filenames:
+            p = here / name
+            st = p.lstat()
+            out[str(p.relative_to(root))] = (stat.S_IFMT(st.st_mode), st.st_size,
+                                             st.st_mtime_ns if not stat.S_ISDIR(st.st_mode)
+                                             else 0)
+    return out
+
+
+def refused(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run `apkimage ARGV`, which must fail cleanly: exit 1 and exactly one stderr line
+    `apkimage: error: ...` (no traceback); returns that line."""
+    from builder.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 1, err
+    assert len(lines) == 1 and lines[0].startswith("apkimage: error: "), err
+    return lines[0]
+
+
+def layout_tree(out: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
+    """The image tree of an OCI layout `apkimage build` wrote (one arch): every layer's
+    entries applied in order, path -> (header, content)."""
+    index = json.loads((out / "index.json").read_text())
+    blobs = out / "blobs" / "sha256"
+
+    def blob(digest: str) -> bytes:
+        return (blobs / digest.split(":", 1)[1]).read_bytes()
+
+    doc = json.loads(blob(index["manifests"][0]["digest"]))
+    while "manifests" in doc:  # the image index -> the (one) image manifest
+        doc = json.loads(blob(doc["manifests"][0]["digest"]))
+    tree: dict[str, tuple[tarfile.TarInfo, bytes]] = {}
+    for layer in doc["layers"]:
+        with tarfile.open(fileobj=io.BytesIO(gzip.decompress(blob(layer["digest"])))) as tf:
+            for ti in tf:
+                f = tf.extractfile(ti) if ti.isreg() else None
+                tree[ti.name.rstrip("/")] = (ti, f.read() if f else b"")
+    return tree

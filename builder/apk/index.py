@@ -53,7 +53,7 @@ def read_index(
     Any one valid signature by a key in `keyring` is enough (indexes may carry several).
     Unsigned or unverifiable indexes raise VerificationError unless `allow_untrusted`.
     """
-    first, _ = inflate_member(data, 0, source)
+    first, _ = inflate_member(data, 0, source, limit="index-size")  # (unsigned: the body)
     signatures = parse_signature_tar(first, source)
     if signatures is None:
         body_start = 0
@@ -81,7 +81,8 @@ def read_index(
             f"{source}: index signature mismatch: the signature by {names} does not verify "
             "with the trusted key of that name"
         )
-    tar_bytes = b"".join(iter_inflate(message, source))
+    tar_bytes = b"".join(iter_inflate(message, source, limit="index-size",
+                                      what="inflated index"))
     files = _index_tar_files(tar_bytes, source)
     if "APKINDEX" not in files:
         raise FormatError(f"{source}: no APKINDEX entry in index tar")

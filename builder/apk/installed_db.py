@@ -196,4 +196,4 @@ def format_record(pkg: Package, files: list[FileRecord]) -> bytes:
                     pass
             who = who or str(pkg)
             lines.append(f"Z:{q1_checksum(c, who)}")
-    return ("\n".join(lines) + "\n\n").encode()
+    return ("\n".join(lines) + "\n\n").encode("utf-8", "surrogateescape")

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from builder import limits
 from builder.apk.pkginfo import parse_pkginfo
 from builder.deflate.gzipstream import GZIP_MAGIC
 from builder.errors import FormatError
 
 HEAD_CHUNK = 1 << 16  # read size for the signature and control members
+OUT_LIMIT = 1 << 20  # most inflated bytes per call (a member's output is counted)
 MIN_APK_SIZE = 20
 
 
@@ -49,11 +51,14 @@ class ApkLayout:
 
 
 def _read_member(f: BinaryIO, start: int, source: str) -> tuple[bytes, bytes]:
-    """(inflated content, compressed bytes) of the small gzip member at `start`."""
+    """(inflated content, compressed bytes) of the small gzip member at `start`. Its output
+    is counted as it is made: past the control-size limit it is a LimitError (a signature
+    or control member is a few KiB; one that inflates without end is refused, not held)."""
     f.seek(start)
     d = zlib.decompressobj(31)
     comp: list[bytes] = []
     out: list[bytes] = []
+    total = 0
     try:
         while not d.eof:
             chunk = f.read(HEAD_CHUNK)
@@ -62,7 +67,16 @@ def _read_member(f: BinaryIO, start: int, source: str) -> tuple[bytes, bytes]:
             if not comp and chunk[:2] != GZIP_MAGIC:
                 raise FormatError(f"{source}: not a gzip member at byte {start}")
             comp.append(chunk)
-            out.append(d.decompress(chunk))
+            pending = chunk
+            while True:
+                piece = d.decompress(pending, OUT_LIMIT)
+                total += len(piece)
+                limits.check(source, f"inflated gzip member at byte {start}", "control-size",
+                             total)
+                out.append(piece)
+                pending = d.unconsumed_tail
+                if d.eof or (not pending and len(piece) < OUT_LIMIT):
+                    break
     except zlib.error as exc:
         raise FormatError(f"{source}: corrupt gzip member at byte {start}: {exc}") from None
     raw = b"".join(comp)

@@ -8,7 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from builder import limits
 from builder.errors import FormatError
+
+_BAD_NAME_CHARS = frozenset("/\0") | {chr(c) for c in range(33)} | {chr(127)}
+
+
+def check_identity(name: str, version: str, source: str, name_field: str,
+                   version_field: str) -> None:
+    """A package name or version that could not be a file name part (`/`, `..` alone, a
+    control character or space) is refused: both are joined into `NAME-VERSION.apk` paths
+    in repositories and work directories. FormatError naming `source` and the field."""
+    for field_name, value in ((name_field, name), (version_field, version)):
+        bad = next((c for c in value if c in _BAD_NAME_CHARS), None)
+        if bad is not None or value in (".", ".."):
+            what = f"holds {bad!r}" if bad is not None else "is a path component"
+            raise FormatError(f"{source}: {field_name} {value!r} {what}: not a package "
+                              f"{'name' if field_name == name_field else 'version'}")
 
 
 @dataclass
@@ -80,6 +96,7 @@ def parse_index_text(text: str, source: str = "APKINDEX") -> list[Package]:
     """
     packages: list[Package] = []
     current: dict[str, str] = {}
+    line_of: dict[str, int] = {}  # letter -> the line it was (last) given on
     start_line = 1
 
     def flush(lineno: int) -> None:
@@ -87,6 +104,7 @@ def parse_index_text(text: str, source: str = "APKINDEX") -> list[Package]:
             return
         if "P" not in current or "V" not in current:
             raise FormatError(f"{source}:{start_line}: index record without P: or V:")
+        check_identity(current["P"], current["V"], f"{source}:{start_line}", "P:", "V:")
         pkg = Package(name=current["P"], version=current["V"])
         for letter, value in current.items():
             attr, kind = INDEX_FIELDS[letter]
@@ -95,7 +113,8 @@ def parse_index_text(text: str, source: str = "APKINDEX") -> list[Package]:
                     setattr(pkg, attr, int(value) if value else 0)
                 except ValueError:
                     raise FormatError(
-                        f"{source}:{lineno}: field {letter}: is not an integer: {value!r}"
+                        f"{source}:{line_of.get(letter, lineno)}: field {letter}: is not an "
+                        f"integer: {value[:40]!r}"
                     ) from None
             elif kind == "list":
                 setattr(pkg, attr, value.split())
@@ -103,10 +122,15 @@ def parse_index_text(text: str, source: str = "APKINDEX") -> list[Package]:
                 setattr(pkg, attr, value)
         packages.append(pkg)
 
+    cap = limits.current().field_size
     for lineno, line in enumerate(text.splitlines(), 1):
+        if len(line) > cap:
+            limits.check(f"{source}:{lineno}", f"index line ({line[:2]!r}...)", "field-size",
+                         len(line))
         if not line.strip():
             flush(lineno)
             current = {}
+            line_of.clear()
             start_line = lineno + 1
             continue
         if len(line) < 2 or line[1] != ":":
@@ -116,6 +140,7 @@ def parse_index_text(text: str, source: str = "APKINDEX") -> list[Package]:
             if letter.isupper():
                 raise FormatError(f"{source}:{lineno}: unknown index field {letter}:")
             continue
+        line_of[letter] = lineno
         if letter in current and INDEX_FIELDS[letter][1] == "list":
             current[letter] += " " + value  # repeated D:/p:/i: lines accumulate (apk-tools)
         else:

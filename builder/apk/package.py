@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
+from builder import limits
 from builder.apk.layout import check_apk_size, read_control
 from builder.apk.model import Package
 from builder.apk.pkginfo import pkginfo_to_package
@@ -76,7 +77,7 @@ def read_apk(data: bytes, source: str) -> ApkFile:
         signature = data[:first_end]
         control_start = first_end
         if control_start >= len(data):
-            raise FormatError(f"{source}: signature but no control section")
+            raise FormatError(f"{source}: signed package without control and data sections")
         control_tar, control_end = inflate_member(data, control_start, source)
     if control_end >= len(data):
         raise FormatError(f"{source}: no data section after the control section")
@@ -108,7 +109,8 @@ def iter_data_tar(
     """Entries of the data tar (all gzip members inflated as one stream), with a reader for
     regular files' content that is valid until the next entry. Raises FormatError on bad
     gzip or tar data."""
-    reader = InflateReader(data_section, source)
+    reader = InflateReader(data_section, source, limit="data-size",
+                           what="inflated data section")
     try:
         # typeshed asks every fileobj for write/tell/seek/close; a "r|" stream only reads
         with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
@@ -180,8 +182,14 @@ def verify_apk(
 
 def _verify_files(apk: ApkFile, name: str, report: VerifyReport) -> None:
     sums: dict[str, bytes] = {}
+    max_entries = limits.current().entries
+    count = 0
     try:
-        for info, reader in iter_data_tar(apk.data, f"{name}: data section"):
+        for info, reader in iter_data_tar(apk.data, f"{name} ({apk.source}): data section"):
+            count += 1
+            if count > max_entries:
+                limits.check(f"{name} ({apk.source}): data section", "number of tar entries",
+                             "entries", count)
             if info.isdir():
                 continue
             report.files += 1
@@ -217,5 +225,7 @@ def _verify_files(apk: ApkFile, name: str, report: VerifyReport) -> None:
                     f"content {actual.hex()})"
                 )
             report.checked_files += 1
+    except limits.LimitError:
+        raise
     except FormatError as exc:
         raise VerificationError(f"{name}: data section unreadable: {exc}") from None

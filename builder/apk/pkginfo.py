@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from builder.apk.model import Package
+from builder import limits
+from builder.apk.model import Package, check_identity
 from builder.errors import FormatError
 
 # .PKGINFO key -> (Package attribute, kind). "list" keys may repeat and each value may hold
@@ -55,7 +56,11 @@ PKGINFO_WRITE_ORDER = [
 def parse_pkginfo(text: str, source: str) -> dict[str, list[str]]:
     """Parse `.PKGINFO` text into {key: [values in order]}."""
     fields: dict[str, list[str]] = {}
+    cap = limits.current().field_size
     for lineno, line in enumerate(text.splitlines(), 1):
+        if len(line) > cap:
+            limits.check(f"{source}:{lineno}", f"line ({line.partition('=')[0].strip()[:40]})",
+                         "field-size", len(line))
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -72,6 +77,7 @@ def pkginfo_to_package(fields: dict[str, list[str]], source: str = ".PKGINFO") -
     for required in ("pkgname", "pkgver"):
         if not fields.get(required) or not fields[required][0]:
             raise FormatError(f"{source}: missing {required}")
+    check_identity(fields["pkgname"][0], fields["pkgver"][0], source, "pkgname", "pkgver")
     pkg = Package(name=fields["pkgname"][0], version=fields["pkgver"][0])
     for key, values in fields.items():
         spec = PKGINFO_FIELDS.get(key)

@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
+from builder import limits
 from builder.errors import FormatError
 
 BLOCK = 512
@@ -92,7 +93,10 @@ def _pax_records(body: bytes, source: str, offset: int) -> dict[str, str]:
         space = body.find(b" ", pos)
         if space < 0:
             raise FormatError(f"{source}: malformed PAX record at {offset}")
-        length = int(body[pos:space])
+        try:
+            length = int(body[pos:space])
+        except ValueError:
+            raise FormatError(f"{source}: malformed PAX record at {offset}") from None
         record = body[space + 1: pos + length]
         if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
             raise FormatError(f"{source}: malformed PAX record at {offset}")
@@ -100,6 +104,14 @@ def _pax_records(body: bytes, source: str, offset: int) -> dict[str, str]:
         records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
         pos += length
     return records
+
+
+def _pax_int(pax: dict[str, str], key: str, source: str, offset: int) -> int:
+    try:
+        return int(pax[key])
+    except ValueError:
+        raise FormatError(f"{source}: PAX {key} {pax[key][:40]!r} in tar header at {offset} "
+                          "is not a number") from None
 
 
 def _pax_time(value: str, source: str, offset: int) -> tuple[int, bool]:
@@ -131,6 +143,7 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
     saw_global = False
     pos = 0
     first_header = 0
+    max_entries = limits.current().entries
     while pos + BLOCK <= size:
         header = bytes(view[pos: pos + BLOCK])
         if header == b"\0" * BLOCK:
@@ -144,7 +157,9 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
         data_start = pos + BLOCK
         data_end = data_start + entry_size
         if data_end > size:
-            raise FormatError(f"{source}: tar entry at {pos} runs past the end of the archive")
+            raise FormatError(f"{source}: tar entry {_str(header[0:100])!r} at byte {pos} "
+                              f"declares {entry_size} bytes and runs past the end of the "
+                              f"archive ({size} bytes)")
         next_pos = data_start + -(-entry_size // BLOCK) * BLOCK
         if typeflag in ("x", "g"):
             records = _pax_records(bytes(view[data_start:data_end]), source, pos)
@@ -162,17 +177,25 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
             pos = next_pos
             continue
         pax = {**global_pax, **pending_pax}
-        if "size" in pax:
-            entry_size = int(pax["size"])
-            data_end = data_start + entry_size
-            next_pos = data_start + -(-entry_size // BLOCK) * BLOCK
-            if data_end > size:
-                raise FormatError(f"{source}: tar entry at {pos} runs past the end of the archive")
         name = _str(header[0:100])
         magic = header[257:263]
         if magic.startswith(b"ustar") and header[345]:
             name = _str(header[345:500]) + "/" + name
         name = pax.get("path", long_name or name)
+        if "size" in pax:
+            try:
+                entry_size = int(pax["size"])
+            except ValueError:
+                raise FormatError(f"{source}: tar entry {name!r} at byte {pos}: PAX size "
+                                  f"{pax['size'][:40]!r} is not a number") from None
+            data_end = data_start + entry_size
+            next_pos = data_start + -(-entry_size // BLOCK) * BLOCK
+            if entry_size < 0 or data_end > size:
+                raise FormatError(f"{source}: tar entry {name!r} at byte {pos} declares "
+                                  f"{entry_size} bytes and runs past the end of the archive "
+                                  f"({size} bytes)")
+        if len(entries) >= max_entries:
+            limits.check(source, "number of tar entries", "entries", len(entries) + 1)
         linkname = pax.get("linkpath", long_link or _str(header[157:257]))
         if typeflag == "0" and name.endswith("/"):
             typeflag = "5"
@@ -184,8 +207,10 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
             path=_clean(name),
             type=typeflag,
             mode=_num(header[100:108], source, pos) & 0o7777,
-            uid=int(pax["uid"]) if "uid" in pax else _num(header[108:116], source, pos),
-            gid=int(pax["gid"]) if "gid" in pax else _num(header[116:124], source, pos),
+            uid=_pax_int(pax, "uid", source, pos) if "uid" in pax
+            else _num(header[108:116], source, pos),
+            gid=_pax_int(pax, "gid", source, pos) if "gid" in pax
+            else _num(header[116:124], source, pos),
             mtime=mtime,
             size=entry_size,
             linkname=linkname,

@@ -40,6 +40,9 @@ def add_source_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="cache root (default ~/.cache/apkimage)")
     p.add_argument("--offline", action="store_true", help="use only cached indexes")
     p.add_argument("--ca-file", default=None, metavar="PEM")
+    from builder.commands.build import add_limit_flag
+
+    add_limit_flag(p)
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, list[str]]:

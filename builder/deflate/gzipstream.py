@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from builder import limits
 from builder.errors import FormatError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -78,30 +79,47 @@ def split_members(data: bytes, source: str) -> list[tuple[int, int]]:
     return ranges
 
 
-def inflate_member(data: bytes | memoryview, start: int, source: str) -> tuple[bytes, int]:
-    """Inflate the single gzip member at `start`; returns (uncompressed bytes, end offset)."""
+def inflate_member(data: bytes | memoryview, start: int, source: str,
+                   limit: str = "control-size") -> tuple[bytes, int]:
+    """Inflate the single gzip member at `start`; returns (uncompressed bytes, end offset).
+    The output is counted as it is made: past the `limit` of builder/limits.py (a small
+    member's: signature, control) it is a LimitError, before more is held."""
     view = memoryview(data)
     _check_magic(view, start, source)
     d = zlib.decompressobj(31)
     out: list[bytes] = []
+    total = 0
     pos = start
     try:
         while pos < len(view):
             chunk = view[pos : pos + CHUNK]
-            out.append(d.decompress(chunk))
-            if d.eof:
-                return b"".join(out), pos + len(chunk) - len(d.unused_data)
+            pending: bytes | memoryview = chunk
+            while True:
+                piece = d.decompress(pending, OUT_LIMIT)
+                if piece:
+                    total += len(piece)
+                    limits.check(source, f"inflated gzip member at byte {start}", limit, total)
+                    out.append(piece)
+                if d.eof:
+                    return b"".join(out), pos + len(chunk) - len(d.unused_data)
+                pending = d.unconsumed_tail
+                if not pending and len(piece) < OUT_LIMIT:
+                    break
             pos += len(chunk)
     except zlib.error as exc:
         raise FormatError(f"{source}: corrupt gzip member at byte {start}: {exc}") from None
     raise FormatError(f"{source}: truncated gzip member at byte {start}")
 
 
-def iter_inflate(data: bytes | memoryview, source: str, chunk: int = CHUNK) -> Iterator[bytes]:
+def iter_inflate(data: bytes | memoryview, source: str, chunk: int = CHUNK,
+                 limit: str | None = None, what: str = "inflated data") -> Iterator[bytes]:
     """Yield the uncompressed bytes of all members of `data`, in order, streaming.
 
-    Raises FormatError on garbage between or after members, or a truncated last member.
+    Raises FormatError on garbage between or after members, or a truncated last member;
+    with `limit` (a name in builder/limits.py), a LimitError naming `what` as soon as the
+    output passes it.
     """
+    total = 0
     view = memoryview(data)
     if not len(view):
         return
@@ -118,6 +136,9 @@ def iter_inflate(data: bytes | memoryview, source: str, chunk: int = CHUNK) -> I
                 out = d.decompress(pending, OUT_LIMIT)
                 full = len(out) == OUT_LIMIT  # zlib may still hold output for this input
                 if out:
+                    total += len(out)
+                    if limit is not None:
+                        limits.check(source, what, limit, total)
                     yield out
                 if d.eof:
                     break
@@ -140,8 +161,9 @@ class InflateReader:
     """A read-only file object over the uncompressed content of concatenated gzip members
     (what `tarfile.open(mode="r|")` needs)."""
 
-    def __init__(self, data: bytes | memoryview, source: str) -> None:
-        self._it = iter_inflate(data, source)
+    def __init__(self, data: bytes | memoryview, source: str, limit: str | None = None,
+                 what: str = "inflated data") -> None:
+        self._it = iter_inflate(data, source, limit=limit, what=what)
         self._buf = bytearray()
         self._eof = False
         self.consumed = 0  # uncompressed bytes handed out so far

@@ -70,6 +70,7 @@ from typing import Any, BinaryIO
 
 from isal import isal_zlib
 
+from builder import limits
 from builder.apk.layout import ApkLayout, read_layout, read_pkginfo
 from builder.apk.model import Package
 from builder.apk.pkginfo import pkginfo_to_package
@@ -303,7 +304,8 @@ def _load(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
         data_tar=paths.data_tar, entries=index.entries, data_size=int(tar_record["size"]),
         apk_path=layout.path, data_section_offset=layout.control_end,
         data_section_size=layout.data_size, cache_dir=paths.dir, cache_root=cache.root,
-        from_cache=True, blocks_record=arts.get(EXPANDED_BLOCKS))
+        from_cache=True, blocks_record=arts.get(EXPANDED_BLOCKS),
+        source=str(layout.path))
 
 
 def _sha256_range(mm: mmap.mmap, start: int, end: int) -> str:
@@ -328,6 +330,7 @@ def _inflate_into(data: memoryview, out: BinaryIO, source: str, base: int) -> tu
     pos = 0
     total = 0
     crc = 0
+    cap = limits.current().data_size
     while pos < n:
         if bytes(data[pos:pos + 2]) != GZIP_MAGIC:
             raise FormatError(f"{source}: not a gzip member at byte {base + pos}")
@@ -342,9 +345,11 @@ def _inflate_into(data: memoryview, out: BinaryIO, source: str, base: int) -> tu
                 while True:
                     piece = d.decompress(pending, OUT_LIMIT)
                     if piece:
+                        total += len(piece)
+                        if total > cap:  # refused as it streams: a bomb is not written out
+                            limits.check(source, "inflated data section", "data-size", total)
                         crc = isal_zlib.crc32(piece, crc)
                         out.write(piece)
-                        total += len(piece)
                     if d.eof:
                         break
                     pending = d.unconsumed_tail
@@ -372,18 +377,22 @@ def _scan_into(data: memoryview, out: BinaryIO,
     return index.size, crc, index
 
 
-def _verify_files(tar: memoryview, entries: list[TarEntry], pkg: Package) -> None:
-    """Every regular file's content against its APK-TOOLS.checksum.SHA1 (no copies)."""
+def _verify_files(tar: memoryview, entries: list[TarEntry], pkg: Package, source: str) -> None:
+    """Every regular file's content (typeflag 0, and 7, contiguous: installed as a regular
+    file) against its APK-TOOLS.checksum.SHA1 (no copies)."""
     for e in entries:
-        if e.type != "0" or not e.checksum:
+        if (e.type != "0" and e.type != "7") or not e.checksum:
             continue
         want = parse_sha1(e.checksum)
+        if want is None:
+            raise VerificationError(f"{pkg} ({source}): {e.path}: malformed "
+                                    f"APK-TOOLS.checksum.SHA1 {e.checksum[:60]!r}")
         part = tar[e.data_offset:e.data_offset + e.size]
         got = hashlib.sha1(part).digest()
         part.release()
         if want != got:
-            raise VerificationError(f"{pkg}: {e.path}: content SHA-1 does not match "
-                                    "APK-TOOLS.checksum.SHA1")
+            raise VerificationError(f"{pkg} ({source}): {e.path}: content SHA-1 {got.hex()} "
+                                    f"does not match APK-TOOLS.checksum.SHA1 {want.hex()}")
 
 
 def _index_and_verify(tmp_file: BinaryIO, size: int, pkg: Package, source: str) -> TarIndex:
@@ -393,7 +402,7 @@ def _index_and_verify(tmp_file: BinaryIO, size: int, pkg: Package, source: str) 
     view = memoryview(mm)
     try:
         index = index_tar(view, f"{source}:data")
-        _verify_files(view, index.entries, pkg)
+        _verify_files(view, index.entries, pkg, source)
         return index
     finally:
         view.release()
@@ -423,9 +432,10 @@ def _build(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
                                     f".PKGINFO datahash {pkg.datahash}")
         with cache.atomic(paths.dir) as tmp:
             if block_index:
-                size, crc, blocks = _scan_into(data, tmp.file, f"{source}: data section")
+                size, crc, blocks = _scan_into(data, tmp.file, f"{pkg} ({source}): data section")
             else:
-                size, crc = _inflate_into(data, tmp.file, source, layout.control_end)
+                size, crc = _inflate_into(data, tmp.file, f"{pkg} ({source}): data section",
+                                          layout.control_end)
             tmp.file.flush()
             index = _index_and_verify(tmp.file, size, pkg, source)
             tmp.commit(paths.data_tar)
@@ -462,7 +472,7 @@ def _build(layout: ApkLayout, cache: Cache, paths: ExpandedPaths,
         data_tar=paths.data_tar, entries=index.entries, data_size=size,
         apk_path=layout.path, data_section_offset=layout.control_end,
         data_section_size=layout.data_size, cache_dir=paths.dir, cache_root=cache.root,
-        from_cache=False, known_block_index=blocks)
+        from_cache=False, known_block_index=blocks, source=source)
 
 
 @contextlib.contextmanager

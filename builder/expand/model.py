@@ -50,6 +50,12 @@ class ExpandedPackage:
     entries: list[TarEntry] = field(default_factory=list)
     data_size: int = 0  # bytes of the decompressed data tar
     from_cache: bool = False  # loaded from an earlier build's artefacts (nothing inflated)
+    source: str = ""  # the .apk it was expanded from (named in errors)
+
+    @property
+    def who(self) -> str:
+        """How errors name the package: `name-version (path of the .apk)`."""
+        return f"{self.package} ({self.source})" if self.source else str(self.package)
 
     def read(self, entry: TarEntry) -> bytes:
         with open(self.data_tar, "rb") as f:

@@ -4,13 +4,16 @@ regular file's `APK-TOOLS.checksum.SHA1` checked. Nothing is cached."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 from pathlib import Path
 
 from builder.apk.layout import check_apk_size, read_control, tar_members
+from builder.apk.model import Package
 from builder.apk.pkginfo import pkginfo_to_package
-from builder.apk.tarindex import index_tar
-from builder.deflate.gzipstream import inflate_member, iter_inflate, split_members
+from builder.apk.tarindex import TarEntry, index_tar
+from builder.deflate.gzipstream import inflate_member, iter_inflate
 from builder.errors import FormatError, VerificationError
 from builder.expand.model import ControlEntry, ExpandedPackage
 from builder.util.checksums import parse_sha1, q1
@@ -23,23 +26,25 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
     source = str(path)
     blob = path.read_bytes()
     check_apk_size(len(blob), source)
-    members = split_members(blob, source)
-    if len(members) < 2:
-        raise FormatError(f"{source}: expected control and data sections, found "
-                          f"{len(members)} gzip member(s)")
-    first, _ = inflate_member(blob, members[0][0], source)
+    first, first_end = inflate_member(blob, 0, source)
     try:
         first_items = tar_members(first)
     except tarfile.TarError as exc:
         raise FormatError(f"{source}: first section is not a tar: {exc}") from None
     has_sig = bool(first_items) and first_items[0][0].name.startswith(".SIGN.")
-    if has_sig and len(members) < 3:
+    if has_sig and first_end >= len(blob):
         raise FormatError(f"{source}: signed package without control and data sections")
-    ctl_start, ctl_end = members[1] if has_sig else members[0]
+    if has_sig:
+        ctl_start = first_end
+        control_raw, ctl_end = inflate_member(blob, ctl_start, source)
+    else:
+        ctl_start, ctl_end, control_raw = 0, first_end, first
+    if ctl_end >= len(blob):
+        raise FormatError(f"{source}: expected control and data sections, found no data "
+                          "section after the control section")
     # The data section is everything after control (it may span several gzip members).
     data_start, data_end = ctl_end, len(blob)
     control_sha1 = hashlib.sha1(blob[ctl_start:ctl_end]).digest()
-    control_raw = first if not has_sig else inflate_member(blob, ctl_start, source)[0]
     fields, rest = read_control(control_raw, source)
     control = [ControlEntry.from_tar(ti, data) for ti, data in rest]
     pkg = pkginfo_to_package(fields, f"{source}:.PKGINFO")
@@ -50,15 +55,47 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
         if got != pkg.datahash:
             raise VerificationError(f"{pkg}: data section SHA-256 {got} does not match "
                                     f".PKGINFO datahash {pkg.datahash}")
-    data_tar = b"".join(iter_inflate(memoryview(blob)[data_start:data_end], source))
     out = workdir / f"{pkg.name}-{pkg.version}.{control_sha1.hex()[:12]}.tar"
-    out.write_bytes(data_tar)
-    index = index_tar(data_tar, f"{source}:data")
-    for e in index.entries:
-        if e.type == "0" and e.checksum:
-            got_raw = hashlib.sha1(data_tar[e.data_offset:e.data_offset + e.size]).digest()
-            if parse_sha1(e.checksum) != got_raw:
-                raise VerificationError(f"{pkg}: {e.path}: content SHA-1 does not match "
-                                        "APK-TOOLS.checksum.SHA1")
-    return ExpandedPackage(pkg, control_sha1, fields, control, out, index.entries,
-                           len(data_tar))
+    # Streamed to the work file (counted against the data-size limit), then mapped: the data
+    # tar is never held in memory whole.
+    size = 0
+    with open(out, "wb") as f:
+        for piece in iter_inflate(memoryview(blob)[data_start:data_end],
+                                  f"{pkg} ({source}): data section", limit="data-size",
+                                  what="inflated data section"):
+            f.write(piece)
+            size += len(piece)
+    del blob
+    with open(out, "rb") as f:
+        if size == 0:
+            index = index_tar(b"", f"{source}:data")
+        else:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            view = memoryview(mm)
+            try:
+                index = index_tar(view, f"{source}:data")
+                _check_files(view, index.entries, pkg, source)
+            finally:
+                view.release()
+                with contextlib.suppress(BufferError):  # an exception's frames may hold slices
+                    mm.close()
+    return ExpandedPackage(pkg, control_sha1, fields, control, out, index.entries, size,
+                           source=source)
+
+
+def _check_files(tar: memoryview, entries: list[TarEntry], pkg: Package, source: str) -> None:
+    """Every regular file's content (typeflag 0, and 7, contiguous: installed as a regular
+    file) against its APK-TOOLS.checksum.SHA1."""
+    for e in entries:
+        if (e.type != "0" and e.type != "7") or not e.checksum:
+            continue
+        want = parse_sha1(e.checksum)
+        if want is None:
+            raise VerificationError(f"{pkg} ({source}): {e.path}: malformed "
+                                    f"APK-TOOLS.checksum.SHA1 {e.checksum[:60]!r}")
+        part = tar[e.data_offset:e.data_offset + e.size]
+        got = hashlib.sha1(part).digest()
+        part.release()
+        if got != want:
+            raise VerificationError(f"{pkg} ({source}): {e.path}: content SHA-1 {got.hex()} "
+                                    f"does not match APK-TOOLS.checksum.SHA1 {want.hex()}")

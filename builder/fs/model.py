@@ -29,6 +29,11 @@ from builder.fs.extent import Content, Extent, ExtentReader, read_extent
 from builder.fs.kinds import DIR, FILE, HARDLINK, SYMLINK
 
 _MAX_LINKS = 40
+# Linux's limits, as apk-tools applies them: a path or link target of PATH_MAX - 10 bytes
+# or more is refused when the tar is read (ENAMETOOLONG); a component longer than NAME_MAX
+# cannot be created on any Linux filesystem, so the image could not be unpacked.
+PATH_LIMIT = 4096 - 10
+NAME_MAX = 255
 _READ_BUFFER = 1 << 20
 
 
@@ -52,6 +57,18 @@ class Meta:
 
 def _split(path: str) -> list[str]:
     return [p for p in path.split("/") if p not in ("", ".")]
+
+
+def _check_lengths(name: str, who: str) -> None:
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) >= PATH_LIMIT:
+        raise FormatError(f"{who}: path {name[:60]!r}... of {len(raw)} bytes is too long "
+                          f"(the limit is {PATH_LIMIT - 1}, as apk-tools's)")
+    for part in raw.split(b"/"):
+        if len(part) > NAME_MAX:
+            shown = part[:40].decode("utf-8", "surrogateescape")
+            raise FormatError(f"{who}: path {name[:60]!r}...: component {shown!r}... of "
+                              f"{len(part)} bytes is too long (Linux allows {NAME_MAX})")
 
 
 def name_key(name: str) -> bytes:
@@ -164,8 +181,19 @@ class FsModel:
             done.append(name)
         return "/".join(done)
 
+    def check_link_target(self, target: str, name: str, who: str) -> None:
+        """A symlink target longer than Linux allows is refused (FormatError)."""
+        if len(target) >= PATH_LIMIT // 4 and \
+                len(target.encode("utf-8", "surrogateescape")) >= PATH_LIMIT:
+            raise FormatError(f"{who}: symlink {name!r}: target of "
+                              f"{len(target.encode('utf-8', 'surrogateescape'))} bytes is "
+                              f"too long (the limit is {PATH_LIMIT - 1}, as apk-tools's)")
+
     def check_entry_name(self, name: str, who: str) -> str:
-        """Validate a name from a package: relative, no `..` components. Returns it cleaned."""
+        """Validate a name from a package: relative, no `..` components, within Linux's
+        length limits. Returns it cleaned."""
+        if len(name) > NAME_MAX // 4:
+            _check_lengths(name, who)
         if (name and name[0] != "/" and name[0] != "." and name[-1] != "/"
                 and "//" not in name and "/." not in name):
             return name  # no empty, `.` or `..` component: already clean

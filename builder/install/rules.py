@@ -45,6 +45,8 @@ def _conflict_winner(state: InstallState, new: Package, old_owner: str, path: st
     """True when the new package's entry should replace the existing one."""
     if same_content:
         return False
+    if old_owner == new.name:
+        return True  # the package's data tar holds the path twice: the last entry wins
     if not old_owner:
         raise FormatError(f"{new}: {path} conflicts with a file the builder wrote")
     old = state.packages[old_owner]
@@ -56,14 +58,18 @@ def _conflict_winner(state: InstallState, new: Package, old_owner: str, path: st
                       "(neither package replaces the other)")
 
 
+_KIND_WORDS = {"0": "file", "7": "file", "1": "hardlink", "2": "symlink", "3": "device",
+               "4": "device", "6": "fifo"}
+
+
 def _symlink_sha1(target: str) -> str:
-    return hashlib.sha1(target.encode()).hexdigest()
+    return hashlib.sha1(target.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def install_package(state: InstallState, exp: ExpandedPackage) -> None:
     fs = state.fs
     pkg = exp.package
-    who = str(pkg)
+    who = exp.who
     if pkg.name in state.packages:
         return
     state.packages[pkg.name] = pkg
@@ -101,12 +107,17 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
                 new_sum = ""
             if old is not None:
                 if old.kind == DIR:
-                    raise FormatError(f"{who}: {name} is a directory in the image, "
-                                      "the package has a non-directory there")
+                    owner = f" (from {state.packages[old.package]})" \
+                        if old.package in state.packages and old.package != name_of else ""
+                    raise FormatError(f"{who}: {name} is a directory in the image{owner}, "
+                                      f"the package has a {_KIND_WORDS.get(t, 'non-directory')}"
+                                      " there")
                 same = bool(new_sum) and new_sum == old.checksum
                 if not _conflict_winner(state, pkg, old.package, name, same):
                     continue
-                if old.package and old.package != name_of:
+                if old.package:
+                    # The earlier owner's record goes (this package's own, when its data tar
+                    # holds the path twice: the last entry wins, as apk extracts it).
                     prev = state.files[old.package]
                     prev[:] = [r for r in prev
                                if r.is_dir or fs.resolve(r.path, follow=False) != canon]
@@ -116,6 +127,7 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
                               checksum=new_sum, who=who, xattrs=e.xattrs, canonical=canon)
                 state.bytes_in += e.size
             elif t == "2":
+                fs.check_link_target(e.linkname, name, who)
                 fs.symlink(name, e.linkname, mtime=e.mtime, package=name_of, checksum=new_sum,
                            who=who, canonical=canon)
             elif t == "1":

@@ -92,7 +92,9 @@ def plan_package(fs: FsModel, package: str, data_tar: Path, entries: list[TarEnt
             stats.entries_cut += 1
             continue
         placed.add(canon)
-        if _same_header(e, canon, m) and not e.global_header:
+        # A contiguous file (typeflag 7) is written as the regular file it installs as:
+        # containerd's unpacker knows no typeflag 7.
+        if _same_header(e, canon, m) and not e.global_header and e.type != "7":
             keep(e.header_offset, e.end_offset)
             stats.entries_kept += 1
         else:
