@@ -62,6 +62,10 @@ class Preset:
 PRESETS = {
     "go": Preset("go", 1.0, 1.0),
     "small": Preset("small", 1 / 36, 1 / 15),
+    # An image catalogue's repository (perf/world.py): the go preset's packages plus more
+    # runtimes and tools; `world` a third of go's bytes per file set, `world-small` small's.
+    "world": Preset("world", 1 / 3, 1 / 4),
+    "world-small": Preset("world-small", 1 / 36, 1 / 15),
 }
 
 
@@ -435,11 +439,19 @@ def recipes(preset: Preset, seed: int) -> list[PackageSpec]:
         files=_bins(s, ["ssh-keygen"], 480_000), license="SSH-OpenSSH", origin="openssh"))
 
     # --- the toolchain
-    go_root = "usr/lib/go"
+    pk.append(_go(s, "go", "1.22.3-r0", "usr/lib/go"))
+    if preset.name.startswith("world"):
+        pk += world_recipes(s)
+    return pk
+
+
+def _go(s: _Shape, name: str, version: str, go_root: str) -> PackageSpec:
+    """A Go toolchain package rooted at `go_root` (`usr/bin/go` links into it)."""
+    rel = go_root.removeprefix("usr/")
     go_files = [
         *_bins(s, ["go", "gofmt"], 9_000_000, prefix=f"{go_root}/bin"),
-        FileSpec("usr/bin/go", "symlink", target="../lib/go/bin/go"),
-        FileSpec("usr/bin/gofmt", "symlink", target="../lib/go/bin/gofmt"),
+        FileSpec("usr/bin/go", "symlink", target=f"../{rel}/bin/go"),
+        FileSpec("usr/bin/gofmt", "symlink", target=f"../{rel}/bin/gofmt"),
         *_bins(s, ["asm", "cgo", "compile", "cover", "link", "vet", "pprof", "trace", "objdump",
                    "nm", "pack", "buildid", "addr2line", "fix", "covdata", "doc", "test2json"],
                8_500_000, prefix=f"{go_root}/pkg/tool/linux_amd64"),
@@ -454,11 +466,130 @@ def recipes(preset: Preset, seed: int) -> list[PackageSpec]:
         FileSpec(f"{go_root}/VERSION", "doc", 60),
         FileSpec(f"{go_root}/go.env", "doc", 400),
     ]
-    pk.append(PackageSpec(
-        "go", "1.22.3-r0", "Go programming language compiler",
+    return PackageSpec(
+        name, version, "Go programming language compiler",
         depends=["bash", "binutils", "gcc", "glibc-dev"],
-        provides=["cmd:go=1.22.3-r0", "cmd:gofmt=1.22.3-r0"], files=go_files,
-        license="BSD-3-Clause", origin="go"))
+        provides=[f"cmd:go={version}", f"cmd:gofmt={version}"], files=go_files,
+        license="BSD-3-Clause", origin=name)
+
+
+def _python(s: _Shape, minor: str, version: str) -> list[PackageSpec]:
+    """python-3.N (interpreter, libpython, the standard library), its -dev headers, pip."""
+    name, lib = f"python-{minor}", f"usr/lib/python{minor}"
+    py = PackageSpec(
+        name, version, f"Python {minor} interpreter",
+        depends=["so:libc.so.6", "so:libffi.so.8", "so:libz.so.1", "so:libbz2.so.1",
+                 "so:liblzma.so.5", "so:libsqlite3.so.0", "so:libexpat.so.1", "so:libssl.so.3",
+                 "so:libcrypto.so.3", "so:libncursesw.so.6", "so:libreadline.so.8",
+                 "so:libgdbm.so.6"],
+        provides=[f"cmd:python{minor}={version}", f"so:libpython{minor}.so.1.0={version}"],
+        files=[*_bins(s, [f"python{minor}"], 20_000),
+               FileSpec("usr/bin/python3", "symlink", target=f"python{minor}"),
+               FileSpec(f"usr/lib/libpython{minor}.so.1.0", "so", s.b(6_000_000), 0o755,
+                        soname=f"libpython{minor}.so.1.0"),
+               *_tree(s, lib, 3_500, 13_000, [("sh", ".py", 12), ("doc", ".txt", 1)], 300, 3),
+               *_tree(s, f"{lib}/lib-dynload", 70, 80_000, [("so", ".cpython.so", 1)], 1, 0)],
+        license="PSF-2.0", origin=name)
+    dev = PackageSpec(
+        f"{name}-dev", version, f"Python {minor} development files", depends=[name],
+        files=[*_tree(s, f"usr/include/python{minor}", 300, 9_000, [("c", ".h", 1)], 4, 1),
+               FileSpec(f"{lib}/config-{minor}-x86_64-linux-gnu/libpython{minor}.a", "elf",
+                        s.b(9_000_000)),
+               FileSpec(f"usr/bin/python{minor}-config", "sh", 3_000, 0o755)],
+        license="PSF-2.0", origin=name)
+    pip = PackageSpec(
+        f"py{minor}-pip", "24.0-r1", "the Python package installer", depends=[name],
+        provides=[f"cmd:pip{minor}=24.0-r1"],
+        files=[FileSpec(f"usr/bin/pip{minor}", "sh", 300, 0o755),
+               *_tree(s, f"{lib}/site-packages/pip", 900, 10_000,
+                      [("sh", ".py", 8), ("doc", ".txt", 1)], 90, 3)],
+        origin="py3-pip")
+    return [py, dev, pip]
+
+
+def _openjdk(s: _Shape, major: str, version: str) -> list[PackageSpec]:
+    """openjdk-N-jre-base (the VM and its modules image), -jre (desktop libraries) and the
+    JDK (jmods, tools, headers)."""
+    root = f"usr/lib/jvm/java-{major}-openjdk"
+    base = PackageSpec(
+        f"openjdk-{major}-jre-base", version, f"OpenJDK {major} runtime (headless)",
+        depends=["so:libc.so.6", "so:libz.so.1", "java-cacerts"],
+        provides=[f"cmd:java={version}"],
+        files=[*_bins(s, ["java", "keytool", "jfr", "jrunscript"], 15_000, f"{root}/bin"),
+               FileSpec(f"{root}/lib/modules", "elf", s.b(130_000_000)),
+               FileSpec(f"{root}/lib/server/libjvm.so", "so", s.b(22_000_000), 0o755,
+                        soname="libjvm.so"),
+               *_tree(s, f"{root}/lib", 40, 250_000, [("so", ".so", 1)], 1, 0),
+               *_tree(s, f"{root}/conf", 40, 6_000, [("doc", ".properties", 1)], 4, 1),
+               *_tree(s, f"{root}/legal", 80, 4_000, [("doc", ".md", 1)], 20, 1),
+               FileSpec(f"{root}/release", "doc", 1_200)],
+        license="GPL-2.0-with-classpath-exception", origin=f"openjdk-{major}")
+    jre = PackageSpec(
+        f"openjdk-{major}-jre", version, f"OpenJDK {major} runtime",
+        depends=[f"openjdk-{major}-jre-base", "so:libc.so.6"],
+        files=_tree(s, f"{root}/lib/desktop", 25, 600_000, [("so", ".so", 1)], 1, 0),
+        license="GPL-2.0-with-classpath-exception", origin=f"openjdk-{major}")
+    jdk = PackageSpec(
+        f"openjdk-{major}", version, f"OpenJDK {major} development kit",
+        depends=[f"openjdk-{major}-jre"], provides=[f"cmd:javac={version}"],
+        files=[*_bins(s, ["javac", "jar", "javadoc", "jlink", "jdeps", "jshell", "jcmd",
+                          "jstack", "jmap", "jpackage", "jarsigner", "serialver"], 15_000,
+                      f"{root}/bin"),
+               *_tree(s, f"{root}/jmods", 70, 1_100_000, [("gz", ".jmod", 1)], 1, 0),
+               *_tree(s, f"{root}/include", 12, 8_000, [("c", ".h", 1)], 2, 1),
+               FileSpec(f"{root}/lib/ct.sym", "noise", s.b(4_000_000))],
+        license="GPL-2.0-with-classpath-exception", origin=f"openjdk-{major}")
+    return [base, jre, jdk]
+
+
+def world_recipes(s: _Shape) -> list[PackageSpec]:
+    """The packages an image catalogue adds to the go preset's (perf/world.py): a second Go,
+    two Pythons, two JDKs, maven, apk-tools, curl, openssl, sqlite."""
+    pk = [_go(s, "go-1.21", "1.21.10-r0", "usr/lib/go-1.21")]
+    pk.append(PackageSpec(
+        "apk-tools", "2.14.4-r0", "Alpine Package Keeper",
+        depends=["so:libc.so.6", "so:libcrypto.so.3", "so:libssl.so.3", "so:libz.so.1"],
+        provides=["cmd:apk=2.14.4-r0", "so:libapk.so.2.14.0=2.14.0"],
+        files=[FileSpec("sbin/apk", "elf", s.b(300_000), 0o755),
+               FileSpec("usr/lib/libapk.so.2.14.0", "so", s.b(250_000), 0o755,
+                        soname="libapk.so.2.14.0"),
+               FileSpec("usr/share/doc/apk-tools/README", "doc", 2_000)],
+        license="GPL-2.0-only", origin="apk-tools"))
+    pk.append(PackageSpec(
+        "curl", "8.7.1-r0", "URL retrieval utility", depends=["so:libc.so.6", "so:libcurl.so.4"],
+        provides=["cmd:curl=8.7.1-r0"],
+        files=[*_bins(s, ["curl"], 260_000),
+               FileSpec("usr/share/man/man1/curl.1.gz", "gz", 40_000)],
+        license="curl", origin="curl"))
+    pk.append(PackageSpec(
+        "openssl", "3.3.0-r2", "toolkit for TLS and cryptography",
+        depends=["so:libc.so.6", "so:libssl.so.3", "so:libcrypto.so.3"],
+        provides=["cmd:openssl=3.3.0-r2"],
+        files=[*_bins(s, ["openssl"], 900_000), FileSpec("etc/ssl/openssl.cnf", "doc", 12_000),
+               *_tree(s, "etc/ssl/misc", 6, 4_000, [("sh", "", 1)], 1, 0)],
+        license="Apache-2.0", origin="openssl"))
+    pk.append(_lib(s, "sqlite-libs", "3.45.3-r0", [("libsqlite3", "0.8.6", 1_500_000)]))
+    pk.append(PackageSpec(
+        "sqlite", "3.45.3-r0", "SQL database engine (shell)",
+        depends=["so:libc.so.6", "so:libsqlite3.so.0", "so:libreadline.so.8"],
+        provides=["cmd:sqlite3=3.45.3-r0"], files=_bins(s, ["sqlite3"], 1_600_000),
+        license="Public-Domain", origin="sqlite"))
+    pk += _python(s, "3.12", "3.12.3-r1")
+    pk += _python(s, "3.11", "3.11.9-r0")
+    pk.append(PackageSpec(
+        "java-cacerts", "20240315-r1", "CA certificates as a Java keystore",
+        files=[FileSpec("etc/ssl/certs/java/cacerts", "noise", s.b(160_000))],
+        license="MPL-2.0", origin="ca-certificates"))
+    pk += _openjdk(s, "17", "17.0.11-r2")
+    pk += _openjdk(s, "21", "21.0.3-r1")
+    pk.append(PackageSpec(
+        "maven", "3.9.6-r0", "Java project management and build tool",
+        provides=["cmd:mvn=3.9.6-r0"],
+        files=[FileSpec("usr/share/java/maven/bin/mvn", "sh", 6_000, 0o755),
+               FileSpec("usr/bin/mvn", "symlink", target="../share/java/maven/bin/mvn"),
+               *_tree(s, "usr/share/java/maven/lib", 110, 90_000, [("noise", ".jar", 1)], 1, 0),
+               FileSpec("usr/share/java/maven/conf/settings.xml", "doc", 10_000)],
+        license="Apache-2.0", origin="maven"))
     return pk
 
 
@@ -509,10 +640,11 @@ def package_entries(spec: PackageSpec, gen: ContentGenerator, mtime: int) -> lis
 
 
 def build_package(spec: PackageSpec, seed: int, private_pem: bytes, key_name: str,
-                  gen: ContentGenerator) -> bytes:
+                  gen: ContentGenerator, salt: str = "") -> bytes:
     """One signed `.apk` for a spec. Content is seeded by (seed, package name), so a package's
-    bytes do not depend on which other packages were generated before it."""
-    gen.rng = random.Random(f"pkg:{seed}:{spec.name}")
+    bytes do not depend on which other packages were generated before it; a `salt` (a bumped
+    package's new version) gives the same files other content."""
+    gen.rng = random.Random(f"pkg:{seed}:{spec.name}" + (f":{salt}" if salt else ""))
     mtime = BASE_MTIME + int(hashlib.sha256(spec.name.encode()).hexdigest()[:4], 16)
     entries = package_entries(spec, gen, mtime)
     fields: dict[str, list[str]] = {
@@ -539,9 +671,12 @@ def build_package(spec: PackageSpec, seed: int, private_pem: bytes, key_name: st
 
 
 def generate(out: Path, preset: str = "small", seed: int = 1, repo_url: str | None = None,
-             progress: Callable[[str], None] | None = None) -> CorpusInfo:
+             progress: Callable[[str], None] | None = None,
+             bumps: dict[str, str] | None = None) -> CorpusInfo:
     """Generate the `preset` corpus into `out` (created; existing packages overwritten).
-    Returns what was generated (also written to `out/corpus.json`)."""
+    `bumps` maps package names to a new version: those packages get that version and new
+    content (the same file list), every other package its usual bytes. Returns what was
+    generated (also written to `out/corpus.json`)."""
     if preset not in PRESETS:
         from perf.corpus import CorpusError
 
@@ -556,8 +691,13 @@ def generate(out: Path, preset: str = "small", seed: int = 1, repo_url: str | No
     info = CorpusInfo(kind="synthetic", preset=preset, seed=seed,
                       generator_version=GENERATOR_VERSION, arch=ARCH, key_name=key_name,
                       top_level=list(TOP_LEVEL))
+    asked = dict(bumps or {})
+    bumps = dict(asked)
     for spec in recipes(PRESETS[preset], seed):
-        apk = build_package(spec, seed, private_pem, key_name, gen)
+        salt = ""
+        if spec.name in bumps:
+            spec.version = salt = bumps.pop(spec.name)
+        apk = build_package(spec, seed, private_pem, key_name, gen, salt)
         record = writer.add(apk, f"{spec.name}-{spec.version}.apk")
         files = sum(1 for f in spec.files if f.kind != "dir")
         info.packages.append(PackageStats(spec.name, spec.version, files,
@@ -565,6 +705,12 @@ def generate(out: Path, preset: str = "small", seed: int = 1, repo_url: str | No
         if progress:
             progress(f"{spec.name}-{spec.version}: {files} files, "
                      f"{record.installed_size / 1e6:.1f} MB -> {len(apk) / 1e6:.1f} MB")
+    if bumps:
+        from perf.corpus import CorpusError
+
+        raise CorpusError(f"cannot bump {', '.join(sorted(bumps))}: not in preset {preset!r}")
+    if asked:
+        info.extra["bumps"] = asked
     writer.finish(f"apkperf synthetic corpus {preset} seed {seed}")
     write_config(out / "apko.yaml", repo_url or str(out), pub, TOP_LEVEL, extra={
         "accounts": {
