@@ -64,7 +64,7 @@ def _setup(args: argparse.Namespace) -> None:
     from builder.logs import configure  # (logging is not loaded for --help)
 
     configure(args.log_level)
-    if getattr(args, "limit", None):
+    if hasattr(args, "limit"):  # each run starts from the defaults (main may run twice)
         from builder.limits import install, parse
 
         install(parse(args.limit))

@@ -56,7 +56,7 @@ class LimitError(FormatError):
     """Input passed one of the limits (names the file, the limit and how to raise it)."""
 
     def __init__(self, where: str, what: str, name: str, value: int) -> None:
-        super().__init__(f"{where}: {what} passes the {name} limit ({show(name, value)}); "
+        super().__init__(f"{where}: {what} exceeds the {name} limit ({show(name, value)}); "
                          f"raise it with --limit {name}=VALUE")
         self.where, self.what, self.name, self.value = where, what, name, value
 

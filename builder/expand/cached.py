@@ -369,8 +369,19 @@ def _inflate_into(data: memoryview, out: BinaryIO, source: str, base: int) -> tu
 def _scan_into(data: memoryview, out: BinaryIO,
                source: str) -> tuple[int, int, BlockIndex]:
     """Inflate every gzip member of `data` into `out` with `scan_blocks`, recording the block
-    index in the same pass; returns (bytes written, CRC-32, block index)."""
-    index = scan_blocks(data, source, out.write)
+    index in the same pass; returns (bytes written, CRC-32, block index). The output is
+    counted against the data-size limit as it streams."""
+    cap = limits.current().data_size
+    total = 0
+
+    def sink(piece: memoryview) -> None:
+        nonlocal total
+        total += len(piece)
+        if total > cap:  # refused as it streams: a bomb is not written out
+            limits.check(source, "inflated data section", "data-size", total)
+        out.write(piece)
+
+    index = scan_blocks(data, source, sink)
     crc = 0  # of the whole output, from the per-member CRCs the scan computed anyway
     for m in index.members:
         crc = isal_zlib.crc32_combine(crc, m.crc, m.out_end - m.out_start)
