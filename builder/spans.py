@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from builder.progress import NULL, NullProgress
 
@@ -90,6 +91,15 @@ def memory_mb() -> dict[str, float]:
     return out
 
 
+def _fault_hooks() -> Any:
+    """builder/faults.py when `APKIMAGE_FAULT_KILL` asks for a fault, else None."""
+    if not os.environ.get("APKIMAGE_FAULT_KILL"):
+        return None
+    from builder import faults
+
+    return faults
+
+
 class SpanRecorder:
     """Collects spans for one process. Use `with recorder.span("fetch", arch) as s: ...`.
 
@@ -104,10 +114,14 @@ class SpanRecorder:
         self._start_wall = time.perf_counter()
         self._start_cpu = _cpu()
         self.marks: list[str] | None = [] if os.environ.get(MARKS_ENV) == "1" else None
+        # Crash tests kill the build at a chosen point of a stage (builder/faults.py).
+        self._faults = _fault_hooks()
         # The status line stages are shown on (builder/progress.py; NULL when not shown).
         self.progress: NullProgress = NULL
 
     def _mark(self, what: str) -> None:
+        if self._faults is not None:
+            self._faults.mark(what)
         if self.marks is not None:
             self.marks.append(what)
             os.getpgrp()  # callgrind's --dump-before point; nothing else here calls it

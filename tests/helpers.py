@@ -338,14 +338,23 @@ def build_in_process(config: Path, cache: Path, spec: str, work: Path) -> tuple[
 
 class RepoServer:
     """A tiny static repository server on 127.0.0.1 that records requests and injects
-    failures (5xx statuses, bodies cut short, latency)."""
+    failures (5xx statuses, bodies cut short, latency, no answer).
+
+    `fail[path]` lists what the next requests of `path` get, one entry each: a status code,
+    "cut" (Content-Length promised, half the body sent, connection shut), "short" (no
+    Content-Length, half the body, connection closed: a truncation only the content's own
+    checks can see), "hang" (no answer at all), "stall" (headers and half the body, then
+    nothing). A hanging answer ends after `hang_s` seconds or when the server stops."""
 
     def __init__(self, root: Path, tls_files: tuple[Path, Path] | None = None) -> None:
         self.root = root
         self.requests: list[tuple[str, str]] = []  # (method, path)
+        self.times: list[tuple[float, str]] = []  # (time.monotonic(), path) of each request
         self.client_ports: set[int] = set()  # one per TCP connection: shows reuse
-        self.fail: dict[str, list[int | str]] = {}  # path -> statuses / "cut" to serve first
+        self.fail: dict[str, list[int | str]] = {}  # path -> what the next requests get
         self.delay = 0.0  # seconds of latency added to every request
+        self.hang_s = 30.0
+        self.stopping = threading.Event()
         self.lock = threading.Lock()
         server = self
 
@@ -359,6 +368,7 @@ class RepoServer:
             def do_GET(self) -> None:  # noqa: N802
                 with server.lock:
                     server.requests.append(("GET", self.path))
+                    server.times.append((time.monotonic(), self.path))
                     server.client_ports.add(self.client_address[1])
                     plan = server.fail.get(self.path)
                     action = plan.pop(0) if plan else None
@@ -366,6 +376,10 @@ class RepoServer:
                     time.sleep(server.delay)
                 if isinstance(action, int):
                     self.send_error(action)
+                    return
+                if action == "hang":
+                    server.stopping.wait(server.hang_s)
+                    self.close_connection = True
                     return
                 target = (server.root / self.path.lstrip("/")).resolve()
                 if server.root.resolve() not in target.parents or not target.is_file():
@@ -381,13 +395,18 @@ class RepoServer:
                     return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/octet-stream")
-                self.send_header("Content-Length", str(len(body)))
+                if action == "short":
+                    self.send_header("Connection", "close")
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.send_header("ETag", etag)
                 self.send_header("Last-Modified", formatdate(target.stat().st_mtime, usegmt=True))
                 self.end_headers()
-                if action == "cut":  # promise the whole body, send half, hang up
+                if action in ("cut", "short", "stall"):  # half the body, then...
                     self.wfile.write(body[: len(body) // 2])
                     self.wfile.flush()
+                    if action == "stall":  # ... nothing more
+                        server.stopping.wait(server.hang_s)
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
@@ -411,6 +430,7 @@ class RepoServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(5)

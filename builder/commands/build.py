@@ -155,12 +155,11 @@ def copy_sboms(result: BuildResult, sbom_path: str | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import tempfile
-
     from builder import progress as status_line
     from builder.pipeline import build
     from builder.spans import SpanRecorder
     from builder.stages.registry import current
+    from builder.util.atomic import work_directory
 
     opts = options_from_args(args)
     out = Path(args.out)
@@ -174,11 +173,12 @@ def run(args: argparse.Namespace) -> int:
     parent = out.resolve().parent
     if not parent.is_dir():
         raise ConfigError(f"{out}: parent directory {parent} does not exist")
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=parent) as tmp:
+    # A build killed with -9 leaves its work directory; the next one to OUT removes it.
+    with work_directory(parent, f".{out.name}.work-") as tmp:
         progress(f"building {args.config}")
         rec.progress = status_line.for_build()
         try:
-            result = build(opts, Path(tmp), rec)
+            result = build(opts, tmp, rec)
             with rec.span("oci", impl=opts.impl["oci"]) as s:
                 write_output = current().get("oci", opts.impl["oci"]).obj
                 s.bytes_out = write_output(result.images, result.index, result.layers, out,

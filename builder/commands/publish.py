@@ -32,14 +32,16 @@ def run(args: argparse.Namespace) -> int:
     from builder.pipeline import build
     from builder.spans import SpanRecorder
     from builder.stages.registry import current
+    from builder.util.atomic import work_directory
 
     opts = options_from_args(args)
     rec = SpanRecorder()
-    with tempfile.TemporaryDirectory(prefix="apkimage-publish-") as tmp:
+    # A publish killed with -9 leaves its work directory; the next publish removes it.
+    with work_directory(Path(tempfile.gettempdir()), "apkimage-publish-") as tmp:
         progress(f"building {args.config}")
         rec.progress = status_line.for_build()
         try:
-            result = build(opts, Path(tmp), rec)
+            result = build(opts, tmp, rec)
             with rec.span("publish", impl=opts.impl["publish"]) as s:
                 publish = current().get("publish", opts.impl["publish"]).obj
                 pushed = publish(result, list(args.refs))

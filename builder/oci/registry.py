@@ -29,6 +29,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import requests
 
+from builder import faults
 from builder.errors import RegistryError
 from builder.oci.image import MEDIA_INDEX, MEDIA_MANIFEST, Blob, BuiltImage
 from builder.oci.layout import BlobSource
@@ -258,6 +259,8 @@ class Registry:
             auth = self._auth_header(scope)
             if auth:
                 hdrs["Authorization"] = auth
+            if method in ("POST", "PATCH", "PUT"):
+                faults.point()  # crash tests: die before a request that changes the registry
             try:
                 resp = self._session.request(method, url, data=body, headers=hdrs,
                                              timeout=_TIMEOUT, allow_redirects=True)

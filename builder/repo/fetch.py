@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -64,16 +65,18 @@ class Fetcher:
         *,
         offline: bool = False,
         ca_file: str | None = None,
-        timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.5,
+        timeout: float | None = None,
+        retries: int | None = None,
+        backoff: float | None = None,
         pool_size: int = 8,
         max_response_bytes: int | None = None,
         cache: Cache | None = None,
     ) -> None:
         self.cache = cache if cache is not None else Cache(cache_dir)
         self.offline = offline
-        self.http = HttpOptions(
+        # timeout, retries, backoff: None takes APKIMAGE_HTTP_* from the environment, else
+        # the defaults (builder/repo/http.py)
+        self.http = HttpOptions.configured(
             timeout=timeout, retries=retries, backoff=backoff, pool_size=pool_size,
             ca_file=ca_file,
         )
@@ -266,14 +269,34 @@ class Fetcher:
             raise FetchError(f"offline: {pkg} is not in the cache ({dest}); would fetch {url}")
 
         session = self._session_for(url)
-        with self.cache.atomic(dest.parent) as tmp:
-            self._count(requests=1)
-            out = tmp.file if self.progress is NULL else _Counted(tmp.file, self.progress)
-            got = download(session, url, out, self.http, max_size=self.max_response_bytes)
-            self._count(bytes_fetched=got.transferred, cache_misses=1)
-            tmp.file.flush()
-            verify(tmp.path)
-            tmp.commit(dest)
+        attempts = self.http.retries + 1
+        for attempt in range(1, attempts + 1):
+            with self.cache.atomic(dest.parent) as tmp:
+                self._count(requests=1)
+                out = tmp.file if self.progress is NULL else _Counted(tmp.file, self.progress)
+                got = download(session, url, out, self.http, max_size=self.max_response_bytes)
+                self._count(bytes_fetched=got.transferred, cache_misses=1)
+                if pkg.size and got.size < pkg.size and not any(
+                        k.lower() == "content-length" for k in got.headers):
+                    # A body cut short without a Content-Length to tell: fetched again.
+                    if attempt == attempts:
+                        raise FetchError(f"{url}: download failed after {attempts} attempts: "
+                                         f"got {got.size} of the index's S:{pkg.size} bytes")
+                    log.info("%s: got %d of the index's S:%d bytes; fetching again",
+                             url, got.size, pkg.size)
+                    time.sleep(self.http.backoff * (2 ** (attempt - 1)))
+                    continue
+                tmp.file.flush()
+                try:
+                    verify(tmp.path)
+                except (VerificationError, FormatError) as exc:
+                    # Name what the user can act on: the URL, not the temp file (never kept).
+                    why = str(exc).replace(str(tmp.path), "the download")
+                    kind = VerificationError if isinstance(exc, VerificationError) \
+                        else FormatError
+                    raise kind(f"{url}: {why}") from None
+                tmp.commit(dest)
+            break
         self.progress.package_done(pkg.size)
         return dest
 

@@ -22,6 +22,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -40,6 +42,13 @@ CHUNK = 256 * 1024
 USER_AGENT = "apkimage/0.1"
 
 
+# Environment overrides of the defaults below (for slow links, and for tests that must fail
+# fast): seconds per connect and per read, extra attempts, first backoff in seconds.
+TIMEOUT_ENV = "APKIMAGE_HTTP_TIMEOUT"
+RETRIES_ENV = "APKIMAGE_HTTP_RETRIES"
+BACKOFF_ENV = "APKIMAGE_HTTP_BACKOFF"
+
+
 @dataclass(frozen=True)
 class HttpOptions:
     """Knobs for the session; the defaults suit a real build, tests shrink them."""
@@ -49,6 +58,36 @@ class HttpOptions:
     backoff: float = 0.5  # first retry waits this long, then doubles
     pool_size: int = 8
     ca_file: str | None = None
+
+    @classmethod
+    def configured(cls, timeout: float | None = None, retries: int | None = None,
+                   backoff: float | None = None, **kw: Any) -> HttpOptions:
+        """Options where each of timeout, retries and backoff not given comes from its
+        environment variable (`APKIMAGE_HTTP_TIMEOUT`, `_RETRIES`, `_BACKOFF`), else the
+        default; a malformed variable is a FetchError naming it."""
+        if timeout is None:
+            timeout = _env_number(TIMEOUT_ENV, cls.timeout, positive=True)
+        if retries is None:
+            retries = int(_env_number(RETRIES_ENV, cls.retries, integer=True))
+        if backoff is None:
+            backoff = _env_number(BACKOFF_ENV, cls.backoff)
+        return cls(timeout=timeout, retries=retries, backoff=backoff, **kw)
+
+
+def _env_number(name: str, default: float, *, integer: bool = False,
+                positive: bool = False) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not (value > 0 if positive else value >= 0):
+        raise FetchError(f"{name}={raw!r}: expected "
+                         f"{'a whole number' if integer else 'a number of seconds'}"
+                         f"{' above 0' if positive else ', 0 or more'}")
+    return value
 
 
 def make_session(options: HttpOptions) -> requests.Session:
@@ -141,8 +180,8 @@ def download(
         except _BodyBroken as exc:
             if attempt == attempts:
                 raise FetchError(
-                    f"{url}: download failed after {attempts} attempts: {exc.__cause__}"
-                ) from exc
+                    f"{url}: download failed after {attempts} attempts: "
+                    f"{_broken(exc, got, options)}") from exc
             time.sleep(options.backoff * (2 ** (attempt - 1)))
     raise AssertionError("unreachable")
 
@@ -202,6 +241,9 @@ def _download_once(
     except requests.exceptions.SSLError as exc:
         raise FetchError(f"{url}: TLS error: {_reason(exc)}") from exc
     except requests.exceptions.RequestException as exc:
+        if _timed_out(exc):
+            raise FetchError(f"{url}: no answer within {options.timeout:g} s "
+                             f"({options.retries + 1} attempts)") from exc
         raise FetchError(f"{url}: cannot connect: {_reason(exc)}") from exc
     with resp:
         result = Download(
@@ -232,7 +274,9 @@ def _download_once(
             length = resp.headers.get("Content-Length")
             got.total = int(length) if length is not None and length.isdigit() else None
         else:
-            raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}")
+            tries = f" ({options.retries + 1} attempts)" \
+                if resp.status_code in RETRY_STATUSES else ""
+            raise FetchError(f"{url}: HTTP {resp.status_code} {resp.reason}{tries}")
         from urllib3.exceptions import ProtocolError, ReadTimeoutError
 
         def take(data: bytearray) -> None:
@@ -332,6 +376,36 @@ def revalidate(url: str, conditional: dict[str, str], options: HttpOptions,
     result.size = result.transferred = len(body)
     result.digest = hashlib.sha256(body).hexdigest()
     return result, body
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a requests/urllib3 exception (chain) is a connect or read timeout."""
+    import requests
+    from urllib3.exceptions import NewConnectionError
+    from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # requests wraps urllib3's MaxRetryError, whose reason is the cause
+        if seen is None or isinstance(seen, NewConnectionError):  # (a "timeout" subclass)
+            return False
+        if isinstance(seen, requests.exceptions.Timeout | Urllib3Timeout):
+            return True
+        inner = getattr(seen, "reason", None)
+        if not isinstance(inner, BaseException):
+            args = [a for a in getattr(seen, "args", ()) if isinstance(a, BaseException)]
+            inner = args[0] if args else seen.__cause__
+        seen = inner
+    return False
+
+
+def _broken(exc: _BodyBroken, got: _Partial, options: HttpOptions) -> str:
+    """What went wrong with a body that broke off, on one line."""
+    where = f"the body broke off after {got.size}"
+    where += f" of {got.total} bytes" if got.total is not None else " bytes"
+    cause = exc.__cause__
+    if cause is not None and _timed_out(cause):
+        return f"{where} (no data for {options.timeout:g} s)"
+    return where
 
 
 def _reason(exc: BaseException) -> str:
