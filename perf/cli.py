@@ -11,7 +11,7 @@ from builder.clitool import run_main
 COMMANDS = [
     "corpus", "serve", "run", "compare", "gate", "calibrate", "flame", "trend", "history",
     "report", "frontier",
-    "peers", "startup",
+    "peers", "startup", "world",
 ]
 
 
