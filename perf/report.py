@@ -15,6 +15,7 @@ from perf.records import metric
 from perf.runner import stage_names
 from perf.startup import report_section as startup_html
 from perf.trend import order_points, render_stage_bars, render_trends
+from perf.worldrun import report_section as world_html
 
 
 def latest_job(records: list[dict]) -> list[dict]:
@@ -64,7 +65,7 @@ def inline_svg(path: Path) -> str:
 
 def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0, *,
                  gate_runs: list[dict] | None = None, bench_runs: list[dict] | None = None,
-                 subject=lambda _c: "") -> Path:
+                 subject=lambda _c: "", world_docs: list[dict] | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     gate_runs = gate_runs or []
     points = order_points(records, commit_date)
@@ -114,6 +115,7 @@ def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0, *
     parts.append(peers_html(out_dir))  # apkperf peers: the latest stored results
     parts.append(frontier_html(out_dir))  # apkperf frontier: the latest stored results
     parts.append(startup_html())  # apkperf startup: the latest stored result
+    parts.append(world_html(world_docs))  # apkperf world: the latest stored world record
     links = profile_links(out_dir)
     parts.append("<h2>Profiles</h2>")
     if links:

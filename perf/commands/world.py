@@ -30,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bump", default=None, metavar="PKG=VERSION",
                    help="the package world-bump bumps (default sqlite-libs=3.45.3-r1)")
     p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--tree", default=None,
+                   help="git ref to measure, built in its own worktree and venv (default: "
+                        "the working tree)")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="build trees (default /dev/shm/apkperf-world when writable)")
     p.add_argument("--keep", action="store_true", help="keep the build trees and logs")
@@ -40,7 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from builder import progress as status
-    from perf.gitrefs import repo_root
+    from perf.gitrefs import WORKTREE, prepare_tree, repo_root
     from perf.world import DEFAULT_BUMP, prepare_world
     from perf.worldrun import (
         SCENARIOS,
@@ -65,13 +68,12 @@ def run(args: argparse.Namespace) -> int:
             raise WorldError(f"--bump {args.bump!r}: expected PACKAGE=VERSION")
         bump = (name, version)
     world = prepare_world(args.workload, root / ".perf" / "workloads")
+    tree = prepare_tree(root, args.tree or WORKTREE)
     plan = WorldPlan(world, parse_variants(args.impl, args.layer_cache), scenarios,
                      repeat=args.repeat, mode=args.mode,
                      work_root=(args.work_dir or default_work_root(root)).resolve(),
-                     bump=bump, keep=args.keep,
-                     argv0=[str(root / ".venv" / "bin" / "python"), "-m", "builder.cli"]
-                     if (root / ".venv" / "bin" / "python").exists()
-                     else [sys.executable, "-m", "builder.cli"])
+                     bump=bump, keep=args.keep, argv0=tree.builder_argv(),
+                     commit=tree.commit, dirty=tree.dirty)
     line = status.Progress(sys.stderr) if sys.stderr.isatty() else status.NULL
 
     def say(text: str) -> None:
@@ -80,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"apkperf world: {world.name}, {len(world.configs)} images; scenarios "
           f"{','.join(scenarios)}; variants {' | '.join(v.name for v in plan.variants)}; "
-          f"{args.repeat} round(s), mode {args.mode}, in {plan.work_root}", flush=True)
+          f"{args.repeat} round(s), mode {args.mode}, in {plan.work_root}; apkimage at "
+          f"{tree.commit[:12]}{' (dirty)' if tree.dirty else ''}", flush=True)
     try:
         doc = WorldJob(plan, progress=line, say=say).run()
     finally:
