@@ -13,6 +13,8 @@ are in conftest.py. Sections:
 - image trees: unpack() with umoci, snapshot(), differences() (DESIGN.md invariant 4)
 - hostile packages: tar_entry(), zero_member(), apk_sections()/hostile_apk(), index_record(),
   hostile_repo(), tree_state(), refused(), layout_tree()
+- faults and concurrency: FAST_HTTP_ENV, golden_http_config(), run_apkimage() (a subprocess),
+  cache_contents(), leftovers(), checked_layout()
 """
 
 from __future__ import annotations
@@ -381,7 +383,9 @@ class RepoServer:
                     server.stopping.wait(server.hang_s)
                     self.close_connection = True
                     return
-                target = (server.root / self.path.lstrip("/")).resolve()
+                from urllib.parse import unquote
+
+                target = (server.root / unquote(self.path).lstrip("/")).resolve()
                 if server.root.resolve() not in target.parents or not target.is_file():
                     self.send_error(404)
                     return
@@ -801,3 +805,58 @@ def layout_tree(out: Path) -> dict[str, tuple[tarfile.TarInfo, bytes]]:
                 f = tf.extractfile(ti) if ti.isreg() else None
                 tree[ti.name.rstrip("/")] = (ti, f.read() if f else b"")
     return tree
+
+
+# --------------------------------------------------------------------- faults and concurrency
+
+# Small HTTP timeouts, retries and backoff (builder/repo/http.py): failure tests stay quick.
+FAST_HTTP_ENV = {"APKIMAGE_HTTP_TIMEOUT": "0.5", "APKIMAGE_HTTP_RETRIES": "2",
+                 "APKIMAGE_HTTP_BACKOFF": "0.05"}
+
+
+def golden_http_config(path: Path, url: str, archs: tuple[str, ...] = ("x86_64", "aarch64"),
+                       extra: str = "") -> Path:
+    """An apko.yaml at `path` installing apko's golden fixture from the repository at `url`
+    (a RepoServer of GOLDEN_REPO), with `extra` YAML appended."""
+    path.write_text(f"contents:\n  keyring: [{GOLDEN / 'melange.rsa.pub'}]\n"
+                    f"  repositories: [{url}]\n  packages: [replayout]\n"
+                    f"entrypoint:\n  command: /bin/sh -l\narchs: [{', '.join(archs)}]\n{extra}")
+    return path
+
+
+def run_apkimage(*args: str | Path, env: dict[str, str] | None = None,
+                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`apkimage ARGS` in a fresh process (stdout and stderr captured), with `env` added to
+    the environment."""
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "builder.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=REPO_ROOT)
+
+
+def cache_contents(cache: Path) -> dict[str, str]:
+    """relative path -> SHA-256 of every file of a cache but its verification stamps, lock
+    files and temp files (what may differ between two caches holding the same content)."""
+    out = {}
+    for dirpath, _, names in os.walk(cache):
+        for name in names:
+            if name.endswith(".verified") or name.endswith(".lock") or name.startswith(".tmp-"):
+                continue
+            p = Path(dirpath) / name
+            out[str(p.relative_to(cache))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temp files (`.tmp-*`) and build work directories (`.*.work-*`) under `root`."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".*")
+                  if p.name.startswith(".tmp-") or ".work-" in p.name)
+
+
+def checked_layout(out: Path) -> str:
+    """The index digest an OCI layout's index.json names, after checking that every blob of
+    the layout hashes to its name."""
+    for blob in (out / "blobs" / "sha256").iterdir():
+        assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
+    return json.loads((out / "index.json").read_text())["manifests"][0]["digest"]

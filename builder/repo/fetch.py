@@ -30,6 +30,7 @@ from builder.progress import NULL, NullProgress
 from builder.repo.cache import Cache, CorruptEntry, IndexRecord
 from builder.repo.http import Download, HttpOptions, download, make_session, revalidate
 from builder.repo.repository import INDEX_FILENAME, Repository
+from builder.repo.store import BlobNotFound
 
 if TYPE_CHECKING:
     import requests
@@ -178,23 +179,39 @@ class Fetcher:
                 conditional["If-None-Match"] = record.etag
             if record.last_modified:
                 conditional["If-Modified-Since"] = record.last_modified
-        self._count(requests=1)
-        quick = self._revalidate(url, conditional) if conditional else None
-        if quick is not None:
-            got, data = quick
-        else:
-            body = io.BytesIO()  # parsed whole anyway; stored only once `parse` accepts it
-            got = download(
-                self._session_for(url), url, body, self.http,
-                conditional=conditional or None, max_size=self.max_response_bytes,
-            )
-            data = body.getvalue()
-            del body
-        if got.not_modified and cached is not None:
-            self._count(cache_hits=1, not_modified=1)
-            return parse(cached, url)
-        self._count(bytes_fetched=got.transferred, cache_misses=1)
-        result = parse(data, url)
+        attempts = self.http.retries + 1
+        for attempt in range(1, attempts + 1):
+            self._count(requests=1)
+            quick = self._revalidate(url, conditional) if conditional else None
+            if quick is not None:
+                got, data = quick
+            else:
+                body = io.BytesIO()  # parsed whole anyway; stored only once `parse` accepts it
+                got = download(
+                    self._session_for(url), url, body, self.http,
+                    conditional=conditional or None, max_size=self.max_response_bytes,
+                )
+                data = body.getvalue()
+                del body
+            if got.not_modified and cached is not None:
+                self._count(cache_hits=1, not_modified=1)
+                return parse(cached, url)
+            self._count(bytes_fetched=got.transferred, cache_misses=1)
+            try:
+                result = parse(data, url)
+            except FormatError as exc:
+                # A body that ended early with no Content-Length to tell looks malformed:
+                # fetched again (whole and malformed stays malformed: bounded retries).
+                if _has_length(got.headers):
+                    raise
+                if attempt == attempts:
+                    raise FormatError(f"{exc} (each of {attempts} downloads, none with a "
+                                      "Content-Length)") from None
+                log.info("%s: %s; fetching again", url, exc)
+                time.sleep(self.http.backoff * (2 ** (attempt - 1)))
+                conditional = {}
+                continue
+            break
         self.cache.put_blob(data, got.digest)  # re-hashed: refused if not what was downloaded
         self.cache.store_index_record(
             IndexRecord(url=url, sha256=got.digest, size=got.size, etag=got.etag,
@@ -211,7 +228,11 @@ class Fetcher:
             record = self.cache.load_index_record(url)
             if record is None:
                 return None, None
-            return record, self.cache.read_blob(record.sha256)
+            try:
+                return record, self.cache.read_blob(record.sha256)
+            except BlobNotFound as missing:  # the record (or the blob) was damaged: name both
+                raise CorruptEntry(self.cache.index_record_path(url),
+                                   f"names blob {missing.path}, which is missing") from None
         except CorruptEntry as exc:
             self._count(corrupt_entries=1)
             if self.offline:
@@ -267,7 +288,24 @@ class Fetcher:
                 return dest
         elif self.offline:
             raise FetchError(f"offline: {pkg} is not in the cache ({dest}); would fetch {url}")
+        return self._download_package(url, pkg, dest, verify)
 
+    def refetch_package(self, repo: Repository, pkg: Package, arch: str,
+                        verify: Callable[[Path], None], why: str) -> Path:
+        """`fetch_package` of a package whose cached copy passed `verify` but failed a later
+        check (`why`, e.g. a lockfile's signature section): downloaded again over it, or,
+        offline, a FetchError naming the cached file."""
+        url = repo.package_url(pkg, arch)
+        dest = self.cache.package_path(pkg.checksum, f"{pkg} ({repo.url})")
+        self._count(corrupt_entries=1)
+        if self.offline:
+            raise FetchError(f"offline: cached {pkg} at {dest} is corrupt ({why}) and cannot be "
+                             f"fetched again from {url}")
+        log.warning("cache: %s at %s is corrupt (%s); fetching again", pkg, dest, why)
+        return self._download_package(url, pkg, dest, verify)
+
+    def _download_package(self, url: str, pkg: Package, dest: Path,
+                          verify: Callable[[Path], None]) -> Path:
         session = self._session_for(url)
         attempts = self.http.retries + 1
         for attempt in range(1, attempts + 1):
@@ -276,8 +314,7 @@ class Fetcher:
                 out = tmp.file if self.progress is NULL else _Counted(tmp.file, self.progress)
                 got = download(session, url, out, self.http, max_size=self.max_response_bytes)
                 self._count(bytes_fetched=got.transferred, cache_misses=1)
-                if pkg.size and got.size < pkg.size and not any(
-                        k.lower() == "content-length" for k in got.headers):
+                if pkg.size and got.size < pkg.size and not _has_length(got.headers):
                     # A body cut short without a Content-Length to tell: fetched again.
                     if attempt == attempts:
                         raise FetchError(f"{url}: download failed after {attempts} attempts: "
@@ -299,6 +336,10 @@ class Fetcher:
             break
         self.progress.package_done(pkg.size)
         return dest
+
+
+def _has_length(headers: dict[str, str]) -> bool:
+    return any(k.lower() == "content-length" for k in headers)
 
 
 class _Counted:
