@@ -1,9 +1,11 @@
 """Fault injection for the tests of crash safety: a build that kills itself (SIGKILL, as
 `kill -9` would) at a chosen point inside a chosen stage.
 
-`APKIMAGE_FAULT_KILL=<stage>:<n>` arms it (unset, every hook is one attribute test). While the
-span of `<stage>` runs (builder/spans.py calls `stage_started`/`stage_ended`), every fault
-point counts, and the process dies at the n-th one. Fault points are:
+`APKIMAGE_FAULT_KILL=<stage>:<n>` arms it (unset, every hook is one attribute test). From the
+start of the span of `<stage>` until another stage's span starts (builder/spans.py calls
+`mark`) — the stage and the work that follows it before the next stage, such as recording a
+layer in the layer cache after `compress` — every fault point counts, and the process dies
+at the n-th one. Fault points are:
 
 - every atomic file commit (builder/util/atomic.py), just before the rename: the temp file is
   whole and fsync'd, its final name not there yet — a package download, a data tar, a tar
@@ -59,15 +61,12 @@ def mark(what: str) -> None:
 
 def stage_started(name: str) -> None:
     global _active
-    if name == _stage:
-        _active = True
+    _active = name == _stage
 
 
 def stage_ended(name: str) -> None:
-    global _active
-    if name == _stage and _active:
+    if name == _stage:
         point()
-        _active = False
 
 
 def point() -> None:

@@ -59,6 +59,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -69,6 +70,7 @@ from builder.util.atomic import AtomicFile
 from builder.util.checksums import checksum_hex
 
 LAYOUT_VERSION = "v1"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 PACKAGE_FILE = "package.apk"
 EXPANDED_DATA_TAR = "data.tar"
 EXPANDED_TAR_INDEX = "tarindex.json"
@@ -239,6 +241,8 @@ class Cache:
             raise CorruptEntry(path, f"unreadable index record ({exc})") from None
         if record.url != url:
             raise CorruptEntry(path, f"record is for {record.url}, not {url}")
+        if not _HEX64.fullmatch(str(record.sha256)):
+            raise CorruptEntry(path, f"record names no valid blob ({record.sha256!r})")
         return record
 
     def store_index_record(self, record: IndexRecord) -> None:
