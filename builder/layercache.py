@@ -16,7 +16,8 @@ Key: a SHA-256 over everything that determines a layer's bytes —
 So two images sharing a package layer share its key; a bumped package changes the key of
 exactly the layers that hold it.
 
-Store (under the cache's `v1/`): `layers/<kk>/<key>.json` the record; the blob in the content
+Store (under the cache's `v1/`): `layers/<kk>/<key>.json` the record (with the SHA-256 of its
+own fields, so damage to any of them is caught); the blob in the content
 store (`blobs/sha256/<hex>`), copied there — never hardlinked to an output, so a build's
 output can be changed without touching the cache. On reuse the blob is copied to the build's
 work directory after a check: a verification stamp (builder/repo/stamp.py) that shows the
@@ -157,6 +158,12 @@ def _content_identity(content: bytes | Extent, owner: dict[str, str]) -> str:
     return "sha256:" + hashlib.sha256(content).hexdigest()
 
 
+def _record_sum(doc: dict[str, object]) -> str:
+    """SHA-256 of a record's fields (canonical JSON): stored in the record, so a damaged
+    field — a diffID, a media type — is caught, not put into an image."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
 class LayerCache:
     """Records and blobs of finished layers in one cache."""
 
@@ -177,6 +184,13 @@ class LayerCache:
         path = self._record_path(key)
         try:
             doc = json.loads(path.read_bytes())
+            if not isinstance(doc, dict):
+                raise ValueError("not a record")
+            check = doc.pop("sha256", None)
+            if check is None:
+                raise ValueError("no checksum: made by an older apkimage")
+            if check != _record_sum(doc):  # every field counts: diff_id, media type, ...
+                raise ValueError("record does not match its own checksum")
             layer = CachedLayer(**doc)
             if layer.key != key:
                 raise ValueError(f"record names key {layer.key}")
@@ -217,8 +231,10 @@ class LayerCache:
                     tmp.commit(dest)
         except OSError as exc:
             raise CacheError(dest, f"cannot store layer blob: {exc.strerror or exc}") from None
+        doc: dict[str, object] = asdict(layer)
+        doc["sha256"] = _record_sum(doc)
         self.cache.write_bytes(self._record_path(layer.key),
-                               json.dumps(asdict(layer), sort_keys=True).encode())
+                               json.dumps(doc, sort_keys=True).encode())
 
     def _check_blob(self, blob: Path, layer: CachedLayer) -> str | None:
         """None when `blob` holds the layer's bytes; else what is wrong."""

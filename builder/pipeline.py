@@ -10,6 +10,7 @@ never leaves a partial output).
 
 from __future__ import annotations
 
+import functools
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder.artefacts import ArchArtefacts, BuildResult, LayerArtefact
 from builder.config import ImageConfig, build_repositories
-from builder.errors import ConfigError
+from builder.errors import ConfigError, VerificationError
 from builder.plan import ArchPlan, BuildOptions, BuildPlan, Planned, make_plan
 from builder.spans import SpanRecorder
 from builder.stages.base import (
@@ -189,7 +190,22 @@ def _verify_locked(ctx: BuildContext, aarch: str, paths: dict[str, Path]) -> Non
         keyring.add(name, pem, name)
     memo = ctx.fetcher.cache.base / "signature-verified"
     for lp in ctx.planned.locked[aarch]:
-        verify_locked_file(lp, paths[lp.name], keyring, ctx.opts.allow_untrusted, memo)
+        try:
+            verify_locked_file(lp, paths[lp.name], keyring, ctx.opts.allow_untrusted, memo)
+        except VerificationError as exc:
+            if not paths[lp.name].is_relative_to(ctx.fetcher.cache.root):
+                raise  # a local repository's file: nothing to fetch again
+            # The cached copy passed the fetch stage's checks but not the lock's (a damaged
+            # signature section): fetched again (offline: an error naming it), checked again.
+            from builder.repo.repository import Repository
+            from builder.repo.verify import verify_package_fast
+
+            pkg = next(p for p in ctx.planned.packages[aarch] if p.name == lp.name)
+            paths[lp.name] = ctx.fetcher.refetch_package(
+                Repository(url=pkg.repository, tag=pkg.repository_tag), pkg, aarch,
+                functools.partial(verify_package_fast, pkg=pkg, cache=ctx.fetcher.cache),
+                str(exc))
+            verify_locked_file(lp, paths[lp.name], keyring, ctx.opts.allow_untrusted, memo)
 
 
 def layered(cfg: ImageConfig) -> bool:
