@@ -338,6 +338,16 @@ def build_in_process(config: Path, cache: Path, spec: str, work: Path) -> tuple[
 # ---------------------------------------------------------------------- HTTP(S) repository server
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A client that hangs up (a killed build, a timeout) is not an error worth a traceback."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class RepoServer:
     """A tiny static repository server on 127.0.0.1 that records requests and injects
     failures (5xx statuses, bodies cut short, latency, no answer).
@@ -416,7 +426,7 @@ class RepoServer:
                     return
                 self.wfile.write(body)
 
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         scheme = "http"
         if tls_files is not None:

@@ -11,11 +11,13 @@ clean build's holds — or with one clear error line naming the file or URL at f
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -455,3 +457,58 @@ def test_four_builds_at_once_share_one_cache(small_workload: Workload,
                                         "--layer-cache"))
         assert built(proc, tmp_path / f"hot-{i}") == serial[i]
         assert proc.stderr == ""
+
+
+# ----------------------------------------------------------------------- a full disk
+
+
+@contextmanager
+def tmpfs(path: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only: skips otherwise)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    path.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@pytest.mark.slow  # ~6 s: three cold builds of the small workload
+@pytest.mark.parametrize(("size", "where"), [
+    ("64k", "apk"),  # full while fetching (6 MB of packages)
+    ("8m", "apk"),  # while expanding (the packages are in, 18 MB of data tars are not)
+    ("26m", "blobs"),  # while recording the layer in the layer cache (6 MB)
+])
+def test_full_disk_is_named_and_leaves_no_damage(small_workload: Workload,
+                                                 small_server: RepoServer, tmp_path: Path,
+                                                 size: str, where: str) -> None:
+    config = small_config(tmp_path / "apko.yaml", small_workload, small_server.url)
+    args = ("fast", "--layer-cache")
+    clean = built(run_apkimage(*build_args(config, tmp_path / "clean", tmp_path / "clean-cache",
+                                           *args)), tmp_path / "clean")
+    clean_contents = cache_contents(tmp_path / "clean-cache")
+    with tmpfs(tmp_path / "cache", size) as cache:
+        line = one_error_line(run_apkimage(*build_args(config, tmp_path / "out", cache,
+                                                       *args)))
+        assert line.startswith(f"apkimage: error: cache {cache}/v1/{where}/"), line
+        assert line.endswith(": No space left on device"), line
+        assert ".tmp-" not in line  # the entry's directory, not a temp file that is gone
+        assert not (tmp_path / "out").exists()
+        assert leftovers(tmp_path) == []
+        partial = cache_contents(cache)
+        assert partial, "the disk filled before anything was stored: not the point"
+        counts = cache_counts(cache)
+        assert (counts["packages"] == 48) == (size != "64k"), counts
+        assert (counts["expansions"] == 48) == (size == "26m"), counts
+        # what was stored is whole: each file is the clean cache's file of that name
+        assert {k: clean_contents.get(k) for k in partial} == partial
+        subprocess.run(["mount", "-o", "remount,size=64m", str(cache)], check=True)
+        again = built(run_apkimage(*build_args(config, tmp_path / "out", cache, *args)),
+                      tmp_path / "out")
+        assert again == clean
+        assert cache_contents(cache) == clean_contents

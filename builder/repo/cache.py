@@ -89,8 +89,9 @@ def default_cache_dir() -> Path:
 
 
 class CacheFile(AtomicFile):
-    """An AtomicFile in the cache whose faults are CacheError: an OSError raised by `commit`,
-    or escaping the `with` block (writing or reading back the temp file), names the path."""
+    """An AtomicFile in the cache whose faults are CacheError: an OSError raised by `commit`
+    names the entry, one escaping the `with` block (writing or reading back the temp file)
+    the entry's directory."""
 
     def commit(self, dest: Path) -> None:
         try:
@@ -106,7 +107,8 @@ class CacheFile(AtomicFile):
     ) -> None:
         self.abort()
         if isinstance(exc, OSError):
-            raise CacheError(self.path, f"I/O error: {exc.strerror or exc}") from exc
+            # the directory: the temp file's name is gone with it (and was never the entry)
+            raise CacheError(self.path.parent, f"cannot write: {exc.strerror or exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -229,7 +229,7 @@ class LocalContentStore:
         try:
             tmp.file.write(data)
         except OSError as exc:
-            raise CacheError(tmp.path, f"cannot write: {exc.strerror or exc}") from None
+            raise CacheError(tmp.path.parent, f"cannot write: {exc.strerror or exc}") from None
 
     def _commit(self, tmp: AtomicFile, hex_digest: str) -> None:
         dest = self.blob_dir / hex_digest
