@@ -15,6 +15,10 @@ temporary sibling in a child process, then renamed into place):
 - `world`: the synthetic `world` preset (perf/corpus/synthetic.py: the go preset's packages
   at a third of their bytes plus the catalogue's runtimes; ~520 MB installed, 74 packages);
 - `world-small`: the same catalogue over the `world-small` preset (~43 MB), for tests;
+- `world-debian`: a smaller catalogue (14 images: busybox, bash, coreutils, git, ssh, make,
+  gcc, Go and -dev variants) over the Debian-derived `debian-go` corpus (perf/corpus/debian.py;
+  its configs under `world-debian-v<converter>-w<version>/configs`); no `world-bump` (there is
+  no generator to bump a Debian package with);
 - a PATH: a directory of config YAMLs (or one with a `configs/` directory), built as they are.
 
 Directory of a synthetic world: `repo/` (the corpus: keys, `x86_64/`, corpus.json),
@@ -79,6 +83,32 @@ _CATALOGUE: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
 )
 _DEV_ADDS = {"python-3.12": ("py3.12-pip", "python-3.12-dev"),
              "python-3.11": ("py3.11-pip", "python-3.11-dev")}
+
+
+# The Debian-derived world: Debian package names over the debian-go corpus.
+_DEBIAN_BASE = ("debian-baselayout", "ca-certificates")
+_DEBIAN_CATALOGUE: tuple[tuple[str, str, tuple[str, ...], bool], ...] = (
+    ("busybox", "busybox", ("busybox",), False),
+    ("bash", "bash", ("bash",), True),
+    ("coreutils", "glibc-dynamic", ("coreutils",), True),
+    ("git", "git", ("git",), True),
+    ("openssh-client", "tool", ("openssh-client",), True),
+    ("make", "tool", ("make",), False),
+    ("gcc", "toolchain", ("gcc", "libc6-dev", "binutils", "make"), True),
+    ("go", "go", ("golang-go", "git"), True),
+)
+_DEBIAN_DEV_EXTRAS = ("busybox", "bash", "git")
+
+
+def debian_catalogue() -> list[Image]:
+    """The Debian-derived world's images (and -dev variants: plus busybox, bash, git)."""
+    out: list[Image] = []
+    for name, kind, pkgs, has_dev in _DEBIAN_CATALOGUE:
+        out.append(Image(name, kind, (*_DEBIAN_BASE, *pkgs)))
+        if has_dev:
+            extra = tuple(p for p in _DEBIAN_DEV_EXTRAS if p not in pkgs)
+            out.append(Image(f"{name}-dev", kind, (*_DEBIAN_BASE, *pkgs, *extra), dev=True))
+    return out
 
 
 def catalogue() -> list[Image]:
@@ -163,6 +193,8 @@ def prepare_world(name: str, root: str | os.PathLike[str]) -> World:
     from perf.workloads import _parse
 
     root = Path(root).resolve()
+    if name == "world-debian":
+        return _debian_world(root)
     base, seed = _parse(name)
     if base not in WORLDS:
         path = Path(name).expanduser()
@@ -196,14 +228,25 @@ def prepare_world(name: str, root: str | os.PathLike[str]) -> World:
                  final / "repo", final / "repo" / info["key_name"], final, preset, seed)
 
 
+def _debian_world(root: Path) -> World:
+    from perf.corpus.debian import CONVERTER_VERSION
+    from perf.workloads import prepare_workload
+
+    wl = prepare_workload("debian-go", root)
+    images = debian_catalogue()
+    d = root / f"world-debian-v{CONVERTER_VERSION}-w{WORLD_VERSION}"
+    configs = write_configs(images, d / "configs", str(wl.repo_dir), str(wl.key_path))
+    return World("world-debian", configs, images, wl.repo_dir, wl.key_path, None, "debian-go")
+
+
 def prepare_bump(world: World, package: str, version: str) -> Path:
     """The world's repository with `package` at `version` (new content, every other package
     byte-identical), generated once into the world's directory; returns its root."""
     from perf.corpus.synthetic import generate
 
     if world.root is None:
-        raise CorpusError(f"world {world.name!r}: world-bump needs a synthetic world "
-                          f"(world, world-small): a PATH world has no generator to bump")
+        raise CorpusError(f"world {world.name!r}: world-bump needs a synthetic world (world, "
+                          "world-small): this one has no generator to bump a package with")
     final = world.root / f"bump-{package}-{version}"
     if not (final / "corpus.json").is_file():
         def make(tmp: Path) -> None:

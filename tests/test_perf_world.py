@@ -21,6 +21,7 @@ from perf.world import (
     World,
     catalogue,
     contents,
+    debian_catalogue,
     image_config,
     prepare_world,
     sharing,
@@ -48,6 +49,13 @@ def test_the_catalogue_is_shaped_like_a_real_one() -> None:
         assert image.packages[:len(BASE)] == BASE
         doc = image_config(image, "/repo", "/repo/key.rsa.pub")
         assert doc["layering"] == {"strategy": "origin", "budget": 10}
+
+
+def test_the_debian_catalogue_is_a_smaller_one() -> None:
+    images = debian_catalogue()
+    assert 10 <= len(images) < len(catalogue())
+    assert {i.kind for i in images} >= {"busybox", "bash", "git", "go", "toolchain"}
+    assert all(i.packages[0] == "debian-baselayout" for i in images)
 
 
 def test_variants() -> None:
