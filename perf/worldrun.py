@@ -90,17 +90,25 @@ def parse_variants(values: list[str], layer_cache: bool | None = None) -> list[V
 
 
 def image_summary(name: str, spans_doc: dict, digest: str, wall_s: float,
-                  cpu_s: float) -> dict[str, Any]:
+                  cpu_s: float, in_process: bool = False) -> dict[str, Any]:
     """What one image of a world build cost and reused, from its spans: layers (from the
     layer cache's hit/miss spans; without the cache every layer is made), bytes hashed (each
     made layer's tar for its diffID and its blob for its digest), bytes compressed (the tar
     bytes deflated; for stitched layers only those re-compressed near the cuts), the
     packages' compressed bytes reused verbatim, the blob bytes copied from the layer cache."""
     spans = spans_doc.get("spans") or []
+    if in_process:  # build-many: the `startup` span is the process's, from its start
+        spans = [sp for sp in spans if sp.get("name") != "startup"]
     hits = misses = made = hashed = compressed = verbatim = from_cache = 0
+    hit_cpu = made_cpu = 0.0
     for sp in spans:
         attrs = sp.get("attrs") or {}
         out = attrs.get("output")
+        if sp.get("name") in ("layer", "compress"):
+            if out == "cache" and attrs.get("layer_cache") == "hit":
+                hit_cpu += float(sp.get("cpu_s", 0.0))
+            elif out != "cache":
+                made_cpu += float(sp.get("cpu_s", 0.0))
         if sp.get("name") == "layer":
             if out == "cache":
                 if attrs.get("layer_cache") == "hit":
@@ -122,7 +130,8 @@ def image_summary(name: str, spans_doc: dict, digest: str, wall_s: float,
             "layers": hits + made, "layers_made": made, "layer_cache_hits": hits,
             "layer_cache_misses": misses, "bytes_hashed": hashed, "bytes_compressed": compressed,
             "bytes_reused_verbatim": verbatim, "tar_bytes_from_cache": from_cache,
-            "rebuilt": made > 0, "stages": stages_from_spans({"spans": spans}),
+            "rebuilt": made > 0, "layer_cache_hit_cpu_s": hit_cpu, "layers_made_cpu_s": made_cpu,
+            "stages": stages_from_spans({"spans": spans}),
             "spans": spans_doc}
 
 
@@ -213,7 +222,7 @@ def build_world(argv0: list[str], configs: list[Path], out: Path, cache: Path, v
         for img in doc["images"]:
             images.append(image_summary(Path(img["config"]).stem, img["spans"],
                                         img["index_digest"], float(img["wall_s"]),
-                                        float(img["cpu_s"])))
+                                        float(img["cpu_s"]), in_process=True))
         return {"wall_s": wall, "cpu_s": cpu, "peak_rss_mb": rss, "images": images}
     wall = cpu = rss = 0.0
     for config in configs:
@@ -521,6 +530,28 @@ def ratios(doc: dict[str, Any], scenario: str = "world") -> list[str]:
     return lines
 
 
+def breakdown(run: dict[str, Any]) -> dict[str, float]:
+    """Where a world build's in-build CPU went, ms per image: layers taken from the layer
+    cache (key, lookup, blob copy), layers made (tar, hash, compress), each other stage, and
+    what no span covers."""
+    n = max(1, len(run["per_image"]))
+    out: dict[str, float] = {"layer cache hits": 0.0, "layers made": 0.0}
+    for img in run["per_image"]:
+        out["layer cache hits"] += float(img.get("layer_cache_hit_cpu_s", 0.0))
+        out["layers made"] += float(img.get("layers_made_cpu_s", 0.0))
+        for stage, st in img["stages"].items():
+            if stage not in ("layer", "compress", "startup"):
+                out[stage] = out.get(stage, 0.0) + float(st["cpu_s"])
+    total = sum(float(i["cpu_s"]) for i in run["per_image"])
+    out["outside spans"] = max(0.0, total - sum(out.values()))
+    return {k: v / n * 1000 for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def breakdown_line(run: dict[str, Any]) -> str:
+    parts = ", ".join(f"{k} {v:.0f}" for k, v in breakdown(run).items() if v >= 0.5)
+    return f"{run['scenario']} {run['variant']}: in-build ms per image: {parts}"
+
+
 def format_table(doc: dict[str, Any]) -> str:
     head = (f"{'scenario':<10} {'variant':<16} {'n':>2} {'img':>3} {'wall s':>8} {'CPU s':>8} "
             f"{'CPU/img':>8} {'in-build':>8} {'hashed MB':>9} {'deflated MB':>11} "
@@ -540,6 +571,7 @@ def format_table(doc: dict[str, Any]) -> str:
     lines += ratios(doc, "world")
     if doc.get("bump"):
         lines += [_bump_line(doc, r) for r in rows(doc) if r["scenario"] == "world-bump"]
+    lines += [breakdown_line(r) for r in doc["runs"] if r["round"] == 0]
     for p in doc.get("checks") or []:
         lines.append(f"DIGEST MISMATCH {p}")
     return "\n".join(lines)
@@ -657,6 +689,7 @@ def report_section(docs: list[dict[str, Any]] | None = None) -> str:
     notes = ratios(doc, "world")
     if doc.get("bump"):
         notes += [_bump_line(doc, r) for r in rows(doc) if r["scenario"] == "world-bump"]
+    notes += [breakdown_line(r) for r in doc["runs"] if r["round"] == 0]
     notes += [f"digest mismatch: {p}" for p in doc.get("checks") or []]
     if notes:
         parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
