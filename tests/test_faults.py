@@ -94,6 +94,7 @@ KILLS = [
 ]
 
 
+@pytest.mark.slow  # ~2 s each: three build processes
 @pytest.mark.parametrize(("impl", "point", "extra", "at_kill"), KILLS,
                          ids=[f"{k[0]}-{k[1]}{'-layer-cache' if k[2] else ''}" for k in KILLS])
 def test_kill_9_then_build_again(golden_server: RepoServer, tmp_path: Path, impl: str,
@@ -320,6 +321,9 @@ REPO_FAULTS = {
     "stall": "(no data for 0.5 s)",
     "hang": "no answer within 0.5 s (3 attempts)",
 }
+# a stall or a hang waits out the timeouts: ~2 s a test
+FAULTS = [500, "cut", "short", *(pytest.param(f, marks=pytest.mark.slow)
+                                 for f in ("stall", "hang"))]
 SHORT_WORDS = {INDEX: "none with a Content-Length",
                PACKAGE: "download failed after 3 attempts: got 1480 of the index's S:2961"}
 
@@ -337,7 +341,7 @@ def _requests_of(srv: RepoServer, path: str) -> list[float]:
 
 
 @pytest.mark.parametrize("path", [INDEX, PACKAGE], ids=["index", "package"])
-@pytest.mark.parametrize("fault", [500, "cut", "short", "stall", "hang"])
+@pytest.mark.parametrize("fault", FAULTS)
 def test_repository_fault_is_retried_then_named(flaky_server: RepoServer, tmp_path: Path,
                                                 fault: int | str, path: str) -> None:
     config = golden_http_config(tmp_path / "apko.yaml", flaky_server.url, archs=("x86_64",))
@@ -362,7 +366,7 @@ def test_repository_fault_is_retried_then_named(flaky_server: RepoServer, tmp_pa
 
 
 @pytest.mark.parametrize("path", [INDEX, PACKAGE], ids=["index", "package"])
-@pytest.mark.parametrize("fault", [503, "cut", "short", "stall", "hang"])
+@pytest.mark.parametrize("fault", [503, *FAULTS[1:]])
 def test_repository_fault_that_passes_is_survived(flaky_server: RepoServer, tmp_path: Path,
                                                   fault: int | str, path: str) -> None:
     config = golden_http_config(tmp_path / "apko.yaml", flaky_server.url, archs=("x86_64",))
