@@ -248,9 +248,11 @@ class Registry:
         body: Any = None,
         rewind: Any = None,
         headers: dict[str, str] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         """One request with auth handling: on 401, answer the challenge once and retry.
-        `rewind` re-creates a streamed body for the retry."""
+        `rewind` re-creates a streamed body for the retry; `stream` leaves the answer's body
+        unread (the caller reads and closes it)."""
         scope = f"repository:{repo}:pull,push" if push else f"repository:{repo}:pull"
         if url.startswith("/"):
             url = self.base + url
@@ -263,7 +265,8 @@ class Registry:
                 faults.point()  # crash tests: die before a request that changes the registry
             try:
                 resp = self._session.request(method, url, data=body, headers=hdrs,
-                                             timeout=_TIMEOUT, allow_redirects=True)
+                                             timeout=_TIMEOUT, allow_redirects=True,
+                                             stream=stream)
             except requests.RequestException as e:
                 raise RegistryError(f"registry {self.host}: {method} {url} failed: {e}") from None
             if resp.status_code == 401 and attempt == 0:
@@ -373,6 +376,22 @@ class Registry:
                       "application/vnd.docker.distribution.manifest.list.v2+json",
         })
         return r.content, r.headers.get("Content-Type", "")
+
+    def find_manifest(self, repo: str, ref: str, accept: str) -> bytes | None:
+        """The manifest `ref` of media type `accept`, or None when the registry has none."""
+        r = self._request("GET", f"/v2/{repo}/manifests/{ref}", repo, push=False,
+                          expect=(200, 404), headers={"Accept": accept})
+        return r.content if r.status_code == 200 else None
+
+    def get_blob(self, repo: str, digest: str) -> requests.Response | None:
+        """The blob's answer with its body unread (the caller closes it: `with`), or None
+        when the registry has no such blob. Not verified: the caller hashes what it reads."""
+        r = self._request("GET", f"/v2/{repo}/blobs/{digest}", repo, push=False,
+                          expect=(200, 404), stream=True)
+        if r.status_code == 404:
+            r.close()
+            return None
+        return r
 
     def tags(self, repo: str) -> list[str]:
         r = self._request("GET", f"/v2/{repo}/tags/list", repo, push=False)
