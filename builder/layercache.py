@@ -32,11 +32,12 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 from builder.errors import CacheError
 from builder.fs.extent import Extent
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from builder.expand.model import ExpandedPackage
     from builder.fs.model import FsModel, Meta
     from builder.layering import LayerPart
+    from builder.oci.content_store import RegistryContentStore
     from builder.repo.cache import Cache
 
 log = logging.getLogger(__name__)
@@ -164,13 +166,110 @@ def _record_sum(doc: dict[str, object]) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-class LayerCache:
-    """Records and blobs of finished layers in one cache."""
+Claim: TypeAlias = Callable[[str], AbstractContextManager[bool]]
+_claim: Claim | None = None
 
-    def __init__(self, cache: Cache) -> None:
+
+def set_claim(claim: Claim | None) -> None:
+    """Install (or with None remove) this process's claim on layer keys: `claim(key)` is a
+    context manager held from a miss of both tiers until the layer is stored, so that another
+    process of a cluster building the same layer waits and then pulls it (builder/fanout.py
+    installs a Dask lock). It yields False when it gave up waiting: the layer is then built
+    anyway (twice in the cluster, the same bytes)."""
+    global _claim
+    _claim = claim
+
+
+class LayerCache:
+    """Records and blobs of finished layers in one cache; with `content_store`
+    (`REGISTRY/REPO`) a second, shared tier behind it (builder/oci/content_store.py): a local
+    miss looks the key up there and pulls record and blob into the local cache, and a layer
+    built here is pushed there (blob once: HEAD first; then the record)."""
+
+    def __init__(self, cache: Cache, content_store: str = "") -> None:
         self.cache = cache
         self.root = cache.base / "layers"
-        self.hits = self.misses = 0
+        self.hits = self.misses = 0  # hits include remote_hits
+        self.remote_hits = self.remote_pushes = 0
+        self.remote: RegistryContentStore | None = None
+        if content_store:  # the registry client (requests) is loaded only then
+            from builder.oci.content_store import RegistryContentStore
+
+            self.remote = RegistryContentStore(content_store)
+        self._claims: dict[str, ExitStack] = {}
+
+    def get(self, key: str, dest: Path) -> CachedLayer | None:
+        """The layer recorded under `key`, its blob checked and copied to `dest`: from the
+        local cache, else (with a content store) from the registry, pulled into the local
+        cache first. None when neither has it; then, with a claim installed (`set_claim`), the
+        key stays claimed until `put` or `release`."""
+        layer = self._get_local(key, dest)
+        if layer is not None or self.remote is None:
+            return layer
+        layer = self._get_remote(key, dest)
+        if layer is not None or _claim is None:
+            return layer
+        stack = ExitStack()
+        stack.enter_context(_claim(key))
+        self._claims[key] = stack
+        layer = self._get_remote(key, dest)  # the claim's last holder may have stored it
+        if layer is not None:
+            self.release(key)
+        return layer
+
+    def put(self, layer: CachedLayer, blob: Path) -> None:
+        """Record `layer`, whose blob (already hashed to `layer.digest` by its writer) is at
+        `blob`, locally and then in the content store; the key's claim is released."""
+        try:
+            self._put_local(layer, blob)
+            if self.remote is not None:
+                if self.remote.push_file(blob, layer.digest):
+                    self.remote_pushes += 1
+                record = self._record_path(layer.key)
+                try:
+                    raw = record.read_bytes()
+                except OSError as exc:
+                    raise CacheError(record, f"cannot read: {exc.strerror or exc}") from None
+                self.remote.put_record(layer.key, raw, layer.digest, layer.size,
+                                       layer.media_type)
+        finally:
+            self.release(layer.key)
+
+    def release(self, key: str) -> None:
+        """Give up this cache's claim on `key`, if it holds one (a build that failed)."""
+        stack = self._claims.pop(key, None)
+        if stack is not None:
+            stack.close()
+
+    def _get_remote(self, key: str, dest: Path) -> CachedLayer | None:
+        """Record and blob of `key` pulled from the content store into the local cache,
+        then read as a local hit (every local check applies); None on a miss there. A damaged
+        record or blob in the registry is a warning and a miss."""
+        from builder.repo.store import CorruptEntry, DigestMismatch
+
+        assert self.remote is not None
+        try:
+            raw = self.remote.get_record(key)
+            if raw is None:
+                return None
+            digest = json.loads(raw)["digest"]
+            if not isinstance(digest, str):
+                raise ValueError(f"digest {digest!r}")
+            if not self.cache.blobs.has(digest) and not self.remote.copy_into(
+                    digest, self.cache.blobs):
+                log.warning("layer cache: %s has the record of %s but not its blob %s; "
+                            "building the layer", self.remote.ref, key, digest)
+                return None
+        except (CorruptEntry, DigestMismatch, ValueError, KeyError, TypeError) as exc:
+            log.warning("layer cache: record %s in %s is damaged (%s); building the layer",
+                        key, self.remote.ref, exc)
+            return None
+        self.cache.write_bytes(self._record_path(key), raw)
+        layer = self._get_local(key, dest)
+        self.misses -= 1  # the first local lookup counted this one
+        if layer is not None:
+            self.remote_hits += 1
+        return layer
 
     def _record_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -178,7 +277,7 @@ class LayerCache:
     def _stamp_path(self, hex_digest: str) -> Path:
         return self.root / "stamps" / f"{hex_digest}.verified"
 
-    def get(self, key: str, dest: Path) -> CachedLayer | None:
+    def _get_local(self, key: str, dest: Path) -> CachedLayer | None:
         """The layer recorded under `key`, its blob checked and copied to `dest`; None when
         there is none (or what there was is damaged: then it is dropped)."""
         path = self._record_path(key)
@@ -218,7 +317,7 @@ class LayerCache:
         self.hits += 1
         return layer
 
-    def put(self, layer: CachedLayer, blob: Path) -> None:
+    def _put_local(self, layer: CachedLayer, blob: Path) -> None:
         """Record `layer`, whose blob (already hashed to `layer.digest` by its writer) is at
         `blob`: the blob is copied into the content store, then the record written."""
         store = self.cache.blobs

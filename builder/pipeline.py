@@ -83,7 +83,7 @@ def build(opts: BuildOptions, work: Path, rec: SpanRecorder) -> BuildResult:
         if opts.layer_cache:
             from builder.layercache import LayerCache
 
-            ctx.layer_cache = LayerCache(fetcher.cache)
+            ctx.layer_cache = LayerCache(fetcher.cache, opts.content_store)
         archs = [build_arch(plan, arch, ctx) for arch in plan.archs]
     cfg = planned.cfg
     index_created = max(a.created for a in archs)
@@ -252,11 +252,14 @@ def _layer(writer: LayerWriter, compressor: Compressor, fs: FsModel,
         if hit:
             s.attrs.update(entries=hit.entries, reused_tar_bytes=hit.tar_size)
     if hit is None:
-        lres, blob = _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx, part,
-                                     index)
-        ctx.layer_cache.put(CachedLayer(key, lres.diff_id, blob.digest, blob.size,
-                                        compressor.media_type, lres.size, lres.entries),
-                            blob.path)
+        try:
+            lres, blob = _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx,
+                                         part, index)
+            ctx.layer_cache.put(CachedLayer(key, lres.diff_id, blob.digest, blob.size,
+                                            compressor.media_type, lres.size, lres.entries),
+                                blob.path)
+        finally:
+            ctx.layer_cache.release(key)  # a claim on the key (fan-out) ends with the build
         return lres, blob
     with rec.span("compress", aarch, impl=chosen["compress"], output="cache",
                   layer_cache="hit", reused_blob_bytes=hit.size, **settings, **where):

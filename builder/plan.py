@@ -56,6 +56,7 @@ class BuildOptions:
     allow_untrusted: bool = False
     lockfile: str = ""  # apko's lockfile: install exactly its packages, no index, no solve
     layer_cache: bool = False  # reuse finished layers from the cache (builder/layercache.py)
+    content_store: str = ""  # REGISTRY/REPO: the layer cache's shared tier (fan-out)
     impl: dict[str, str] = field(default_factory=dict)  # stage -> name; {} = reference
 
     def chosen(self) -> dict[str, str]:
