@@ -3,6 +3,14 @@
 The YAML is read with the node API so every error can point at its line. The schema below is
 the single source of truth for accepted keys and their types; anything else is a ConfigError.
 
+Hostile input is refused with the same one-line errors, before it costs much: a config file
+is at most MAX_CONFIG_BYTES, nested at most MAX_DEPTH levels, and its aliases (`*name`) may
+stand for at most MAX_ALIAS_NODES nodes in all — counted while the YAML is composed, where an
+alias is still one shared node, so an anchor bomb ("billion laughs") is refused before anything
+expands; an alias inside the node it names is refused too. Includes nest at most
+MAX_INCLUDE_DEPTH files deep. Merge keys (`<<: *base`) are applied as Go's yaml.v3 applies them
+(apko reads its configs with it): the mapping's own keys win.
+
 `locked_json(...)` renders the per-arch locked configuration in the field order and omitempty
 rules of apko's Go structs, which is what ends up (Go-JSON encoded) in `/etc/apko.json`.
 """
@@ -10,6 +18,8 @@ rules of apko's Go structs, which is what ends up (Go-JSON encoded) in `/etc/apk
 from __future__ import annotations
 
 import copy
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +84,8 @@ class PathMutation:
     permissions: int = 0
     source: str = ""
     recursive: bool = False
+    # `file:line: paths[i]`, for errors found when the mutation is applied (not apko's field)
+    where: str = field(default="", compare=False, repr=False)
 
 
 LAYERING_STRATEGIES = ("origin",)
@@ -161,10 +173,34 @@ SCHEMA: dict[str, Any] = {
 }
 PATH_TYPES = ("directory", "empty-file", "hardlink", "symlink", "permissions")
 
+# Limits on a config file (README "Config limits"); no real apko config comes near them.
+MAX_CONFIG_BYTES = 1 << 20  # one file (apko's are a few KiB)
+MAX_DEPTH = 64  # nested collections (the schema needs four)
+MAX_ALIAS_NODES = 100_000  # nodes that aliases stand for, counted as if expanded
+MAX_INCLUDE_DEPTH = 16  # files in an include chain
+
 _INT_TAG = "tag:yaml.org,2002:int"
 _STR_TAG = "tag:yaml.org,2002:str"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
 _NULL_TAG = "tag:yaml.org,2002:null"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_KIND_NAMES = {"str": "a string", "int": "an integer", "bool": "true or false"}
+_TRUE = ("true", "yes", "on", "y")
+_FALSE = ("false", "no", "off", "n")
+
+
+def _show(value: str, width: int = 40) -> str:
+    """A value for an error message: its repr, cut short (an error stays one short line)."""
+    return repr(value) if len(value) <= width else repr(value[:width]) + "..."
+
+
+def _zero(kind: Any) -> Any:
+    """What Go's yaml.v3 leaves for a null list item or map value: the zero value."""
+    if isinstance(kind, dict):
+        return {}
+    if isinstance(kind, tuple):
+        return [] if kind[0] == "list" else {}
+    return {"str": "", "int": 0, "bool": False}[kind]
 
 
 def _parse_int(text: str) -> int:
@@ -172,6 +208,8 @@ def _parse_int(text: str) -> int:
     t = text.replace("_", "").strip()
     sign = -1 if t.startswith("-") else 1
     t = t.lstrip("+-")
+    if len(t) > 24:  # far past any uint32; int() would also refuse 4,300 digits
+        raise ValueError(text)
     if t[:2].lower() == "0o":
         return sign * int(t[2:], 8)
     if len(t) > 1 and t[0] == "0" and t[1].isdigit():
@@ -179,14 +217,88 @@ def _parse_int(text: str) -> int:
     return sign * int(t, 0)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's composer with the limits above: depth, alias expansion, recursive aliases.
+    Each node's expanded size (nodes, counting what aliases in it stand for) is recorded as
+    it is composed, so an alias adds its target's size without anything being expanded."""
+
+    def __init__(self, stream: str, filename: str) -> None:
+        super().__init__(stream)
+        self.filename = filename
+        self._depth = 0
+        self._alias_nodes = 0
+        self._sizes: dict[int, int] = {}
+
+    def _refuse(self, mark: Any, msg: str) -> ConfigError:
+        return ConfigError(f"{self.filename}:{mark.line + 1}: {msg}")
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                size = self._sizes.get(id(target))
+                if size is None:
+                    raise self._refuse(event.start_mark, f"alias *{event.anchor} is inside "
+                                       "the node it names (a recursive alias)")
+                self._alias_nodes += size
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise self._refuse(event.start_mark, f"alias *{event.anchor}: aliases "
+                                       f"stand for more than {MAX_ALIAS_NODES} nodes "
+                                       "(an alias bomb?)")
+            return super().compose_node(parent, index)
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            raise self._refuse(event.start_mark, f"nested more than {MAX_DEPTH} levels deep")
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(self._sizes[id(n)] for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(self._sizes[id(k)] + self._sizes[id(v)] for k, v in node.value)
+        else:
+            size = 1
+        self._sizes[id(node)] = size
+        return node
+
+
+def compose_yaml(text: str, filename: str) -> yaml.Node | None:
+    """The YAML node tree of `text` (None when empty), within the limits; ConfigError naming
+    `filename` and the line otherwise."""
+    loader = None
+    try:
+        loader = _Loader(text, filename)  # its reader checks every character first
+        return loader.get_single_node()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            line = f":{mark.line + 1}"
+        elif isinstance(getattr(exc, "position", None), int):  # a ReaderError
+            line = f":{text.count(chr(10), 0, exc.position) + 1}"  # type: ignore[attr-defined]
+        else:
+            line = ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{filename}{line}: invalid YAML: {problem}") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
 class _Decoder:
+    """Schema-checked values from the node tree; `lines` records each key's line, by its full
+    name (`paths[2].type`), for errors found after decoding."""
+
     def __init__(self, filename: str) -> None:
         self.filename = filename
+        self.lines: dict[str, int] = {}
 
     def err(self, node: yaml.Node, key: str, msg: str) -> ConfigError:
         return ConfigError(f"{self.filename}:{node.start_mark.line + 1}: {key}: {msg}")
 
     def decode(self, node: yaml.Node, kind: Any, key: str) -> Any:
+        self.lines.setdefault(key, node.start_mark.line + 1)
         if isinstance(node, yaml.ScalarNode) and node.tag == _NULL_TAG:
             return None
         if isinstance(kind, dict):
@@ -196,61 +308,104 @@ class _Decoder:
             if container == "list":
                 if not isinstance(node, yaml.SequenceNode):
                     raise self.err(node, key, "expected a list")
-                return [self.decode(n, inner, f"{key}[{i}]") for i, n in enumerate(node.value)]
+                items = [self.decode(n, inner, f"{key}[{i}]") for i, n in enumerate(node.value)]
+                return [_zero(inner) if v is None else v for v in items]
             if not isinstance(node, yaml.MappingNode):
                 raise self.err(node, key, "expected a mapping")
             out: dict[str, Any] = {}
-            for knode, vnode in node.value:
+            for knode, vnode in self.pairs(node, key):
                 k = self.scalar_str(knode, key)
                 if k in out:
                     raise self.err(knode, f"{key}.{k}", "duplicate key")
                 v = self.decode(vnode, inner, f"{key}.{k}")
-                out[k] = "" if v is None else v
+                out[k] = _zero(inner) if v is None else v
             return out
         if not isinstance(node, yaml.ScalarNode):
-            raise self.err(node, key, f"expected a {'string' if kind == 'str' else kind}")
+            raise self.err(node, key, f"expected {_KIND_NAMES[kind]}")
         if kind == "str":
             return node.value
         if kind == "int":
             if node.tag not in (_INT_TAG, _STR_TAG):
-                raise self.err(node, key, f"expected an integer, got {node.value!r}")
+                raise self.err(node, key, f"expected an integer, got {_show(node.value)}")
             try:
                 value = _parse_int(node.value)
             except ValueError:
-                raise self.err(node, key, f"expected an integer, got {node.value!r}") from None
+                raise self.err(node, key, f"expected an integer, got {_show(node.value)}") \
+                    from None
             if value < 0 or value > 0xFFFFFFFF:
-                raise self.err(node, key, f"out of range: {value}")
+                raise self.err(node, key, f"out of range: {value} (0 to 4294967295)")
             return value
         if kind == "bool":
             low = node.value.lower()
-            if node.tag == _BOOL_TAG or low in ("true", "false"):
-                return low in ("true", "yes", "on", "y")
-            raise self.err(node, key, f"expected true or false, got {node.value!r}")
+            if low in _TRUE + _FALSE and (node.tag == _BOOL_TAG or low in ("true", "false")):
+                return low in _TRUE
+            raise self.err(node, key, f"expected true or false, got {_show(node.value)}")
         raise AssertionError(kind)
 
     def scalar_str(self, node: yaml.Node, key: str) -> str:
         if not isinstance(node, yaml.ScalarNode):
-            raise self.err(node, key, "mapping keys must be strings")
+            raise self.err(node, key or "config", "mapping keys must be strings")
         return node.value
+
+    def pairs(self, node: yaml.MappingNode, key: str) -> list[tuple[yaml.Node, yaml.Node]]:
+        """The mapping's (key, value) nodes with merge keys applied (yaml.v3's rule): the
+        mapping's own keys win over merged ones, an earlier merged mapping over a later."""
+        own: list[tuple[yaml.Node, yaml.Node]] = []
+        merged: list[tuple[yaml.Node, yaml.Node]] = []
+        for knode, vnode in node.value:
+            if not (isinstance(knode, yaml.ScalarNode) and knode.tag == _MERGE_TAG):
+                own.append((knode, vnode))
+                continue
+            sources = vnode.value if isinstance(vnode, yaml.SequenceNode) else [vnode]
+            for src in sources:
+                if not isinstance(src, yaml.MappingNode):
+                    raise self.err(src, f"{key}.<<" if key else "<<",
+                                   "merges a mapping or a list of mappings")
+                merged += self.pairs(src, key)
+        taken = {k.value for k, _ in own if isinstance(k, yaml.ScalarNode)}
+        for knode, vnode in merged:
+            if knode.value not in taken:
+                taken.add(knode.value)
+                own.append((knode, vnode))
+        return own
 
     def obj(self, node: yaml.Node, schema: dict[str, Any], key: str) -> dict[str, Any]:
         if not isinstance(node, yaml.MappingNode):
             raise self.err(node, key or "config", "expected a mapping")
         out: dict[str, Any] = {}
-        for knode, vnode in node.value:
+        for knode, vnode in self.pairs(node, key):
             k = self.scalar_str(knode, key)
             full = f"{key}.{k}" if key else k
             if k not in schema:
-                raise self.err(knode, full, "unknown key")
+                raise self.err(knode, _show(full, 60)[1:-1], "unknown key")
             if k in out:
                 raise self.err(knode, full, "duplicate key")
+            self.lines[full] = knode.start_mark.line + 1
             out[k] = self.decode(vnode, schema[k], full)
         return out
 
 
+def _climbs_out(path: str) -> bool:
+    """Whether `path`, read from the image root (a leading `/` is the root), has a `..`
+    that would climb above it."""
+    depth = 0
+    for part in path.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part and part != ".":
+            depth += 1
+    return False
+
+
 def _build(raw: dict[str, Any], filename: str, lines: dict[str, int]) -> ImageConfig:
     def where(key: str) -> str:
-        return f"{filename}:{lines.get(key, 1)}: {key}"
+        """`file:line: key`, the line of `key` or of the nearest enclosing key decoded."""
+        probe = key
+        while probe and probe not in lines:
+            probe = probe[:max(probe.rfind("."), probe.rfind("["), 0)]
+        return f"{filename}:{lines.get(probe, 1)}: {key}"
 
     cfg = ImageConfig()
     c = raw.get("contents") or {}
@@ -266,8 +421,8 @@ def _build(raw: dict[str, Any], filename: str, lines: dict[str, int]) -> ImageCo
                                 shell_fragment=e.get("shell-fragment") or "",
                                 services=dict(e.get("services") or {}))
     if cfg.entrypoint.type not in ("", "service-bundle"):
-        raise ConfigError(f"{where('entrypoint')}.type: unsupported entrypoint type "
-                          f"{cfg.entrypoint.type!r} (only 'service-bundle')")
+        raise ConfigError(f"{where('entrypoint.type')}: unsupported entrypoint type "
+                          f"{_show(cfg.entrypoint.type)} (only 'service-bundle')")
     cfg.cmd = raw.get("cmd") or ""
     cfg.work_dir = raw.get("work-dir") or ""
     cfg.stop_signal = raw.get("stop-signal") or ""
@@ -280,21 +435,40 @@ def _build(raw: dict[str, Any], filename: str, lines: dict[str, int]) -> ImageCo
         groups=[Group(groupname=g.get("groupname") or "", gid=g.get("gid") or 0,
                       members=list(g.get("members") or [])) for g in a.get("groups") or []],
     )
-    cfg.archs = [oci_arch(x, where("archs")) for x in raw.get("archs") or []]
+    for i, user in enumerate(cfg.accounts.users):
+        if not user.username:
+            raise ConfigError(f"{where(f'accounts.users[{i}].username')}: missing")
+        if user.uid == 0:
+            raise ConfigError(f"{where(f'accounts.users[{i}].uid')}: user {user.username!r} "
+                              "has UID 0 (to run as root, use `run-as: 0`)")
+    for i, group in enumerate(cfg.accounts.groups):
+        if not group.groupname:
+            raise ConfigError(f"{where(f'accounts.groups[{i}].groupname')}: missing")
+    cfg.archs = [oci_arch(x, where(f"archs[{i}]"))
+                 for i, x in enumerate(raw.get("archs") or [])]
     cfg.environment = dict(raw.get("environment") or {})
     cfg.paths = []
     for i, p in enumerate(raw.get("paths") or []):
         pm = PathMutation(path=p.get("path") or "", type=p.get("type") or "",
                           uid=p.get("uid") or 0, gid=p.get("gid") or 0,
                           permissions=p.get("permissions") or 0, source=p.get("source") or "",
-                          recursive=bool(p.get("recursive")))
+                          recursive=bool(p.get("recursive")), where=where(f"paths[{i}]"))
         if pm.type not in PATH_TYPES:
-            raise ConfigError(f"{where('paths')}[{i}].type: unknown path mutation type "
-                              f"{pm.type!r} (one of {', '.join(PATH_TYPES)})")
+            raise ConfigError(f"{where(f'paths[{i}].type')}: unknown path mutation type "
+                              f"{_show(pm.type)} (one of {', '.join(PATH_TYPES)})")
         if not pm.path:
-            raise ConfigError(f"{where('paths')}[{i}].path: missing")
+            raise ConfigError(f"{where(f'paths[{i}].path')}: missing")
         if pm.type in ("hardlink", "symlink") and not pm.source:
-            raise ConfigError(f"{where('paths')}[{i}].source: required for {pm.type}")
+            raise ConfigError(f"{where(f'paths[{i}].source')}: required for {pm.type}")
+        for name in ("path", "source"):
+            value = getattr(pm, name)
+            if "\0" in value:
+                raise ConfigError(f"{where(f'paths[{i}].{name}')}: {_show(value)} holds a "
+                                  "NUL byte")
+            # a symlink's source is its target: any text (resolved inside the root later)
+            if (name == "path" or pm.type == "hardlink") and _climbs_out(value):
+                raise ConfigError(f"{where(f'paths[{i}].{name}')}: {_show(value)} climbs "
+                                  "above the image root")
         cfg.paths.append(pm)
     cfg.vcs_url = raw.get("vcs-url") or ""
     cfg.annotations = dict(raw.get("annotations") or {})
@@ -304,8 +478,8 @@ def _build(raw: dict[str, Any], filename: str, lines: dict[str, int]) -> ImageCo
         lay = raw["layering"] or {}
         cfg.layering = Layering(lay.get("strategy") or "", lay.get("budget") or 0)
         if cfg.layering.active and cfg.layering.strategy not in LAYERING_STRATEGIES:
-            raise ConfigError(f"{where('layering')}.strategy: unrecognized layering strategy "
-                              f"{cfg.layering.strategy!r} (apko knows: "
+            raise ConfigError(f"{where('layering.strategy')}: unrecognized layering strategy "
+                              f"{_show(cfg.layering.strategy)} (apko knows: "
                               f"{', '.join(LAYERING_STRATEGIES)})")
     return cfg
 
@@ -338,43 +512,50 @@ def merge_into(base: ImageConfig, target: ImageConfig) -> None:
 
 
 def _validate(cfg: ImageConfig, filename: str) -> None:
-    for i, u in enumerate(cfg.accounts.users):
-        if not u.username:
-            raise ConfigError(f"{filename}: accounts.users[{i}].username: missing")
-        if u.uid == 0:
-            raise ConfigError(f"{filename}: accounts.users[{i}].uid: user {u.username!r} has "
-                              "UID 0 (to run as root, use `run-as: 0`)")
+    """What holds for the merged config (each file's own entries are checked in _build)."""
+    for u in cfg.accounts.users:
         if not u.homedir:
             u.homedir = "/home/" + u.username
-    for i, g in enumerate(cfg.accounts.groups):
-        if not g.groupname:
-            raise ConfigError(f"{filename}: accounts.groups[{i}].groupname: missing")
     if cfg.entrypoint.type == "service-bundle":
         cfg.entrypoint.command = "/bin/s6-svscan /sv"
         cfg.contents.packages.append("s6")
+
+
+def read_config_text(path: Path) -> str:
+    """The text of a config file: a regular file (a FIFO or device could block or never
+    end) of at most MAX_CONFIG_BYTES, UTF-8 (a BOM allowed). ConfigError naming it."""
+    try:
+        # O_NONBLOCK: opening a FIFO would otherwise wait for a writer (for a regular file
+        # it changes nothing)
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise ConfigError(f"{path}: cannot read config: not a regular file")
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config is larger than {MAX_CONFIG_BYTES >> 20} MiB "
+                          f"(the limit MAX_CONFIG_BYTES; apko configs are a few KiB)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 (byte {raw[exc.start]:#04x} at offset "
+                          f"{exc.start})") from None
 
 
 def _load_file(path: Path, seen: tuple[Path, ...], base: Path) -> ImageConfig:
     path = path.resolve() if path.exists() else path
     if path in seen:
         raise ConfigError(f"{seen[-1]}: include: include cycle through {path}")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
-    try:
-        node = yaml.compose(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}{line}: invalid YAML: {problem}") from None
+    node = compose_yaml(read_config_text(path), str(path))
     if node is None:
         raw: dict[str, Any] = {}
         lines: dict[str, int] = {}
     else:
-        raw = _Decoder(str(path)).obj(node, SCHEMA, "")
-        lines = {k.value: k.start_mark.line + 1 for k, _ in node.value}
+        decoder = _Decoder(str(path))
+        raw = decoder.obj(node, SCHEMA, "")
+        lines = decoder.lines
     cfg = _build(raw, str(path), lines)
     cfg.source_file = str(path)
     cfg.base_dir = str(base)
@@ -384,6 +565,9 @@ def _load_file(path: Path, seen: tuple[Path, ...], base: Path) -> ImageConfig:
         if not inc.exists():
             raise ConfigError(f"{path}:{lines.get('include', 1)}: include: "
                               f"file not found: {cfg.include} (tried {inc})")
+        if len(seen) + 1 >= MAX_INCLUDE_DEPTH:
+            raise ConfigError(f"{path}:{lines.get('include', 1)}: include: includes nest "
+                              f"more than {MAX_INCLUDE_DEPTH} files deep ({cfg.include})")
         included = _load_file(inc, seen + (path,), base)
         merge_into(included, cfg)
         cfg.sources += included.sources

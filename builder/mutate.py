@@ -109,7 +109,7 @@ def _permissions(fs: FsModel, path: str, mode: int, uid: int, gid: int,
 
 def mutate_paths(fs: FsModel, cfg: ImageConfig) -> None:
     for i, p in enumerate(cfg.paths):
-        who = f"{cfg.source_file}: paths[{i}] ({p.path})"
+        who = f"{p.where or f'{cfg.source_file}: paths[{i}]'} ({p.path})"  # file:line: paths[i]
         path = p.path.lstrip("/")
         if p.type == "directory":
             fs.mkdir_all(path, p.permissions or 0o755, who=who)
