@@ -7,7 +7,7 @@ DEBIAN_TOOLS := docker-registry skopeo umoci bubblewrap apache2-utils valgrind g
 BASE ?=
 PYTEST_ARGS ?=
 
-.PHONY: test test-fast perf bench peer-tools lint tools venv clean
+.PHONY: test test-fast fuzz perf bench peer-tools lint tools venv clean
 
 venv: $(STAMP)
 
@@ -69,6 +69,17 @@ ifeq ($(BASE),)
 else
 	$(BIN)/apkperf compare $(BASE)
 endif
+
+# The parser fuzz targets (tests/fuzz) for FUZZ_SECONDS each instead of `make test`'s short
+# round, in a process capped at FUZZ_MEMORY_MB of address space (a blow-up is a
+# MemoryError, a crash); each target prints how many inputs it tried. A crash fails the run
+# with the shrunk input, which hypothesis also keeps in .hypothesis/ and replays first.
+FUZZ_SECONDS ?= 60
+FUZZ_MEMORY_MB ?= 4096
+fuzz: venv
+	ulimit -v $$(( $(FUZZ_MEMORY_MB) * 1024 )) && FUZZ_SECONDS=$(FUZZ_SECONDS) \
+		$(BIN)/pytest tests/fuzz -p no:xdist -q -s -p no:cacheprovider \
+		-W ignore::hypothesis.errors.HypothesisWarning $(PYTEST_ARGS)
 
 # Micro-benchmarks of the hot kernels (tests/bench), stored under .benchmarks; compare the
 # last two runs with BENCH_ARGS=--benchmark-compare (or pytest-benchmark compare).

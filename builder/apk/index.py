@@ -32,12 +32,12 @@ class ApkIndex:
 def _index_tar_files(tar_bytes: bytes, source: str) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     try:
-        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER)) as tf:
+        with tarfile.open(fileobj=io.BytesIO(tar_bytes + END_MARKER), mode="r:") as tf:
             for info in tf:
                 if info.isfile():
                     f = tf.extractfile(info)
                     files[info.name.removeprefix("./")] = f.read() if f else b""
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, OverflowError) as exc:  # (Overflow: a size past any seek)
         raise FormatError(f"{source}: malformed index tar: {exc}") from None
     return files
 

@@ -134,7 +134,7 @@ def _read_layout(f: BinaryIO, path: Path, size: int) -> ApkLayout:
     first, first_raw = _read_member(f, 0, source)
     try:
         items = tar_members(first)
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, OverflowError) as exc:  # (Overflow: a size past any seek)
         raise FormatError(f"{source}: first section is not a tar: {exc}") from None
     has_sig = bool(items) and items[0][0].name.startswith(".SIGN.")
     if has_sig:
@@ -164,7 +164,7 @@ def read_control(control_tar: bytes, source: str) -> tuple[dict[str, list[str]],
     FormatError naming `source`."""
     try:
         items = tar_members(control_tar)
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, OverflowError) as exc:  # (Overflow: a size past any seek)
         raise FormatError(f"{source}: malformed control tar: {exc}") from None
     text = None
     rest = []

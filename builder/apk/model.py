@@ -102,7 +102,7 @@ def parse_index_text(text: str, source: str = "APKINDEX") -> list[Package]:
     def flush(lineno: int) -> None:
         if not current:
             return
-        if "P" not in current or "V" not in current:
+        if not current.get("P") or not current.get("V"):  # absent or empty
             raise FormatError(f"{source}:{start_line}: index record without P: or V:")
         check_identity(current["P"], current["V"], f"{source}:{start_line}", "P:", "V:")
         pkg = Package(name=current["P"], version=current["V"])

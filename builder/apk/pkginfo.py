@@ -75,10 +75,10 @@ def parse_pkginfo(text: str, source: str) -> dict[str, list[str]]:
 def pkginfo_to_package(fields: dict[str, list[str]], source: str = ".PKGINFO") -> Package:
     """The Package described by parsed `.PKGINFO` fields (checksum/size are not in it)."""
     for required in ("pkgname", "pkgver"):
-        if not fields.get(required) or not fields[required][0]:
+        if not fields.get(required) or not fields[required][-1]:  # (the last one counts)
             raise FormatError(f"{source}: missing {required}")
-    check_identity(fields["pkgname"][0], fields["pkgver"][0], source, "pkgname", "pkgver")
-    pkg = Package(name=fields["pkgname"][0], version=fields["pkgver"][0])
+    check_identity(fields["pkgname"][-1], fields["pkgver"][-1], source, "pkgname", "pkgver")
+    pkg = Package(name=fields["pkgname"][-1], version=fields["pkgver"][-1])
     for key, values in fields.items():
         spec = PKGINFO_FIELDS.get(key)
         if spec is None or not values:

@@ -245,7 +245,7 @@ def parse_signature_tar(tar_bytes: bytes, source: str) -> list[tuple[str, str, b
                     raise FormatError(f"{source}: unknown signature entry {info.name!r}")
                 f = tf.extractfile(info)
                 entries.append((SIGN_ALGORITHMS[algo], key_name, f.read() if f else b""))
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, OverflowError) as exc:  # (Overflow: a size past any seek)
         raise FormatError(f"{source}: malformed signature tar: {exc}") from None
     return entries or None
 

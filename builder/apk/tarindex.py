@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 
@@ -18,6 +19,7 @@ from builder.errors import FormatError
 
 BLOCK = 512
 _CHECKSUM_KEY = "APK-TOOLS.checksum.SHA1"
+_PAX_TIME = re.compile(r"-?[0-9]{1,19}(\.[0-9]{1,30})?", re.ASCII)  # seconds[.fraction]
 
 
 @dataclass
@@ -73,6 +75,8 @@ def _num(field_: bytes, source: str, offset: int) -> int:
     text = field_.split(b"\0", 1)[0].strip(b" ")
     if not text:
         return 0
+    if not text.isdigit():  # octal digits only: int() would also take a sign or `_`
+        raise FormatError(f"{source}: bad numeric field {field_!r} in tar header at {offset}")
     try:
         return int(text, 8)
     except ValueError:
@@ -118,6 +122,8 @@ def _pax_time(value: str, source: str, offset: int) -> tuple[int, bool]:
     """A PAX time ("seconds[.fraction]") -> (whole seconds, rounded half up like Go's
     `Time.Round(time.Second)`; whether it was whole already)."""
     try:
+        if not _PAX_TIME.fullmatch(value):  # Fraction() would take 1e999999999 (a hang)
+            raise ValueError(value)
         exact = Fraction(value)
     except (ValueError, ZeroDivisionError):
         raise FormatError(f"{source}: bad PAX time {value!r} in tar header at {offset}") \
@@ -154,6 +160,8 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
             raise FormatError(f"{source}: tar header checksum mismatch at offset {pos}")
         typeflag = chr(header[156]) if header[156] else "0"
         entry_size = _num(header[124:136], source, pos)
+        if entry_size < 0:  # base-256 can say so; the walk would step back for ever
+            raise FormatError(f"{source}: negative entry size in tar header at byte {pos}")
         data_start = pos + BLOCK
         data_end = data_start + entry_size
         if data_end > size:
@@ -161,6 +169,9 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
                               f"declares {entry_size} bytes and runs past the end of the "
                               f"archive ({size} bytes)")
         next_pos = data_start + -(-entry_size // BLOCK) * BLOCK
+        if next_pos > size:  # a layer reusing the entry would take bytes that are not there
+            raise FormatError(f"{source}: tar entry {_str(header[0:100])!r} at byte {pos}: its "
+                              f"padding runs past the end of the archive ({size} bytes)")
         if typeflag in ("x", "g"):
             records = _pax_records(bytes(view[data_start:data_end]), source, pos)
             (pending_pax if typeflag == "x" else global_pax).update(records)
@@ -190,7 +201,7 @@ def index_tar(buf: bytes | memoryview, source: str = "tar") -> TarIndex:
                                   f"{pax['size'][:40]!r} is not a number") from None
             data_end = data_start + entry_size
             next_pos = data_start + -(-entry_size // BLOCK) * BLOCK
-            if entry_size < 0 or data_end > size:
+            if entry_size < 0 or next_pos > size:  # (next_pos: the padding too)
                 raise FormatError(f"{source}: tar entry {name!r} at byte {pos} declares "
                                   f"{entry_size} bytes and runs past the end of the archive "
                                   f"({size} bytes)")
