@@ -302,7 +302,7 @@ class LayerCache:
             self.misses += 1
             return None
         blob = self.cache.blobs.path(layer.digest)
-        why = self._check_blob(blob, layer)
+        why = self._copy_checked(blob, layer, dest)
         if why is not None:
             log.warning("layer cache: blob %s of %s %s; building the layer again",
                         layer.digest, path, why)
@@ -310,10 +310,6 @@ class LayerCache:
             self._drop(blob)  # content not matching its name is no blob of this store
             self.misses += 1
             return None
-        try:
-            shutil.copyfile(blob, dest)
-        except OSError as exc:
-            raise CacheError(blob, f"cannot copy to {dest}: {exc.strerror or exc}") from None
         self.hits += 1
         return layer
 
@@ -335,8 +331,10 @@ class LayerCache:
         self.cache.write_bytes(self._record_path(layer.key),
                                json.dumps(doc, sort_keys=True).encode())
 
-    def _check_blob(self, blob: Path, layer: CachedLayer) -> str | None:
-        """None when `blob` holds the layer's bytes; else what is wrong."""
+    def _copy_checked(self, blob: Path, layer: CachedLayer, dest: Path) -> str | None:
+        """Copy `blob` to `dest` when it holds the layer's bytes (None); else say what is
+        wrong and leave no `dest`. A stamp spares the hash; without one the bytes are hashed
+        as they are copied (one read), and a match writes the stamp."""
         try:
             st = blob.stat()
         except FileNotFoundError:
@@ -347,18 +345,26 @@ class LayerCache:
             return f"has {st.st_size} bytes, not {layer.size}"
         stamp = self._stamp_path(layer.digest.removeprefix("sha256:"))
         facts = {"digest": layer.digest}
-        if is_stamped(stamp, st, facts):
-            return None
+        stamped = is_stamped(stamp, st, facts)
         started = check_started()
         h = hashlib.sha256()
         try:
-            with open(blob, "rb") as f:
-                while chunk := f.read(_CHUNK):
+            if stamped:
+                shutil.copyfile(blob, dest)
+                return None
+            with open(blob, "rb") as src, open(dest, "wb") as out:
+                while chunk := src.read(_CHUNK):
                     h.update(chunk)
+                    out.write(chunk)
             after = blob.stat()
         except OSError as exc:
+            self._drop(dest)
+            if exc.filename is not None and Path(exc.filename) == dest:
+                raise CacheError(blob, f"cannot copy to {dest}: {exc.strerror or exc}") \
+                    from None
             return f"cannot be read ({exc.strerror})"
         if "sha256:" + h.hexdigest() != layer.digest:
+            self._drop(dest)
             return f"hashes to sha256:{h.hexdigest()}"
         write_stamp(stamp, st, after, facts, started)
         return None

@@ -870,3 +870,29 @@ def checked_layout(out: Path) -> str:
     for blob in (out / "blobs" / "sha256").iterdir():
         assert hashlib.sha256(blob.read_bytes()).hexdigest() == blob.name, blob
     return json.loads((out / "index.json").read_text())["manifests"][0]["digest"]
+
+
+# ---------------------------------------------------------------------------- small worlds
+
+
+def layered_variant(tmp: Path, config: Path, name: str, packages: list[str] | None = None,
+                    budget: int | None = 5) -> Path:
+    """`tmp/<name>.yaml`: `config` with other `packages` (when given) and, unless `budget`
+    is None, `layering: {strategy: origin, budget: N}`."""
+    doc = yaml.safe_load(config.read_text())
+    if packages is not None:
+        doc["contents"]["packages"] = packages
+    if budget is not None:
+        doc["layering"] = {"strategy": "origin", "budget": budget}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def small_world(tmp: Path, config: Path, images: int = 4) -> list[Path]:
+    """Up to four overlapping images of `config`'s packages (all, base, tools, mid), each
+    layered by origin with a budget above the origins (every origin keeps its own layer)."""
+    every = yaml.safe_load(config.read_text())["contents"]["packages"]
+    shapes = [("all", every), ("base", every[:3]), ("tools", every[2:]), ("mid", every[1:-1])]
+    return [layered_variant(tmp, config, name, pkgs, budget=40)
+            for name, pkgs in shapes[:images]]

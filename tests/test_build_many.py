@@ -7,28 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from builder.cli import main
 from perf.workloads import Workload
-
-
-def _configs(tmp: Path, wl: Workload) -> list[Path]:
-    doc = yaml.safe_load(wl.config_path.read_text())
-    every = doc["contents"]["packages"]
-    out = []
-    for name, pkgs in (("all", every), ("base", every[:3]), ("tools", every[2:])):
-        d = dict(doc, contents=dict(doc["contents"], packages=pkgs),
-                 layering={"strategy": "origin", "budget": 40})
-        path = tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(d))
-        out.append(path)
-    return out
+from tests.helpers import small_world
 
 
 def test_images_equal_single_builds(small_workload: Workload, tmp_path: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
-    configs = _configs(tmp_path, small_workload)
+    configs = small_world(tmp_path, small_workload.config_path, 3)
     rc = main(["build-many", *map(str, configs), "--out-dir", str(tmp_path / "many"),
                "--impl", "fast", "--layer-cache", "--cache-dir", str(tmp_path / "c"), "--json"])
     assert rc == 0
@@ -52,7 +39,7 @@ def test_images_equal_single_builds(small_workload: Workload, tmp_path: Path,
 
 def test_colliding_names_and_a_bad_config_are_named(small_workload: Workload, tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    configs = _configs(tmp_path, small_workload)
+    configs = small_world(tmp_path, small_workload.config_path, 3)
     (tmp_path / "other").mkdir()
     twin = tmp_path / "other" / "all.yaml"
     twin.write_text(configs[0].read_text())

@@ -17,30 +17,14 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-import yaml
 
 from builder.cli import main
 from perf.workloads import Workload
-from tests.helpers import require_tool, run_registry
+from tests.helpers import require_tool, run_registry, small_world
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
 STORE_REPO = "apkimage-cache"
-
-
-def _configs(tmp: Path, wl: Workload) -> list[Path]:
-    """A small world: four overlapping images, layered by origin."""
-    doc = yaml.safe_load(wl.config_path.read_text())
-    every = doc["contents"]["packages"]
-    out = []
-    for name, pkgs in (("all", every), ("base", every[:3]), ("tools", every[2:]),
-                       ("mid", every[1:-1])):
-        d = dict(doc, contents=dict(doc["contents"], packages=pkgs),
-                 layering={"strategy": "origin", "budget": 40})
-        path = tmp / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(d))
-        out.append(path)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +32,7 @@ def world(small_workload: Workload, tmp_path_factory: pytest.TempPathFactory
           ) -> tuple[list[Path], dict[str, str]]:
     """The world's configs and each image's index digest from the serial local build."""
     tmp = tmp_path_factory.mktemp("world")
-    configs = _configs(tmp, small_workload)
+    configs = small_world(tmp, small_workload.config_path)
     doc = _build_many(configs, tmp / "serial", "--layer-cache", "--cache-dir", str(tmp / "c"))
     return configs, {Path(i["config"]).stem: i["index_digest"] for i in doc["images"]}
 

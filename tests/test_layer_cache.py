@@ -15,18 +15,7 @@ from builder.plan import BuildOptions
 from builder.spans import SpanRecorder
 from builder.stages.profiles import parse_impl
 from perf.workloads import Workload
-
-
-def _config(tmp: Path, wl: Workload, name: str, packages: list[str] | None = None,
-            budget: int | None = 5) -> Path:
-    doc = yaml.safe_load(wl.config_path.read_text())
-    if packages is not None:
-        doc["contents"]["packages"] = packages
-    if budget is not None:
-        doc["layering"] = {"strategy": "origin", "budget": budget}
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+from tests.helpers import layered_variant
 
 
 def _build(config: Path, cache: Path, work: Path, impl: str,
@@ -49,7 +38,7 @@ def test_same_image_and_a_rebuild_reuses_every_layer(small_workload: Workload, t
                                                      impl: str, budget: int | None) -> None:
     if impl == "stitched" and budget is not None:
         impl = "fast,layer=stitched"  # stitched layered images: the stitched writer per part
-    cfg = _config(tmp_path, small_workload, "img", budget=budget)
+    cfg = layered_variant(tmp_path, small_workload.config_path, "img", budget=budget)
     plain, _ = _build(cfg, tmp_path / "c0", tmp_path / "w0", impl, layer_cache=False)
     first, made = _build(cfg, tmp_path / "c1", tmp_path / "w1", impl)
     again, reused = _build(cfg, tmp_path / "c1", tmp_path / "w2", impl)
@@ -62,8 +51,8 @@ def test_images_share_the_package_layers_they_have_in_common(small_workload: Wor
                                                             tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     # A budget above the number of origins: every origin keeps a layer of its own in both.
-    big = _config(tmp_path, small_workload, "big", budget=40)
-    small = _config(tmp_path, small_workload, "small",
+    big = layered_variant(tmp_path, small_workload.config_path, "big", budget=40)
+    small = layered_variant(tmp_path, small_workload.config_path, "small",
                     ["ca-certificates-bundle", "synth-baselayout", "busybox"], budget=40)
     big_summary, big_layers = _build(big, cache, tmp_path / "w1", "fast")
     small_summary, small_layers = _build(small, cache, tmp_path / "w2", "fast")
@@ -81,10 +70,11 @@ def test_a_package_layer_key_changes_with_its_own_content_only(small_workload: W
     the top) and leaves the others' alone."""
     doc = yaml.safe_load(small_workload.config_path.read_text())
     every = doc["contents"]["packages"]
-    _, full = _build(_config(tmp_path, small_workload, "a", budget=10), tmp_path / "c",
+    config = small_workload.config_path
+    _, full = _build(layered_variant(tmp_path, config, "a", budget=10), tmp_path / "c",
                      tmp_path / "w1", "fast")
-    _, fewer = _build(_config(tmp_path, small_workload, "b", [p for p in every if p != "git"],
-                              budget=10), tmp_path / "c", tmp_path / "w2", "fast")
+    _, fewer = _build(layered_variant(tmp_path, config, "b", [p for p in every if p != "git"],
+                                      budget=10), tmp_path / "c", tmp_path / "w2", "fast")
     shared = {s["key"] for s in full} & {s["key"] for s in fewer}
     assert shared and len(shared) < len(full)
 
@@ -95,7 +85,7 @@ def test_damage_is_never_reused(small_workload: Workload, tmp_path: Path,
     import json
 
     cache = tmp_path / "cache"
-    cfg = _config(tmp_path, small_workload, "img", budget=None)
+    cfg = layered_variant(tmp_path, small_workload.config_path, "img", budget=None)
     first, made = _build(cfg, cache, tmp_path / "w1", "fast")
     record = next((cache / "v1" / "layers").glob("*/*.json"))
     blob = cache / "v1" / "blobs" / "sha256" / json.loads(record.read_text())["digest"][7:]
@@ -128,7 +118,7 @@ def test_a_catalogue_on_one_cache_equals_fresh_builds(small_workload: Workload, 
     shared = tmp_path / "shared"
     hits = 0
     for i, pkgs in enumerate(subsets):
-        cfg = _config(tmp_path, small_workload, f"img{i}", pkgs, budget=40)
+        cfg = layered_variant(tmp_path, small_workload.config_path, f"img{i}", pkgs, budget=40)
         reused, layers = _build(cfg, shared, tmp_path / f"s{i}", impl)
         fresh, _ = _build(cfg, tmp_path / f"fresh{i}", tmp_path / f"f{i}", impl,
                           layer_cache=False)
@@ -143,7 +133,7 @@ def test_changed_layer_code_misses(small_workload: Workload, tmp_path: Path,
     a layer the old one made."""
     import builder.layercache as lc
 
-    cfg = _config(tmp_path, small_workload, "img", budget=None)
+    cfg = layered_variant(tmp_path, small_workload.config_path, "img", budget=None)
     _, made = _build(cfg, tmp_path / "c", tmp_path / "w1", "fast")
     monkeypatch.setattr(lc, "code_fingerprint", lambda: "another writer")
     _, after = _build(cfg, tmp_path / "c", tmp_path / "w2", "fast")

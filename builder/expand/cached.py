@@ -87,7 +87,7 @@ from builder.expand.codecs import (
     tar_index_from_json,
     tar_index_to_json,
 )
-from builder.expand.model import ControlEntry, ExpandedPackage
+from builder.expand.model import ControlEntry, ExpandedPackage, verify_file_checksums
 from builder.repo import stamp
 from builder.repo.cache import (
     EXPANDED_BLOCKS,
@@ -98,7 +98,7 @@ from builder.repo.cache import (
     Cache,
     ExpandedPaths,
 )
-from builder.util.checksums import parse_sha1, q1
+from builder.util.checksums import q1
 from builder.util.gcpause import paused
 from builder.util.workpool import quick_then_pooled
 
@@ -388,24 +388,6 @@ def _scan_into(data: memoryview, out: BinaryIO,
     return index.size, crc, index
 
 
-def _verify_files(tar: memoryview, entries: list[TarEntry], pkg: Package, source: str) -> None:
-    """Every regular file's content (typeflag 0, and 7, contiguous: installed as a regular
-    file) against its APK-TOOLS.checksum.SHA1 (no copies)."""
-    for e in entries:
-        if (e.type != "0" and e.type != "7") or not e.checksum:
-            continue
-        want = parse_sha1(e.checksum)
-        if want is None:
-            raise VerificationError(f"{pkg} ({source}): {e.path}: malformed "
-                                    f"APK-TOOLS.checksum.SHA1 {e.checksum[:60]!r}")
-        part = tar[e.data_offset:e.data_offset + e.size]
-        got = hashlib.sha1(part).digest()
-        part.release()
-        if want != got:
-            raise VerificationError(f"{pkg} ({source}): {e.path}: content SHA-1 {got.hex()} "
-                                    f"does not match APK-TOOLS.checksum.SHA1 {want.hex()}")
-
-
 def _index_and_verify(tmp_file: BinaryIO, size: int, pkg: Package, source: str) -> TarIndex:
     if size == 0:
         return index_tar(b"", f"{source}:data")
@@ -413,7 +395,7 @@ def _index_and_verify(tmp_file: BinaryIO, size: int, pkg: Package, source: str) 
     view = memoryview(mm)
     try:
         index = index_tar(view, f"{source}:data")
-        _verify_files(view, index.entries, pkg, source)
+        verify_file_checksums(view, index.entries, pkg, source)
         return index
     finally:
         view.release()

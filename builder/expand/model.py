@@ -76,3 +76,27 @@ class Stitchable(Protocol):
 
     def block_index(self) -> BlockIndex:
         """DEFLATE block index of the data section (offsets relative to its first byte)."""
+
+
+def verify_file_checksums(tar: memoryview, entries: list[TarEntry], pkg: Package,
+                          source: str) -> None:
+    """Every regular file's content (typeflag 0, and 7, contiguous: installed as a regular
+    file) against its APK-TOOLS.checksum.SHA1, hashed in place (no copies)."""
+    import hashlib
+
+    from builder.errors import VerificationError
+    from builder.util.checksums import parse_sha1
+
+    for e in entries:
+        if (e.type != "0" and e.type != "7") or not e.checksum:
+            continue
+        want = parse_sha1(e.checksum)
+        if want is None:
+            raise VerificationError(f"{pkg} ({source}): {e.path}: malformed "
+                                    f"APK-TOOLS.checksum.SHA1 {e.checksum[:60]!r}")
+        part = tar[e.data_offset:e.data_offset + e.size]
+        got = hashlib.sha1(part).digest()
+        part.release()
+        if got != want:
+            raise VerificationError(f"{pkg} ({source}): {e.path}: content SHA-1 {got.hex()} "
+                                    f"does not match APK-TOOLS.checksum.SHA1 {want.hex()}")

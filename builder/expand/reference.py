@@ -10,13 +10,12 @@ import mmap
 from pathlib import Path
 
 from builder.apk.layout import check_apk_size, read_control, tar_members
-from builder.apk.model import Package
 from builder.apk.pkginfo import pkginfo_to_package
-from builder.apk.tarindex import TarEntry, index_tar
+from builder.apk.tarindex import index_tar
 from builder.deflate.gzipstream import inflate_member, iter_inflate
 from builder.errors import FormatError, VerificationError
-from builder.expand.model import ControlEntry, ExpandedPackage
-from builder.util.checksums import parse_sha1, q1
+from builder.expand.model import ControlEntry, ExpandedPackage, verify_file_checksums
+from builder.util.checksums import q1
 
 
 def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
@@ -74,28 +73,10 @@ def expand_one(path: Path, workdir: Path) -> ExpandedPackage:
             view = memoryview(mm)
             try:
                 index = index_tar(view, f"{source}:data")
-                _check_files(view, index.entries, pkg, source)
+                verify_file_checksums(view, index.entries, pkg, source)
             finally:
                 view.release()
                 with contextlib.suppress(BufferError):  # an exception's frames may hold slices
                     mm.close()
     return ExpandedPackage(pkg, control_sha1, fields, control, out, index.entries, size,
                            source=source)
-
-
-def _check_files(tar: memoryview, entries: list[TarEntry], pkg: Package, source: str) -> None:
-    """Every regular file's content (typeflag 0, and 7, contiguous: installed as a regular
-    file) against its APK-TOOLS.checksum.SHA1."""
-    for e in entries:
-        if (e.type != "0" and e.type != "7") or not e.checksum:
-            continue
-        want = parse_sha1(e.checksum)
-        if want is None:
-            raise VerificationError(f"{pkg} ({source}): {e.path}: malformed "
-                                    f"APK-TOOLS.checksum.SHA1 {e.checksum[:60]!r}")
-        part = tar[e.data_offset:e.data_offset + e.size]
-        got = hashlib.sha1(part).digest()
-        part.release()
-        if got != want:
-            raise VerificationError(f"{pkg} ({source}): {e.path}: content SHA-1 {got.hex()} "
-                                    f"does not match APK-TOOLS.checksum.SHA1 {want.hex()}")
