@@ -30,10 +30,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import ApkImageError, RegistryError
 from builder.many import ImageResult, Job, build_job
+
+if TYPE_CHECKING:
+    from builder.layercache import KnownBlobs
 
 RETRIES = 2
 CLAIM_TIMEOUT_S = 120.0
@@ -69,7 +72,12 @@ def _dask_claim(key: str) -> Iterator[bool]:
             lock.release()
 
 
-def build_on_worker(job: Job, worker_caches: bool) -> ImageResult | _Failed:
+# The layout blobs this worker process wrote for its latest run's tasks, by run: a later
+# task of that run links them (builder/layercache.py KnownBlobs); runs never share files.
+_known: tuple[str, KnownBlobs] | None = None
+
+
+def build_on_worker(job: Job, worker_caches: bool, run: str = "") -> ImageResult | _Failed:
     """The task: `job` built on this worker (on its own cache with `worker_caches`)."""
     from distributed import get_worker
 
@@ -79,9 +87,12 @@ def build_on_worker(job: Job, worker_caches: bool) -> ImageResult | _Failed:
         opts = job.options
         job = replace(job, options=replace(
             opts, cache_dir=worker_cache_dir(opts.cache_dir, get_worker().name)))
+    global _known
     layercache.set_claim(_dask_claim if job.options.content_store else None)
+    if _known is None or _known[0] != run:
+        _known = (run, layercache.KnownBlobs())
     try:
-        return build_job(job)
+        return build_job(job, _known[1])
     except RegistryError:
         raise  # the shared store's fault, maybe passing: retried
     except ApkImageError as exc:
@@ -119,7 +130,7 @@ def run_dask(jobs: list[Job], done: Callable[[ImageResult], None] = lambda r: No
         futures: dict[Any, int] = {}
         run = uuid.uuid4().hex[:12]  # task keys unique to this run on a shared scheduler
         for i, job in enumerate(jobs):
-            fut = client.submit(build_on_worker, job, worker_caches, retries=retries,
+            fut = client.submit(build_on_worker, job, worker_caches, run, retries=retries,
                                 pure=False, key=f"apkimage-{os.path.basename(job.out)}-{run}")
             futures[fut] = i
         results: dict[int, ImageResult] = {}

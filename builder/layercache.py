@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, TypeAlias
 from builder.errors import CacheError
 from builder.fs.extent import Extent
 from builder.fs.kinds import FILE, HARDLINK
-from builder.repo.stamp import check_started, is_stamped, write_stamp
+from builder.repo.stamp import check_started, identity, is_stamped, write_stamp
+from builder.util.atomic import copy_file_into
 
 if TYPE_CHECKING:
     from builder.expand.model import ExpandedPackage
@@ -180,6 +181,43 @@ def set_claim(claim: Claim | None) -> None:
     _claim = claim
 
 
+class KnownBlobs:
+    """Layer blobs this process put into its outputs (build-many's layouts), by digest, so
+    that a later image reusing one links that file (the OCI writer hardlinks its sources)
+    instead of copying the cached blob once more. Outputs of one run then share these files
+    (blobs are content-addressed and immutable in an OCI layout); the cache itself never
+    shares a file with an output.
+
+    A file is vouched for only while its identity (device, inode, size, mtime, ctime: see
+    builder/repo/stamp.py) is what it was when `add` saw it, right after this process wrote
+    it from bytes it had hashed or checked: any change to its bytes changes its ctime. The
+    stamps' settle rule is not applied (these files are seconds old by design): a write
+    within the same timestamp tick as this process's last link to the file would go
+    unnoticed, a window of milliseconds inside a running build's own output directory."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, tuple[Path, dict[str, int]]] = {}
+
+    def add(self, digest: str, path: Path) -> None:
+        """`path` holds the blob `digest`, as this process has just written it."""
+        self._files[digest] = (path, identity(path.stat()))
+
+    def find(self, digest: str, size: int) -> Path | None:
+        """A file holding blob `digest` of `size` bytes, unchanged since it was added."""
+        entry = self._files.get(digest)
+        if entry is None:
+            return None
+        path, known = entry
+        try:
+            st = path.stat()
+        except OSError:
+            st = None
+        if st is None or identity(st) != known or st.st_size != size:
+            del self._files[digest]
+            return None
+        return path
+
+
 class LayerCache:
     """Records and blobs of finished layers in one cache; with `content_store`
     (`REGISTRY/REPO`) a second, shared tier behind it (builder/oci/content_store.py): a local
@@ -198,24 +236,27 @@ class LayerCache:
             self.remote = RegistryContentStore(content_store)
         self._claims: dict[str, ExitStack] = {}
 
-    def get(self, key: str, dest: Path) -> CachedLayer | None:
-        """The layer recorded under `key`, its blob checked and copied to `dest`: from the
-        local cache, else (with a content store) from the registry, pulled into the local
-        cache first. None when neither has it; then, with a claim installed (`set_claim`), the
-        key stays claimed until `put` or `release`."""
-        layer = self._get_local(key, dest)
-        if layer is not None or self.remote is None:
-            return layer
-        layer = self._get_remote(key, dest)
-        if layer is not None or _claim is None:
-            return layer
+    def get(self, key: str, dest: Path, known: KnownBlobs | None = None
+            ) -> tuple[CachedLayer, Path] | None:
+        """The layer recorded under `key` and where its blob now is: a file `known` holds for
+        its digest (an output of this process, see `KnownBlobs`), else the cached blob
+        checked and copied to `dest`; from the local cache, else (with a content store) from
+        the registry, pulled into the local cache first. None when neither has it; then,
+        with a claim installed (`set_claim`), the key stays claimed until `put` or
+        `release`."""
+        found = self._get_local(key, dest, known)
+        if found is not None or self.remote is None:
+            return found
+        found = self._get_remote(key, dest, known)
+        if found is not None or _claim is None:
+            return found
         stack = ExitStack()
         stack.enter_context(_claim(key))
         self._claims[key] = stack
-        layer = self._get_remote(key, dest)  # the claim's last holder may have stored it
-        if layer is not None:
+        found = self._get_remote(key, dest, known)  # the claim's last holder may have it
+        if found is not None:
             self.release(key)
-        return layer
+        return found
 
     def put(self, layer: CachedLayer, blob: Path) -> None:
         """Record `layer`, whose blob (already hashed to `layer.digest` by its writer) is at
@@ -241,7 +282,8 @@ class LayerCache:
         if stack is not None:
             stack.close()
 
-    def _get_remote(self, key: str, dest: Path) -> CachedLayer | None:
+    def _get_remote(self, key: str, dest: Path, known: KnownBlobs | None
+                    ) -> tuple[CachedLayer, Path] | None:
         """Record and blob of `key` pulled from the content store into the local cache,
         then read as a local hit (every local check applies); None on a miss there. A damaged
         record or blob in the registry is a warning and a miss."""
@@ -265,11 +307,11 @@ class LayerCache:
                         key, self.remote.ref, exc)
             return None
         self.cache.write_bytes(self._record_path(key), raw)
-        layer = self._get_local(key, dest)
+        found = self._get_local(key, dest, known)
         self.misses -= 1  # the first local lookup counted this one
-        if layer is not None:
+        if found is not None:
             self.remote_hits += 1
-        return layer
+        return found
 
     def _record_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
@@ -277,9 +319,11 @@ class LayerCache:
     def _stamp_path(self, hex_digest: str) -> Path:
         return self.root / "stamps" / f"{hex_digest}.verified"
 
-    def _get_local(self, key: str, dest: Path) -> CachedLayer | None:
-        """The layer recorded under `key`, its blob checked and copied to `dest`; None when
-        there is none (or what there was is damaged: then it is dropped)."""
+    def _get_local(self, key: str, dest: Path, known: KnownBlobs | None
+                   ) -> tuple[CachedLayer, Path] | None:
+        """The layer recorded under `key` and its blob: a file `known` vouches for, else the
+        cached blob checked and copied to `dest`; None when there is none (or what there was
+        is damaged: then it is dropped)."""
         path = self._record_path(key)
         try:
             doc = json.loads(path.read_bytes())
@@ -301,6 +345,10 @@ class LayerCache:
             self._drop(path)
             self.misses += 1
             return None
+        here = known.find(layer.digest, layer.size) if known is not None else None
+        if here is not None:
+            self.hits += 1
+            return layer, here
         blob = self.cache.blobs.path(layer.digest)
         why = self._copy_checked(blob, layer, dest)
         if why is not None:
@@ -311,7 +359,7 @@ class LayerCache:
             self.misses += 1
             return None
         self.hits += 1
-        return layer
+        return layer, dest
 
     def _put_local(self, layer: CachedLayer, blob: Path) -> None:
         """Record `layer`, whose blob (already hashed to `layer.digest` by its writer) is at
@@ -321,8 +369,7 @@ class LayerCache:
         try:
             if not dest.is_file() or dest.stat().st_size != layer.size:
                 with self.cache.atomic(dest.parent) as tmp:
-                    with open(blob, "rb") as src:
-                        shutil.copyfileobj(src, tmp.file, _CHUNK)
+                    copy_file_into(blob, tmp.file)
                     tmp.commit(dest)
         except OSError as exc:
             raise CacheError(dest, f"cannot store layer blob: {exc.strerror or exc}") from None

@@ -15,10 +15,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import ApkImageError, ConfigError
 from builder.plan import BuildOptions
+
+if TYPE_CHECKING:
+    from builder.layercache import KnownBlobs
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,11 @@ def plan_jobs(configs: Iterable[str], out_dir: Path, options: BuildOptions) -> l
     return jobs
 
 
-def build_job(job: Job) -> ImageResult:
-    """Build one job's image into its OCI layout (replacing an earlier one there)."""
+def build_job(job: Job, known: KnownBlobs | None = None) -> ImageResult:
+    """Build one job's image into its OCI layout (replacing an earlier one there). With
+    `known` (the layout blobs of the run's earlier jobs in this process), a layer the layer
+    cache says is this image's is linked from an earlier layout instead of copied from the
+    cache, and this layout's layers are added to it."""
     import shutil
     import socket
 
@@ -78,7 +84,7 @@ def build_job(job: Job) -> ImageResult:
     rec = SpanRecorder()
     wall0, cpu0 = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.parent) as tmp:
-        result = build(job.options, Path(tmp), rec)
+        result = build(job.options, Path(tmp), rec, known)
         staged = Path(tmp) / "out"
         with rec.span("oci", impl=job.options.impl.get("oci", "reference")) as s:
             write_output = current().get("oci", job.options.chosen()["oci"]).obj
@@ -87,6 +93,10 @@ def build_job(job: Job) -> ImageResult:
         if out.exists():
             shutil.rmtree(out)
         os.replace(staged, out)
+    if known is not None:
+        for la in (la for arch in result.archs for la in arch.layers):
+            # after every link: a link changes the file's ctime
+            known.add(la.digest, out / "blobs" / "sha256" / la.digest.removeprefix("sha256:"))
     summary = result.summary()
     return ImageResult(job.config, job.out, summary["index_digest"],
                        time.perf_counter() - wall0, time.process_time() - cpu0, summary,
@@ -96,11 +106,15 @@ def build_job(job: Job) -> ImageResult:
 def run_local(jobs: list[Job], done: Callable[[ImageResult], None] = lambda r: None
               ) -> list[ImageResult]:
     """The jobs one after another in this process; `done` hears of each finished image.
-    The first failure stops the run, naming the config."""
+    The first failure stops the run, naming the config. Layers the layer cache gives an
+    image are linked from the run's earlier layouts where they are (`KnownBlobs`)."""
+    from builder.layercache import KnownBlobs
+
+    known = KnownBlobs()
     results = []
     for job in jobs:
         try:
-            r = build_job(job)
+            r = build_job(job, known)
         except ApkImageError as exc:
             raise ApkImageError(f"{job.config}: {exc}") from None
         results.append(r)

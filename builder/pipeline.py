@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from builder.expand.model import ExpandedPackage
     from builder.fs.model import FsModel
     from builder.install.rules import InstallState
-    from builder.layercache import LayerCache
+    from builder.layercache import KnownBlobs, LayerCache
     from builder.layering import LayerPart
     from builder.repo.fetch import Fetcher
 
@@ -51,6 +51,7 @@ class BuildContext:
     fetcher: Fetcher
     planned: Planned
     layer_cache: LayerCache | None = None  # --layer-cache
+    known_blobs: KnownBlobs | None = None  # files a layer-cache hit may link (build-many)
 
     def impl(self, stage: str) -> Any:
         """The chosen implementation object of `stage` (its stage's protocol)."""
@@ -68,8 +69,10 @@ def _entrypoint(cfg: ImageConfig) -> list[str]:
     return []
 
 
-def build(opts: BuildOptions, work: Path, rec: SpanRecorder) -> BuildResult:
-    """Run the pipeline; all output goes under `work`."""
+def build(opts: BuildOptions, work: Path, rec: SpanRecorder,
+          known_blobs: KnownBlobs | None = None) -> BuildResult:
+    """Run the pipeline; all output goes under `work`, except that a layer the layer cache
+    holds may be a file of `known_blobs` (earlier outputs of this process) instead."""
     from builder.oci.image import build_index
     from builder.repo.fetch import Fetcher
 
@@ -79,7 +82,8 @@ def build(opts: BuildOptions, work: Path, rec: SpanRecorder) -> BuildResult:
     with Fetcher(opts.cache_dir, offline=opts.offline, ca_file=opts.ca_file) as fetcher:
         fetcher.progress = rec.progress
         plan, planned = make_plan(opts, rec, fetcher)
-        ctx = BuildContext(opts, chosen, registry, work, rec, fetcher, planned)
+        ctx = BuildContext(opts, chosen, registry, work, rec, fetcher, planned,
+                           known_blobs=known_blobs)
         if opts.layer_cache:
             from builder.layercache import LayerCache
 
@@ -218,15 +222,12 @@ def _layer_parts(cfg: ImageConfig, fs: FsModel, expanded: list[ExpandedPackage],
     package layer and the top layer (builder/layering.py)."""
     if not layered(cfg):
         return [None]
-    from builder.apk.installed_db import format_record
     from builder.layer.tarmap import layer_walk
     from builder.layering import group_by_origin, layer_parts
 
     assert cfg.layering is not None
     groups = group_by_origin([e.package for e in expanded], cfg.layering.budget)
-    partial = {name: format_record(pkg, state.files[name])
-               for name, pkg in state.packages.items()}
-    return list(layer_parts(layer_walk(fs), groups, partial))
+    return list(layer_parts(layer_walk(fs), groups, state.records))
 
 
 def _layer(writer: LayerWriter, compressor: Compressor, fs: FsModel,
@@ -247,11 +248,12 @@ def _layer(writer: LayerWriter, compressor: Compressor, fs: FsModel,
     with rec.span("layer", aarch, impl=chosen["layer"], output="cache", **where) as s:
         key = layer_key(fs, expanded, part, f"{chosen['layer']}/{writer.layer_format}",
                         compressor.name, settings)
-        hit = ctx.layer_cache.get(key, blob_path)
-        s.attrs.update(layer_cache="hit" if hit else "miss", layer_key=key)
-        if hit:
-            s.attrs.update(entries=hit.entries, reused_tar_bytes=hit.tar_size)
-    if hit is None:
+        found = ctx.layer_cache.get(key, blob_path, ctx.known_blobs)
+        s.attrs.update(layer_cache="hit" if found else "miss", layer_key=key)
+        if found:
+            s.attrs.update(entries=found[0].entries, reused_tar_bytes=found[0].tar_size,
+                           linked=found[1] != blob_path)
+    if found is None:
         try:
             lres, blob = _layer_and_blob(writer, compressor, fs, expanded, adir, aarch, ctx,
                                          part, index)
@@ -261,6 +263,7 @@ def _layer(writer: LayerWriter, compressor: Compressor, fs: FsModel,
         finally:
             ctx.layer_cache.release(key)  # a claim on the key (fan-out) ends with the build
         return lres, blob
+    hit, blob_path = found
     with rec.span("compress", aarch, impl=chosen["compress"], output="cache",
                   layer_cache="hit", reused_blob_bytes=hit.size, **settings, **where):
         pass

@@ -20,7 +20,7 @@ from builder.apk.model import Package
 from builder.util.checksums import q1, q1_checksum
 
 
-@dataclass
+@dataclass(frozen=True)
 class FileRecord:
     """One data-tar header as the installed db needs it."""
 
@@ -155,8 +155,27 @@ def clean_file_list(files: list[FileRecord]) -> list[FileRecord]:
     return out
 
 
+# Records made in this process, by everything they are made from: every image holding a
+# package gives it the same record unless a conflict took files from it.
+_RECORDS: dict[tuple[object, ...], bytes] = {}
+_RECORDS_MAX = 8192
+
+
 def format_record(pkg: Package, files: list[FileRecord]) -> bytes:
     """One installed-db record including its trailing blank line."""
+    key = (pkg.name, pkg.version, pkg.arch, pkg.license, pkg.description, pkg.origin,
+           pkg.maintainer, pkg.url, tuple(pkg.depends), tuple(pkg.provides),
+           tuple(pkg.replaces), pkg.commit, tuple(pkg.install_if), pkg.build_time, pkg.size,
+           pkg.installed_size, pkg.provider_priority, pkg.checksum, tuple(files))
+    record = _RECORDS.get(key)
+    if record is None:
+        if len(_RECORDS) >= _RECORDS_MAX:
+            _RECORDS.clear()
+        record = _RECORDS[key] = _format_record(pkg, files)
+    return record
+
+
+def _format_record(pkg: Package, files: list[FileRecord]) -> bytes:
     lines = [
         f"P:{pkg.name}", f"V:{pkg.version}", f"A:{pkg.arch}", f"L:{pkg.license}",
         f"T:{pkg.description}", f"o:{pkg.origin}", f"m:{pkg.maintainer}", f"U:{pkg.url}",

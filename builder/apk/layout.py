@@ -13,7 +13,6 @@ import hashlib
 import io
 import os
 import tarfile
-import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from builder import limits
 from builder.apk.pkginfo import parse_pkginfo
 from builder.deflate.gzipstream import GZIP_MAGIC
 from builder.errors import FormatError
+from builder.util.filememo import FileMemo
 
 HEAD_CHUNK = 1 << 16  # read size for the signature and control members
 OUT_LIMIT = 1 << 20  # most inflated bytes per call (a member's output is counted)
@@ -101,30 +101,20 @@ def tar_members(raw: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
 
 
 # The layouts found in this process, by path and file identity: fetch's verification and the
-# expand stage both need the head of every package; it is read and inflated once per build.
-# Only files whose last change is SETTLE_NS old are kept (as builder/repo/stamp.py explains,
-# a write within one timestamp tick of the last could leave the identity unchanged).
-_LAYOUTS: dict[tuple[str, int, int, int, int, int], ApkLayout] = {}
-_LAYOUTS_MAX = 4096
-SETTLE_NS = 2_000_000_000
+# expand stage both need the head of every package; it is read and inflated once per process
+# while the file is unchanged (builder/util/filememo.py).
+_LAYOUTS: FileMemo[ApkLayout] = FileMemo()
 
 
 def read_layout(path: Path) -> ApkLayout:
     """Find the control member of the `.apk` at `path` (reads only the head of the file).
-    A file read before in this process, unchanged since (same device, inode, size, mtime
-    and ctime), is not read again."""
-    source = str(path)
+    A file read before in this process, unchanged since, is not read again."""
+    known, snap = _LAYOUTS.get(str(path), (path,))
+    if known is not None:
+        return known
     with open(path, "rb") as f:
-        st = os.fstat(f.fileno())
-        key = (source, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        known = _LAYOUTS.get(key)
-        if known is not None:
-            return known
-        layout = _read_layout(f, path, st.st_size)
-    if time.time_ns() - st.st_ctime_ns >= SETTLE_NS:
-        if len(_LAYOUTS) >= _LAYOUTS_MAX:
-            _LAYOUTS.clear()
-        _LAYOUTS[key] = layout
+        layout = _read_layout(f, path, os.fstat(f.fileno()).st_size)
+    _LAYOUTS.put(snap, layout)
     return layout
 
 

@@ -99,6 +99,7 @@ from builder.repo.cache import (
     ExpandedPaths,
 )
 from builder.util.checksums import q1
+from builder.util.filememo import FileMemo
 from builder.util.gcpause import paused
 from builder.util.workpool import quick_then_pooled
 
@@ -536,8 +537,21 @@ def _load_quick(path: Path, cache: Cache, block_index: bool = False) -> FastExpa
     `block_index`, a scan: the manifest lists `blocks.json`, read later when used); _Stale
     or _NotQuick when it is not."""
     layout = read_layout(path)
-    return _load(layout, cache, cache.expanded_paths(layout.key), quick=True,
-                 block_index=block_index)
+    paths = cache.expanded_paths(layout.key)
+    files = (path, paths.manifest, paths.data_tar, paths.control, paths.tar_index)
+    known, snap = _LOADED.get((str(path), str(cache.root), block_index), files)
+    if known is not None:
+        return known
+    loaded = _load(layout, cache, paths, quick=True, block_index=block_index)
+    _LOADED.put(snap, loaded)
+    return loaded
+
+
+# Quick loads made in this process, by package file, cache and block_index, while the package
+# and its artefacts are unchanged (builder/util/filememo.py): a long process building many
+# images parses each package's manifest, control and tar index once. The object is shared by
+# those builds; nothing changes it but `block_index()`, which fills in what it loads.
+_LOADED: FileMemo[FastExpandedPackage] = FileMemo()
 
 
 def expand_packages(paths: dict[str, Path], workdir: Path, cache: Cache | None = None,

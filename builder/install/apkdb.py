@@ -57,8 +57,8 @@ def init_db(fs: FsModel, apk_arch: str, keys: list[tuple[str, bytes]],
 def write_db(state: InstallState) -> None:
     """Write installed, scripts.tar and triggers from what was installed."""
     fs = state.fs
-    db = b"".join(format_record(state.packages[n], state.files[n]) for n in state.packages)
-    fs.write_file(INSTALLED, db)
+    state.records = {n: format_record(pkg, state.files[n]) for n, pkg in state.packages.items()}
+    fs.write_file(INSTALLED, b"".join(state.records.values()))
     buf = io.BytesIO()
     tw = TarWriter(buf)
     for hdr, data in state.scripts:

@@ -38,6 +38,8 @@ class InstallState:
     scripts: list[tuple[TarHeader, bytes]] = field(default_factory=list)
     triggers: list[str] = field(default_factory=list)
     bytes_in: int = 0  # data-tar bytes laid down
+    # each package's installed-db record as `write_db` wrote it (layering splits the db)
+    records: dict[str, bytes] = field(default_factory=dict)
 
 
 def _conflict_winner(state: InstallState, new: Package, old_owner: str, path: str,

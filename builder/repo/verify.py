@@ -29,6 +29,7 @@ from builder.errors import VerificationError
 from builder.repo import stamp
 from builder.repo.cache import VERIFIED_APK, Cache
 from builder.util.checksums import q1
+from builder.util.filememo import FileMemo
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,10 @@ def verify_package_file(path: Path, pkg: Package) -> None:
         check_datahash(pkg, path, got.datahash, hashlib.sha256(apk.data).hexdigest())
 
 
+# Packages that passed `verify_package_fast` in this process, by path and index record.
+_PASSED: FileMemo[bool] = FileMemo()
+
+
 def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None,
                         quick: bool = False) -> None:
     """`verify_package_file`'s checks, reading only the `.apk`'s head and hashing its data
@@ -89,7 +94,12 @@ def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None,
     to this datahash; every other check runs every time. The head is always re-read, so
     `C:` still pins `.PKGINFO` and with it the datahash compared with the stamp. A full pass
     that succeeds writes the stamp; with `quick`, NotQuick is raised instead of a full
-    pass."""
+    pass. A file that passed in this process, unchanged since, against the same record, is
+    not checked again (builder/util/filememo.py)."""
+    record = (str(path), pkg.name, pkg.version, pkg.size, pkg.checksum)
+    passed, snap = _PASSED.get(record, (path,))
+    if passed:
+        return
     layout = read_layout(path)
     check_size(pkg, path, layout.size)
     check_checksum(pkg, path, q1(layout.control_sha1))
@@ -104,6 +114,7 @@ def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None,
     with open(path, "rb") as f:
         before = os.fstat(f.fileno())
         if stamp_path is not None and stamp.is_stamped(stamp_path, before, facts):
+            _PASSED.put(snap, True)
             return
         if quick:
             raise NotQuick(str(path))
@@ -117,5 +128,6 @@ def verify_package_fast(path: Path, pkg: Package, cache: Cache | None = None,
                 view.release()
         after = os.fstat(f.fileno())
     check_datahash(pkg, path, got.datahash, actual)
+    _PASSED.put(snap, True)
     if stamp_path is not None:
         stamp.write_stamp(stamp_path, before, after, facts, started)

@@ -14,6 +14,7 @@ writers left there. A `.tmp-*` name is never read as data, so a leftover only co
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -193,3 +194,36 @@ def fsync_dir(directory: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def copy_file_into(src: Path, dst: BinaryIO) -> int:
+    """Append the whole of file `src` to the open file `dst` by the kernel (copy_file_range,
+    else sendfile: no trip through this process's memory), else by reads and writes.
+    Returns the bytes copied."""
+    dst.flush()
+    out = dst.fileno()
+    with open(src, "rb") as f:
+        fd = f.fileno()
+        total = 0
+        for kernel_copy in (_copy_range, _sendfile):
+            try:
+                while n := kernel_copy(out, fd, total):
+                    total += n
+                return total
+            except OSError as exc:
+                if total or exc.errno not in _NO_KERNEL_COPY:
+                    raise
+        f.seek(0)
+        shutil.copyfileobj(f, dst, 1 << 20)
+        return f.tell()
+
+
+_NO_KERNEL_COPY = {errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.EBADF}
+
+
+def _copy_range(out: int, fd: int, offset: int) -> int:
+    return os.copy_file_range(fd, out, 1 << 30, offset)
+
+
+def _sendfile(out: int, fd: int, offset: int) -> int:
+    return os.sendfile(out, fd, offset, 1 << 30)
