@@ -116,6 +116,12 @@ def _align(mine: list[_Open], main: list[_Open]) -> list[_Open]:
     return new
 
 
+def _with_mtime(m: Meta, mtime: int) -> Meta:
+    """`m` with another mtime (`dataclasses.replace`, without its per-call field walk)."""
+    return Meta(m.kind, m.mode, m.uid, m.gid, mtime, m.linkname, m.devmajor, m.devminor,
+                m.size, m.xattrs, m.package, m.checksum)
+
+
 def split_entries(walk: Iterable[tuple[str, Meta]], groups: Sequence[LayerGroup],
                   partial_db: dict[str, bytes]) -> list[list[LayerEntry]]:
     """The entries of each layer, bottom to top: one list per group, then the top layer.
@@ -139,13 +145,12 @@ def split_entries(walk: Iterable[tuple[str, Meta]], groups: Sequence[LayerGroup]
         out = layers[where]
         for d in _align(stacks[where], main):
             if d is not item:
-                out.append(LayerEntry(d.path, dataclasses.replace(d.meta, mtime=m.mtime)))
+                out.append(LayerEntry(d.path, _with_mtime(d.meta, m.mtime)))
         out.append(LayerEntry(path, m))
         if path == INSTALLED:
             for i, g in enumerate(groups):
                 for d in _align(stacks[i], main):
-                    layers[i].append(LayerEntry(d.path,
-                                                dataclasses.replace(d.meta, mtime=m.mtime)))
+                    layers[i].append(LayerEntry(d.path, _with_mtime(d.meta, m.mtime)))
                 db = b"".join(partial_db.get(name, b"") for name in g.packages)
                 layers[i].append(LayerEntry(path, dataclasses.replace(m, size=len(db)), db))
     return layers

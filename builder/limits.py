@@ -15,16 +15,17 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 from builder.errors import FormatError
 
 KIB, MIB, GIB, TIB = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
 
-@dataclass(frozen=True)
-class Limits:
-    """The limits of one build (names on the command line: underscores as dashes)."""
+class Limits(NamedTuple):
+    """The limits of one build (names on the command line: underscores as dashes). A
+    NamedTuple, not a dataclass: this module is imported on every command's start-up, and
+    `dataclasses` would bring `inspect` and `ast` with it."""
 
     # Inflated bytes of one package's data section (its data tar).
     data_size: int = 32 * GIB
@@ -47,7 +48,7 @@ DESCRIPTIONS = {
     "entries": "entries in one package's data tar",
 }
 SIZE_LIMITS = frozenset({"data-size", "control-size", "field-size", "index-size"})
-NAMES = tuple(f.name.replace("_", "-") for f in fields(Limits))
+NAMES = tuple(f.replace("_", "-") for f in Limits._fields)
 
 _SUFFIX = {"": 1, "K": KIB, "M": MIB, "G": GIB, "T": TIB}
 
@@ -94,7 +95,7 @@ def parse(items: list[str] | None, base: Limits | None = None) -> Limits:
         if not sep or name not in DESCRIPTIONS:
             raise ValueError(f"--limit {item!r}: expected NAME=VALUE with NAME one of "
                              f"{', '.join(NAMES)}")
-        out = replace(out, **{name.replace("-", "_"): parse_value(name, text)})
+        out = out._replace(**{name.replace("-", "_"): parse_value(name, text)})
     return out
 
 

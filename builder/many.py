@@ -9,16 +9,19 @@ already made): per image, the start-up of the interpreter is paid once, not per 
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.errors import ApkImageError, ConfigError
 from builder.plan import BuildOptions
+from builder.util.gcpause import paused
 
 if TYPE_CHECKING:
     from builder.layercache import KnownBlobs
@@ -83,7 +86,8 @@ def build_job(job: Job, known: KnownBlobs | None = None) -> ImageResult:
     out.parent.mkdir(parents=True, exist_ok=True)
     rec = SpanRecorder()
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.parent) as tmp, \
+            _collected_after():
         result = build(job.options, Path(tmp), rec, known)
         staged = Path(tmp) / "out"
         with rec.span("oci", impl=job.options.impl.get("oci", "reference")) as s:
@@ -101,6 +105,18 @@ def build_job(job: Job, known: KnownBlobs | None = None) -> ImageResult:
     return ImageResult(job.config, job.out, summary["index_digest"],
                        time.perf_counter() - wall0, time.process_time() - cpu0, summary,
                        rec.to_json(), f"{socket.gethostname()}:{os.getpid()}")
+
+
+@contextmanager
+def _collected_after() -> Iterator[None]:
+    """No cyclic GC during one image's build; after it, one collection, and what survives it
+    (indexes, memos: what the next images reuse) is frozen out of later collections. A long
+    process otherwise walks its ever larger heap of long-lived objects again and again
+    (builder/util/gcpause.py says why the bulk of a build needs no collector)."""
+    with paused():
+        yield
+    gc.collect()
+    gc.freeze()
 
 
 def run_local(jobs: list[Job], done: Callable[[ImageResult], None] = lambda r: None

@@ -190,3 +190,19 @@ def test_the_sbom_and_the_summary_list_every_layer(tmp_path, golden_cache):
                  if p.get("description") == "apko operating system layer"]
     assert layer_ids == [f"SPDXRef-Package-ImageLayer-{la['digest'].replace(':', '-')}"
                          for la in image["layers"]]
+
+
+def test_with_mtime_is_replace() -> None:
+    """The layering's fast copy of a Meta keeps every field (a field added to Meta and not
+    to it would fail here)."""
+    import dataclasses
+
+    from builder.fs.model import Meta
+    from builder.layering import _with_mtime
+
+    values = {f.name: (f"v-{f.name}" if f.type in ("str", str) else
+                       {"user.x": "1"} if f.name == "xattrs" else 7 + i)
+              for i, f in enumerate(dataclasses.fields(Meta))}
+    m = Meta(**values)
+    assert _with_mtime(m, 123) == dataclasses.replace(m, mtime=123)
+    assert _with_mtime(m, 123) != dataclasses.replace(m, mtime=124)
