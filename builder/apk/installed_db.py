@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import functools
 import posixpath
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from builder.apk.model import Package
 from builder.util.checksums import q1, q1_checksum
 
 
-@dataclass(frozen=True)
-class FileRecord:
-    """One data-tar header as the installed db needs it."""
+class FileRecord(NamedTuple):
+    """One data-tar header as the installed db needs it (a NamedTuple: one is made per file
+    of every image, and records are compared and hashed whole, see `format_record`)."""
 
     path: str  # no leading "./" or "/", no trailing "/"
     is_dir: bool
