@@ -123,26 +123,24 @@ def layer_key(fs: FsModel, expanded: Sequence[ExpandedPackage], part: LayerPart 
         packages = [e for e in expanded if e.package.name in mine] if group is not None \
             else expanded
         entries = ((e.path, e.meta, e.content) for e in part.entries)
-    for e in packages:
-        h.update(f"pkg {e.package.name} {e.package.checksum}\n".encode())
-    for path, m, content in entries:
-        h.update(_entry_line(fs, path, m, content, owner, names))
+    lines = [f"pkg {e.package.name} {e.package.checksum}\n" for e in packages]
+    lines += [_entry_line(fs, path, m, content, owner, names) for path, m, content in entries]
+    h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
 def _entry_line(fs: FsModel, path: str, m: Meta, content: bytes | None,
-                owner: dict[str, str], names: tuple[dict[int, str], dict[int, str]]) -> bytes:
-    xattrs = ",".join(f"{k}={v}" for k, v in sorted(m.xattrs.items()))
-    uname, gname = names[0].get(m.uid, ""), names[1].get(m.gid, "")
-    line = (f"{path}\0{m.kind}\0{m.mode}\0{m.uid}:{uname}\0{m.gid}:{gname}\0{m.mtime}"
-            f"\0{m.size}\0{m.linkname}\0{m.devmajor}\0{m.devminor}\0{xattrs}\0")
+                owner: dict[str, str], names: tuple[dict[int, str], dict[int, str]]) -> str:
+    xattrs = ",".join(f"{k}={v}" for k, v in sorted(m.xattrs.items())) if m.xattrs else ""
     if content is not None:
         ident = "sha256:" + hashlib.sha256(content).hexdigest()
-    elif m.kind in (FILE, HARDLINK):
+    elif m.kind == FILE or m.kind == HARDLINK:
         ident = _content_identity(fs.content(path), owner)
     else:
         ident = ""
-    return (line + ident + "\n").encode("utf-8", "surrogateescape")
+    return (f"{path}\0{m.kind}\0{m.mode}\0{m.uid}:{names[0].get(m.uid, '')}\0{m.gid}:"
+            f"{names[1].get(m.gid, '')}\0{m.mtime}\0{m.size}\0{m.linkname}\0{m.devmajor}"
+            f"\0{m.devminor}\0{xattrs}\0{ident}\n")
 
 
 def _content_identity(content: bytes | Extent, owner: dict[str, str]) -> str:
