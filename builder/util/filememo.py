@@ -16,8 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from builder.repo.stamp import SETTLE_NS
 
@@ -33,8 +32,7 @@ def _identities(paths: Sequence[str | os.PathLike[str]]) -> tuple[Identity, ...]
         return None
 
 
-@dataclass(frozen=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     """The files of one memo lookup as they were when it began (`put` takes it back)."""
 
     key: Hashable
