@@ -4,16 +4,25 @@ OCI layout `DIR/<config stem>` (tagged `<stem>:latest`), one after another in th
 else a local cluster of `--workers N` processes, each on a cache of its own; builder/fanout.py).
 With `--layer-cache` a layer one image made is reused by the others that have it;
 `--content-store REGISTRY/REPO` shares the layers through a registry (implies
-`--layer-cache`). `--json` prints every image's digests, wall and CPU seconds and spans, and
-the totals.
+`--layer-cache`). `--publish REGISTRY/PREFIX` then pushes every image to
+`REGISTRY/PREFIX/<config stem>:latest` as `publish` pushes one, each distinct blob uploaded
+at most once across the world (a blob another image's repository got is mounted from it).
+`--json` prints every image's digests, wall and CPU seconds and spans (and what was pushed),
+and the totals.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.stages.profiles import LAYER_FORMATS, parse_impl
+
+if TYPE_CHECKING:
+    from builder.many import ImageResult
+    from builder.oci.publish import PublishedImage
+    from builder.progress import NullProgress
 
 EXECUTORS = ("local", "dask")
 
@@ -46,6 +55,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--content-store", default="", metavar="REGISTRY/REPO",
                    help="share finished layers through this registry repository (record "
                         "and blob looked up before a layer is built, pushed once after)")
+    p.add_argument("--publish", default="", metavar="REGISTRY/PREFIX",
+                   help="after the builds, push each image to REGISTRY/PREFIX/<config "
+                        "stem>:latest (credentials from docker's config, as publish); a blob "
+                        "is uploaded once per world, mounted into the other repositories")
     p.add_argument("--json", action="store_true",
                    help="print {images: [...], total: {wall_s, cpu_s, images}}")
     p.set_defaults(func=run)
@@ -59,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
     from builder import progress as status_line
     from builder.errors import ConfigError
-    from builder.many import ImageResult, plan_jobs, run_local
+    from builder.many import plan_jobs, run_local
     from builder.plan import BuildOptions
 
     log = logging.getLogger("builder.build_many")
@@ -77,6 +90,11 @@ def run(args: argparse.Namespace) -> int:
         if options.cache_dir is not None:
             options.cache_dir = os.path.abspath(options.cache_dir)
     jobs = plan_jobs(configs, out_dir, options)
+    refs: list[str] = []
+    if args.publish:  # every name checked before anything is built
+        from builder.oci.publish import world_refs
+
+        refs = world_refs([Path(j.out).name for j in jobs], args.publish)
     line = status_line.for_build()
     line.start("images")
     line.expect(len(jobs), 0, "images")
@@ -86,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: %s (%.2f s, %.2f s CPU)", r.config, r.index_digest, r.wall_s, r.cpu_s)
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
+    published: list[PublishedImage] = []
     try:
         if args.executor == "dask":
             from builder.fanout import run_dask
@@ -93,16 +112,59 @@ def run(args: argparse.Namespace) -> int:
             results = run_dask(jobs, done, scheduler=args.scheduler, workers=args.workers or 2)
         else:
             results = run_local(jobs, done)
+        build_wall = time.perf_counter() - wall0
+        if refs:
+            published = _publish(args, results, refs, line)
     finally:
         status_line.done()
     # cpu_s: this process's; images_cpu_s: the builds' own (on the workers, with dask)
-    total = {"images": len(results), "wall_s": time.perf_counter() - wall0,
-             "cpu_s": time.process_time() - cpu0, "images_cpu_s": sum(r.cpu_s for r in results),
-             "executor": args.executor}
+    total: dict[str, object] = {
+        "images": len(results), "wall_s": time.perf_counter() - wall0,
+        "cpu_s": time.process_time() - cpu0, "images_cpu_s": sum(r.cpu_s for r in results),
+        "executor": args.executor}
+    if refs:
+        total["build_wall_s"] = build_wall
+        total["published"] = {
+            "images": len(published),
+            "uploaded": sum(len(p.uploaded) for p in published),
+            "mounted": sum(len(p.mounted) for p in published),
+            "skipped": sum(len(p.skipped) for p in published),
+            "bytes_uploaded": sum(p.bytes_uploaded for p in published)}
     if args.json:
-        print(json.dumps({"images": [r.as_dict() for r in results], "total": total},
-                         indent=1))
+        docs = [r.as_dict() for r in results]
+        for doc, p in zip(docs, published, strict=False):
+            doc["published"] = p.as_dict()
+        print(json.dumps({"images": docs, "total": total}, indent=1))
     else:
-        for r in results:
-            print(f"{r.out}\t{r.index_digest}")
+        for n, r in enumerate(results):
+            pushed = f"\t{published[n].ref}@{published[n].digest}" if published else ""
+            print(f"{r.out}\t{r.index_digest}{pushed}")
     return 0
+
+
+def _publish(args: argparse.Namespace, results: list[ImageResult], refs: list[str],
+             line: NullProgress) -> list[PublishedImage]:
+    """Push the built layouts (after every build: a failed build pushes nothing); with a
+    content store on the same registry its layers are mounted from it, not sent again."""
+    import logging
+
+    from builder.oci.publish import WorldImage, publish_world
+    from builder.oci.registry import parse_reference
+
+    log = logging.getLogger("builder.build_many")
+    world = [WorldImage(r.config, r.out, ref, r.index_digest)
+             for r, ref in zip(results, refs, strict=True)]
+    store = ""
+    if args.content_store:
+        s = parse_reference(args.content_store)
+        if s.registry == parse_reference(refs[0]).registry:
+            store = s.repository
+    line.start("publish")
+    line.expect(len(world), 0, "images")
+
+    def done(w: WorldImage, p: PublishedImage) -> None:
+        line.package_done(0)
+        log.info("%s: pushed %s@%s (%d uploaded, %d mounted, %d present)", w.name, p.ref,
+                 p.digest, len(p.uploaded), len(p.mounted), len(p.skipped))
+
+    return publish_world(world, mount_store=store, done=done)

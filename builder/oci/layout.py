@@ -141,6 +141,52 @@ def read_image_index(layout: Path) -> bytes:
     return (layout / "index.json").read_bytes()
 
 
+def read_layout_image(layout: Path) -> tuple[Blob, list[BuiltImage], list[BlobSource]]:
+    """What `write_oci_layout` wrote, read back for a push: the image index, each arch's
+    image (config and manifest, checked against their digests) and the layer blobs as files
+    (sizes checked; their bytes are hashed by whoever receives them)."""
+    blobs = layout / "blobs"
+
+    def blob_path(digest: str) -> Path:
+        algo, _, hexd = digest.partition(":")
+        if algo != "sha256" or len(hexd) != 64 or not all(c in "0123456789abcdef" for c in hexd):
+            raise FormatError(f"{layout}: bad digest {digest!r}")
+        return blobs / algo / hexd
+
+    def read_blob(digest: str, media_type: str) -> Blob:
+        blob = Blob(blob_path(digest).read_bytes(), media_type)
+        if blob.digest != digest:
+            raise FormatError(f"{layout}: blob {digest} hashes to {blob.digest}")
+        return blob
+
+    try:
+        data = read_image_index(layout)
+        doc = json.loads(data)
+        index = Blob(data, doc.get("mediaType") or MEDIA_INDEX)
+        images: list[BuiltImage] = []
+        layers: dict[str, BlobSource] = {}
+        for desc in doc.get("manifests") or []:
+            plat = desc.get("platform") or {}
+            arch = plat.get("architecture", "")
+            if plat.get("variant"):
+                arch += "/" + plat["variant"]
+            manifest = read_blob(desc["digest"], desc["mediaType"])
+            mdoc = json.loads(manifest.data)
+            config = read_blob(mdoc["config"]["digest"], mdoc["config"]["mediaType"])
+            for la in mdoc["layers"]:
+                src = BlobSource.from_file(blob_path(la["digest"]), la["digest"])
+                if src.size != la["size"]:
+                    raise FormatError(f"{layout}: layer {la['digest']} is {src.size} bytes, "
+                                      f"its manifest says {la['size']}")
+                layers.setdefault(src.digest, src)
+            images.append(BuiltImage(arch, config, manifest, created=0))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise FormatError(f"{layout}: not a readable OCI layout: {exc}") from None
+    if not images:
+        raise FormatError(f"{layout}: the image index names no image")
+    return index, images, list(layers.values())
+
+
 def write_oci_layout(
     out: str | os.PathLike[str],
     index: Blob,

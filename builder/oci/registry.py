@@ -8,8 +8,9 @@
 * Auth: anonymous, HTTP basic, or bearer tokens obtained from the realm named by the
   registry's `WWW-Authenticate` challenge; credentials come from `$DOCKER_CONFIG/config.json`
   (default `~/.docker/config.json`), `auths.<host>.auth` = base64("user:pass").
-* `push_image` uploads all blobs concurrently, then the per-arch manifests, then the index
-  under each tag, and reports what was uploaded or skipped.
+* `push_image` uploads all blobs concurrently (mounting those another repository of the
+  registry holds, where it is told which), then the per-arch manifests, then the index under
+  each tag, and reports what was uploaded, mounted or skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,6 +146,7 @@ class PushResult:
     uploaded: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     mounted: list[str] = field(default_factory=list)
+    manifests_skipped: list[str] = field(default_factory=list)  # present: HEAD, no PUT
 
 
 class Registry:
@@ -211,7 +213,7 @@ class Registry:
             return
         if scheme != "bearer" or "realm" not in params:
             raise self._refused(resp, repo, f"unsupported challenge {challenge!r}")
-        query = {"scope": scope}
+        query: dict[str, str | list[str]] = {"scope": scope.split(" ")}  # one param each
         if params.get("service"):
             query["service"] = params["service"]
         headers = {"Authorization": self._basic_header()} if self.auth else {}
@@ -249,11 +251,15 @@ class Registry:
         rewind: Any = None,
         headers: dict[str, str] | None = None,
         stream: bool = False,
+        pull_also: str = "",
     ) -> requests.Response:
         """One request with auth handling: on 401, answer the challenge once and retry.
         `rewind` re-creates a streamed body for the retry; `stream` leaves the answer's body
-        unread (the caller reads and closes it)."""
+        unread (the caller reads and closes it); `pull_also` names another repository the
+        token must let us pull from (a mount's source)."""
         scope = f"repository:{repo}:pull,push" if push else f"repository:{repo}:pull"
+        if pull_also and pull_also != repo:
+            scope += f" repository:{pull_also}:pull"
         if url.startswith("/"):
             url = self.base + url
         for attempt in (0, 1):
@@ -314,9 +320,10 @@ class Registry:
         return r.status_code == 200
 
     def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
-        """Cross-repository mount; True when the registry mounted it (201)."""
+        """Cross-repository mount; True when the registry mounted it (201). A bearer token
+        for it covers pulling from `from_repo` too (else a registry answers 202, no mount)."""
         url = self._with_query(f"/v2/{repo}/blobs/uploads/", mount=digest, **{"from": from_repo})
-        r = self._request("POST", url, repo, expect=(201, 202))
+        r = self._request("POST", url, repo, expect=(201, 202), pull_also=from_repo)
         if r.status_code == 202:  # not mounted: cancel the session we were given
             try:
                 self._session.delete(self._location(r), timeout=_TIMEOUT)
@@ -377,6 +384,16 @@ class Registry:
         })
         return r.content, r.headers.get("Content-Type", "")
 
+    def manifest_digest(self, repo: str, ref: str) -> str | None:
+        """The digest the registry holds under `ref` (a tag or digest; HEAD, its
+        `Docker-Content-Digest`), or None when it has no such manifest."""
+        r = self._request("HEAD", f"/v2/{repo}/manifests/{ref}", repo, push=False,
+                          expect=(200, 404),
+                          headers={"Accept": f"{MEDIA_INDEX}, {MEDIA_MANIFEST}"})
+        if r.status_code == 404:
+            return None
+        return r.headers.get("Docker-Content-Digest") or ""
+
     def find_manifest(self, repo: str, ref: str, accept: str) -> bytes | None:
         """The manifest `ref` of media type `accept`, or None when the registry has none."""
         r = self._request("GET", f"/v2/{repo}/manifests/{ref}", repo, push=False,
@@ -417,10 +434,16 @@ def push_image(
     layers: list[BlobSource],
     *,
     workers: int = 4,
-    mount_from: str = "",
+    mount_from: str | Callable[[str], str] = "",
+    head_manifests: bool = False,
 ) -> PushResult:
     """Push layers + configs (concurrently, skipping existing blobs), each manifest by digest,
-    then the index under every tag (or by digest when `tags` is empty)."""
+    then the index under every tag (or by digest when `tags` is empty).
+
+    A blob the repository lacks is mounted from `mount_from` (a repository of this registry,
+    or a function naming one per digest, "" for none) when the registry mounts it, else
+    uploaded. With `head_manifests`, a manifest the registry has under its digest, and a tag
+    already naming the index, are HEADed and not put again."""
     blobs: dict[str, BlobSource] = {}
     for src in layers:
         blobs.setdefault(src.digest, src)
@@ -432,11 +455,13 @@ def push_image(
     def one(src: BlobSource) -> None:
         if registry.blob_exists(repo, src.digest):
             kind = result.skipped
-        elif mount_from and registry.mount_blob(repo, src.digest, mount_from):
-            kind = result.mounted
         else:
-            registry.upload_blob(repo, src)
-            kind = result.uploaded
+            source = mount_from(src.digest) if callable(mount_from) else mount_from
+            if source and source != repo and registry.mount_blob(repo, src.digest, source):
+                kind = result.mounted
+            else:
+                registry.upload_blob(repo, src)
+                kind = result.uploaded
         with lock:
             kind.append(src.digest)
 
@@ -446,13 +471,22 @@ def push_image(
         for fut in [pool.submit(one, b) for b in ordered]:
             fut.result()
     for img in images:
+        digest = img.manifest.digest
+        if head_manifests and registry.manifest_digest(repo, digest) is not None:
+            result.manifest_digests[img.arch] = digest
+            result.manifests_skipped.append(digest)
+            continue
         result.manifest_digests[img.arch] = registry.put_manifest(
-            repo, img.manifest.digest, img.manifest.data, img.manifest.media_type
+            repo, digest, img.manifest.data, img.manifest.media_type
         )
     top = index if index is not None else (images[0].manifest if len(images) == 1 else None)
     if top is None:
         raise RegistryError("push: several images but no index to tie them together")
     refs = tags or [top.digest]
     for ref in refs:
+        if head_manifests and registry.manifest_digest(repo, ref) == top.digest:
+            result.index_digest = top.digest
+            result.manifests_skipped.append(ref)
+            continue
         result.index_digest = registry.put_manifest(repo, ref, top.data, top.media_type)
     return result
