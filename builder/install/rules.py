@@ -15,10 +15,13 @@ builder/fs/), so they cannot drift.
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from builder.apk.installed_db import FileRecord
 from builder.apk.model import Package
+from builder.apk.tarindex import TarEntry
 from builder.errors import FormatError
 from builder.expand.model import ExpandedPackage
 from builder.fs.extent import Extent
@@ -68,6 +71,57 @@ def _symlink_sha1(target: str) -> str:
     return hashlib.sha1(target.encode("utf-8", "surrogateescape")).hexdigest()
 
 
+class _Step(NamedTuple):
+    """One data-tar entry as install needs it, worked out from the entry alone."""
+
+    name: str  # checked and cleaned
+    type: str
+    entry: TarEntry
+    record: FileRecord
+    sha1: str  # the content's hex SHA-1 ("" if none); a symlink's: of its target
+    extent: Extent | None  # a regular file's content (when the model takes no handle)
+    link: str  # a hardlink's target, checked and cleaned
+
+
+# Each package's steps, by the expanded package they were made from (the quick expand load
+# gives a long process one object per package, so every image after the first reuses them).
+_STEPS: dict[tuple[int, bool], tuple[ExpandedPackage, list[_Step]]] = {}
+_STEPS_MAX = 4096
+
+
+def _steps(fs: FsModel, exp: ExpandedPackage) -> list[_Step]:
+    """The entries of `exp` to install, in order: APKv1 control files at the top of the data
+    tar and empty names left out; a bad name or link target raises here, naming it."""
+    key = (id(exp), fs.uses_fileobj)
+    known = _STEPS.get(key)
+    if known is not None and known[0] is exp:
+        return known[1]
+    who, tar_path, bare = exp.who, exp.data_tar, not fs.uses_fileobj
+    steps = []
+    leading = True
+    for e in exp.entries:
+        name = fs.check_entry_name(e.path, who)
+        if leading and "/" not in name and name.startswith("."):
+            continue
+        leading = False
+        if not name:
+            continue
+        t = e.type
+        if t == "2":
+            fs.check_link_target(e.linkname, name, who)
+            sha1 = _symlink_sha1(e.linkname)
+        else:
+            sha1 = sha1_hex(e.checksum) if e.checksum else ""
+        steps.append(_Step(
+            name, t, e, FileRecord(name, t == "5", e.mode & 0o7777, e.uid, e.gid, e.checksum),
+            sha1, Extent(tar_path, e.data_offset, e.size) if bare and t in ("0", "7") else None,
+            fs.check_entry_name(e.linkname, who) if t == "1" else ""))
+    if len(_STEPS) >= _STEPS_MAX:
+        _STEPS.clear()
+    _STEPS[key] = (exp, steps)
+    return steps
+
+
 def install_package(state: InstallState, exp: ExpandedPackage) -> None:
     fs = state.fs
     pkg = exp.package
@@ -77,23 +131,14 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
     state.packages[pkg.name] = pkg
     records: list[FileRecord] = []
     state.files[pkg.name] = records
-    leading = True
     meta = fs.meta
     name_of = pkg.name
     tar_path = exp.data_tar
+    steps = _steps(fs, exp)
     # Each entry's path is resolved once (canonical=...): nothing between the conflict check
     # and the write changes a symlink.
-    with open(tar_path, "rb") as data:
-        fileobj = data if fs.uses_fileobj else None
-        for e in exp.entries:
-            name = fs.check_entry_name(e.path, who)
-            if leading and "/" not in name and name.startswith("."):
-                continue  # APKv1 control files at the top of the data tar
-            leading = False
-            if not name:
-                continue
-            t = e.type
-            rec = FileRecord(name, t == "5", e.mode & 0o7777, e.uid, e.gid, e.checksum)
+    with open(tar_path, "rb") if fs.uses_fileobj else nullcontext() as data:
+        for name, t, e, rec, sha1, extent, link in steps:
             if t == "5":
                 fs.mkdir(name, e.mode & 0o777, mtime=e.mtime, package=name_of, who=who,
                          xattrs=e.xattrs)
@@ -101,10 +146,8 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
                 continue
             canon = fs.resolve(name, follow=False, who=who)
             old = meta.get(canon)
-            if t == "2":
-                new_sum = _symlink_sha1(e.linkname)
-            elif e.checksum and (old is not None or t == "0" or t == "7"):
-                new_sum = sha1_hex(e.checksum)
+            if t == "2" or (sha1 and (old is not None or t == "0" or t == "7")):
+                new_sum = sha1
             else:
                 new_sum = ""
             if old is not None:
@@ -124,17 +167,15 @@ def install_package(state: InstallState, exp: ExpandedPackage) -> None:
                     prev[:] = [r for r in prev
                                if r.is_dir or fs.resolve(r.path, follow=False) != canon]
             if t == "0" or t == "7":
-                fs.write_file(name, Extent(tar_path, e.data_offset, e.size, fileobj),
+                fs.write_file(name, extent or Extent(tar_path, e.data_offset, e.size, data),
                               e.mode & 0o7777, mtime=e.mtime, package=name_of,
                               checksum=new_sum, who=who, xattrs=e.xattrs, canonical=canon)
                 state.bytes_in += e.size
             elif t == "2":
-                fs.check_link_target(e.linkname, name, who)
                 fs.symlink(name, e.linkname, mtime=e.mtime, package=name_of, checksum=new_sum,
                            who=who, canonical=canon)
             elif t == "1":
-                target = fs.check_entry_name(e.linkname, who)
-                fs.hardlink(name, target, mtime=e.mtime, package=name_of, who=who,
+                fs.hardlink(name, link, mtime=e.mtime, package=name_of, who=who,
                             canonical=canon)
             elif t in ("3", "4", "6"):
                 kind = KIND_OF_TYPEFLAG[t]
