@@ -1,13 +1,14 @@
 """The report's drill-down: one page per trend point (a commit, or a dirty tree on it) under
 `commits/`, which the trend charts' points link to. A page shows that commit's runs per
 workload/scenario/impl with links to every run record, the machines they ran on, what the
-gate found there, the commit's flamegraphs, the micro-benchmarks made at it, and a
-differential flamegraph against the previous point that was profiled the same way."""
+gate found there, the commit's flamegraphs, the micro-benchmarks made at it, a differential
+flamegraph against the previous point that was profiled the same way, and a link to the world
+page (perf/worldreport.py) when the commit has a world record."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from html import escape
 from pathlib import Path
 
@@ -144,8 +145,11 @@ def _diff_against_previous(out_dir: Path, page_dir: Path, point: Point, earlier:
 
 def write_pages(records: list[dict], out_dir: Path, points: list[Point], *,
                 gate_runs: list[dict], bench_runs: list[dict],
-                subject: Callable[[str], str] = lambda _c: "") -> list[Path]:
-    """A page per point (in trend order, oldest first); returns the pages written."""
+                subject: Callable[[str], str] = lambda _c: "",
+                world: Mapping[Point, tuple[str, str]] | None = None) -> list[Path]:
+    """A page per point (in trend order, oldest first); returns the pages written. `world`:
+    per point with a world record, its place on the world page (relative to the report's
+    directory) and a line about it."""
     page_dir = out_dir / PAGES
     page_dir.mkdir(parents=True, exist_ok=True)
     known = set(points)
@@ -190,6 +194,13 @@ def write_pages(records: list[dict], out_dir: Path, points: list[Point], *,
             parts.append(bench.table_html(runs[-1], earlier[-1] if earlier else None))
         else:
             parts.append("<p>None made at this point.</p>")
+        parts.append("<h2>Build the world</h2>")
+        if world and point in world:
+            where, line = world[point]
+            parts.append(f"<p><a href='../{escape(where)}'>World records at this commit</a>: "
+                         f"{escape(line)}</p>")
+        else:
+            parts.append("<p>No world record at this point.</p>")
         parts.append("<h2>Machines</h2>" + machines_html(recs) + "</body></html>")
         page = page_dir / f"{slug(point)}.html"
         page.write_text("\n".join(parts) + "\n")

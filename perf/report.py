@@ -1,21 +1,21 @@
 """`flamegraphs/index.html`: the latest job's table, stacked stage bars, the micro-benchmarks,
-trend charts whose points open a page per commit (perf/drilldown.py), the machine, and links
-to every profile in the directory. Static, no JavaScript; the trend charts are inline SVG so
-their points are links."""
+trend charts whose points open a page per commit (perf/drilldown.py), the machine, the
+sections of peers, frontier, start-up and the world (its own page, world.html:
+perf/worldreport.py), and links to every profile in the directory. Static, no JavaScript; the
+trend charts are inline SVG so their points are links."""
 
 from __future__ import annotations
 
 from html import escape
 from pathlib import Path
 
-from perf import bench, drilldown, stats
+from perf import bench, drilldown, stats, worldreport
 from perf.frontier import section_html as frontier_html
 from perf.peers import peers_html
 from perf.records import metric
 from perf.runner import stage_names
 from perf.startup import report_section as startup_html
 from perf.trend import order_points, render_stage_bars, render_trends
-from perf.worldrun import report_section as world_html
 
 
 def latest_job(records: list[dict]) -> list[dict]:
@@ -68,9 +68,14 @@ def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0, *
                  subject=lambda _c: "", world_docs: list[dict] | None = None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     gate_runs = gate_runs or []
+    if world_docs is None:  # apkperf world: this repository's records, this machine's
+        world_docs = worldreport.default_docs()
     points = order_points(records, commit_date)
     pages = drilldown.write_pages(records, out_dir, points, gate_runs=gate_runs,
-                                  bench_runs=bench_runs or [], subject=subject)
+                                  bench_runs=bench_runs or [], subject=subject,
+                                  world=worldreport.commit_links(world_docs))
+    world_page = worldreport.write_page(world_docs, out_dir, commit_date, has_page=set(points),
+                                        subject=subject)
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>apkperf report</title>",
              "<style>body{font-family:sans-serif;margin:2em;max-width:1400px}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;"
@@ -115,7 +120,7 @@ def write_report(records: list[dict], out_dir: Path, commit_date=lambda _c: 0, *
     parts.append(peers_html(out_dir))  # apkperf peers: the latest stored results
     parts.append(frontier_html(out_dir))  # apkperf frontier: the latest stored results
     parts.append(startup_html())  # apkperf startup: the latest stored result
-    parts.append(world_html(world_docs))  # apkperf world: the latest stored world record
+    parts.append(worldreport.summary_html(world_docs, world_page))  # and a link to world.html
     links = profile_links(out_dir)
     parts.append("<h2>Profiles</h2>")
     if links:

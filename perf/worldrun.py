@@ -530,18 +530,28 @@ def ratios(doc: dict[str, Any], scenario: str = "world") -> list[str]:
     return lines
 
 
+def image_breakdown(img: dict[str, Any]) -> dict[str, float]:
+    """Where one image's in-build CPU went, seconds: layers taken from the layer cache (key,
+    lookup, blob copy), layers made (tar, hash, compress), each other stage, and what no span
+    covers."""
+    out: dict[str, float] = {"layer cache hits": float(img.get("layer_cache_hit_cpu_s", 0.0)),
+                             "layers made": float(img.get("layers_made_cpu_s", 0.0))}
+    for stage, st in img["stages"].items():
+        if stage not in ("layer", "compress", "startup"):
+            out[stage] = out.get(stage, 0.0) + float(st["cpu_s"])
+    out["outside spans"] = max(0.0, float(img["cpu_s"]) - sum(out.values()))
+    return out
+
+
 def breakdown(run: dict[str, Any]) -> dict[str, float]:
-    """Where a world build's in-build CPU went, ms per image: layers taken from the layer
-    cache (key, lookup, blob copy), layers made (tar, hash, compress), each other stage, and
-    what no span covers."""
+    """Where a world build's in-build CPU went, ms per image (image_breakdown summed over
+    the images, over their number)."""
     n = max(1, len(run["per_image"]))
     out: dict[str, float] = {"layer cache hits": 0.0, "layers made": 0.0}
     for img in run["per_image"]:
-        out["layer cache hits"] += float(img.get("layer_cache_hit_cpu_s", 0.0))
-        out["layers made"] += float(img.get("layers_made_cpu_s", 0.0))
-        for stage, st in img["stages"].items():
-            if stage not in ("layer", "compress", "startup"):
-                out[stage] = out.get(stage, 0.0) + float(st["cpu_s"])
+        for k, v in image_breakdown(img).items():
+            if k != "outside spans":
+                out[k] = out.get(k, 0.0) + v
     total = sum(float(i["cpu_s"]) for i in run["per_image"])
     out["outside spans"] = max(0.0, total - sum(out.values()))
     return {k: v / n * 1000 for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
@@ -570,14 +580,15 @@ def format_table(doc: dict[str, Any]) -> str:
                  f"{doc['cpu_note'].split(':')[0]}: {CPU_NOTE[doc['mode']].split(': ', 1)[1]}")
     lines += ratios(doc, "world")
     if doc.get("bump"):
-        lines += [_bump_line(doc, r) for r in rows(doc) if r["scenario"] == "world-bump"]
+        lines += [bump_line(doc, r) for r in rows(doc) if r["scenario"] == "world-bump"]
     lines += [breakdown_line(r) for r in doc["runs"] if r["round"] == 0]
     for p in doc.get("checks") or []:
         lines.append(f"DIGEST MISMATCH {p}")
     return "\n".join(lines)
 
 
-def _bump_line(doc: dict[str, Any], row: dict[str, Any]) -> str:
+def bump_line(doc: dict[str, Any], row: dict[str, Any]) -> str:
+    """What world-bump rebuilt for one variant, one line."""
     b = doc["bump"]
     run = next(r for r in doc["runs"] if r["scenario"] == "world-bump"
                and r["variant"] == row["variant"])
@@ -586,134 +597,3 @@ def _bump_line(doc: dict[str, Any], row: dict[str, Any]) -> str:
             f"{len(rebuilt)}/{run['images']} images rebuilt anything "
             f"({', '.join(rebuilt[:8])}{' ...' if len(rebuilt) > 8 else ''}), "
             f"{run['layers_made']} layers made")
-
-
-# ----------------------------------------------------------------------------- the report
-
-_COLOURS = ("#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb")
-
-
-def chart_svg(doc: dict[str, Any], scenario: str = "world") -> str:
-    """Inline SVG: per image, a bar per variant of its in-build CPU (log scale, ms), the
-    bar's tooltip saying what it reused."""
-    import math
-    from html import escape
-
-    runs = [r for r in doc["runs"] if r["scenario"] == scenario and r["round"] == 0]
-    if not runs:
-        return ""
-    names = [i["name"] for i in runs[0]["per_image"]]
-    per = {r["variant"]: {i["name"]: i for i in r["per_image"]} for r in runs}
-    bar, gap, left, width = 5, 5, 150, 560
-    row_h = bar * len(runs) + gap
-    vals = [max(1e-4, float(i["cpu_s"])) * 1000 for r in runs for i in r["per_image"]]
-    lo = 10 ** math.floor(math.log10(min(vals)))
-    hi = 10 ** math.ceil(math.log10(max(vals)))
-    span = math.log10(hi) - math.log10(lo) or 1.0
-
-    def x(ms: float) -> float:
-        return left + width * (math.log10(max(ms, lo)) - math.log10(lo)) / span
-
-    top = 20 + 16 * len(runs)
-    height = top + row_h * len(names) + 24
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 20}" '
-             f'height="{height}" font-family="sans-serif" font-size="11">']
-    for k, r in enumerate(runs):
-        c = _COLOURS[k % len(_COLOURS)]
-        parts.append(f'<rect x="{left}" y="{6 + 16 * k}" width="10" height="10" fill="{c}"/>'
-                     f'<text x="{left + 14}" y="{15 + 16 * k}">{escape(r["variant"])}</text>')
-    tick = lo
-    while tick <= hi * 1.0001:
-        tx = x(tick)
-        parts.append(f'<line x1="{tx:.1f}" y1="{top - 4}" x2="{tx:.1f}" '
-                     f'y2="{height - 20}" stroke="#ddd"/><text x="{tx:.1f}" y="{height - 6}" '
-                     f'text-anchor="middle">{tick:g} ms</text>')
-        tick *= 10
-    for j, name in enumerate(names):
-        y0 = top + row_h * j
-        parts.append(f'<text x="{left - 6}" y="{y0 + row_h / 2 + 3:.1f}" '
-                     f'text-anchor="end">{escape(name)}</text>')
-        for k, r in enumerate(runs):
-            img = per[r["variant"]].get(name)
-            if img is None:
-                continue
-            ms = float(img["cpu_s"]) * 1000
-            tip = (f"{name} {r['variant']}: {ms:.0f} ms CPU, {float(img['wall_s']) * 1000:.0f} "
-                   f"ms wall; layers {img['layers']}: {img['layer_cache_hits']} from the layer "
-                   f"cache, {img['layers_made']} made; {img['bytes_hashed'] / 1e6:.1f} MB "
-                   f"hashed, {img['bytes_compressed'] / 1e6:.1f} MB deflated")
-            parts.append(f'<rect x="{left}" y="{y0 + bar * k}" width="{x(ms) - left:.1f}" '
-                         f'height="{bar - 1}" fill="{_COLOURS[k % len(_COLOURS)]}">'
-                         f'<title>{escape(tip)}</title></rect>')
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def report_section(docs: list[dict[str, Any]] | None = None) -> str:
-    """The report's "Build the world" section from the latest world record (`docs`, default:
-    this repository's, this machine's): totals per scenario and variant, the CPU ratios,
-    what world-bump rebuilt, a chart of CPU per image, and a table per image."""
-    from html import escape
-
-    if docs is None:
-        from perf.gitrefs import GitError, repo_root
-        from perf.machine import machine_id
-
-        try:
-            docs = load(repo_root(), machine_id())
-        except GitError:
-            docs = []
-    head = "<h2>Build the world</h2>"
-    if not docs:
-        return head + "<p>No world records yet: run <code>apkperf world</code>.</p>"
-    doc = docs[-1]
-    parts = [head, f"<p>Workload <b>{escape(doc['workload'])}</b> ({len(doc['world']['images'])}"
-             f" images), commit {escape(doc['commit'][:12])}{' (dirty)' if doc['dirty'] else ''}"
-             f", started {escape(doc['started_at'])}, mode {escape(doc['mode'])} "
-             f"({escape(doc['cpu_note'])}), build trees on {escape(doc['filesystem'])}. "
-             "Medians over rounds; every variant in the same run.</p>"]
-    cols = ["scenario", "variant", "rounds", "wall", "CPU", "CPU / image", "in-build / image",
-            "hashed", "deflated", "layer cache hit / miss", "images rebuilt", "peak RSS"]
-    trs = []
-    for r in rows(doc):
-        cells = [escape(r["scenario"]), escape(r["variant"]), str(r["n"]),
-                 f"{r['wall_s']:.2f} s", f"{r['cpu_s']:.2f} s",
-                 f"{r['cpu_per_image_s'] * 1000:.0f} ms",
-                 f"{r['image_cpu_per_image_s'] * 1000:.0f} ms",
-                 f"{r['bytes_hashed'] / 1e6:.1f} MB", f"{r['bytes_compressed'] / 1e6:.1f} MB",
-                 f"{int(r['layer_cache_hits'])} / {int(r['layer_cache_misses'])}",
-                 f"{int(r['images_rebuilt'])} / {r['images']}", f"{r['peak_rss_mb']:.0f} MB"]
-        trs.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    parts.append("<table><tr>" + "".join(f"<th>{escape(c)}</th>" for c in cols) + "</tr>"
-                 + "".join(trs) + "</table>")
-    notes = ratios(doc, "world")
-    if doc.get("bump"):
-        notes += [_bump_line(doc, r) for r in rows(doc) if r["scenario"] == "world-bump"]
-    notes += [breakdown_line(r) for r in doc["runs"] if r["round"] == 0]
-    notes += [f"digest mismatch: {p}" for p in doc.get("checks") or []]
-    if notes:
-        parts.append("<ul>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>")
-    svg = chart_svg(doc)
-    if svg:
-        parts.append("<h3>CPU per image (in-build, log scale; hover a bar for what it "
-                     f"reused)</h3><figure>{svg}</figure>")
-    first = [r for r in doc["runs"] if r["round"] == 0]
-    if first:
-        names = [i["name"] for i in first[0]["per_image"]]
-        head_cells = "".join(f"<th>{escape(r['scenario'])}<br>{escape(r['variant'])}</th>"
-                             for r in first)
-        body = []
-        for name in names:
-            cells = [escape(name)]
-            for r in first:
-                img = next((i for i in r["per_image"] if i["name"] == name), None)
-                cells.append("–" if img is None else
-                             f"{float(img['wall_s']) * 1000:.0f} / "
-                             f"{float(img['cpu_s']) * 1000:.0f} ms<br><small>"
-                             f"{img['layer_cache_hits']} reused, {img['layers_made']} made, "
-                             f"{img['bytes_hashed'] / 1e6:.1f} MB hashed</small>")
-            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-        parts.append("<h3>Per image (round 0): wall / CPU, layers reused from the layer "
-                     f"cache and made</h3><table><tr><th>image</th>{head_cells}</tr>"
-                     + "".join(body) + "</table>")
-    return "".join(parts)

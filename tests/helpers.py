@@ -15,6 +15,8 @@ are in conftest.py. Sections:
   hostile_repo(), tree_state(), refused(), layout_tree()
 - faults and concurrency: FAST_HTTP_ENV, golden_http_config(), run_apkimage() (a subprocess),
   cache_contents(), leftovers(), checked_layout()
+- the HTML report: make_rec() (a run record), broken_links() (the href/src of a page that
+  resolve to no file, or to no id in it), world_doc() (a synthetic `apkperf world` record)
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.utils import formatdate
+from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
 
 import pytest
 import requests
@@ -647,6 +651,128 @@ def make_rec(side="reference", round_=0, scale=1.0, scenario="hot", commit="1" *
         "machine": info, "machine_id": machine_id(info), "started_at": started, "job": job,
         "round": round_,
     }
+
+
+class _Links(HTMLParser):
+    """Every href/src/xlink:href of a page, and every id on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.targets: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for key, value in attrs:
+            if key in ("href", "src", "xlink:href") and value:
+                self.targets.append(value)
+            elif key == "id" and value:
+                self.ids.add(value)
+
+
+def page_links(page: Path) -> _Links:
+    parser = _Links()
+    parser.feed(page.read_text())
+    return parser
+
+
+def broken_links(page: Path) -> list[str]:
+    """The links of an HTML page that resolve to no file beside it, or (`file#id`) to no id
+    in that file; links to other sites and within the page are not followed."""
+    bad = []
+    for t in page_links(page).targets:
+        url = urlparse(t)
+        if url.scheme or t.startswith("#"):
+            continue
+        target = page.parent / unquote(url.path)
+        if not target.exists():
+            bad.append(t)
+        elif url.fragment and target.suffix == ".html" and (
+                url.fragment not in page_links(target).ids):
+            bad.append(t)
+    return bad
+
+
+WORLD_IMAGES = {"static": ["baselayout"], "sqlite": ["baselayout", "sqlite-libs"],
+                "sqlite-dev": ["baselayout", "sqlite-libs", "busybox"]}
+
+
+def _world_spans(name: str, packages: list[str], version: str, lc: bool, impl: str,
+                 made_keys: set[str], scale: float) -> list[dict[str, Any]]:
+    """An image's spans: fetch and install, then per layer (one per package, then the top
+    one) a cache lookup when `lc` (a hit when an earlier image made its key) and, when it
+    misses, the layer and compress spans of making it."""
+    def span(stage: str, cpu: float, attrs: dict[str, Any] | None = None, bytes_in: int = 0,
+             bytes_out: int = 0) -> dict[str, Any]:
+        return {"name": stage, "arch": "x86_64", "wall_s": cpu * scale, "cpu_s": cpu * scale,
+                "bytes_in": bytes_in, "bytes_out": bytes_out, "attrs": attrs or {}}
+
+    spans = [span("fetch", 0.004), span("install", 0.010)]
+    keys = [f"{p}-{version if p == 'sqlite-libs' else '1'}" for p in packages]
+    bumped = "sqlite-libs" in packages
+    keys.append(f"top-{name}-{version if bumped else '1'}")
+    for index, key in enumerate(keys):
+        tar = 1_000_000 * (index + 1)
+        if lc:
+            hit = key in made_keys
+            attrs: dict[str, Any] = {"output": "cache", "layer": index, "layer_key": key,
+                                     "layer_cache": "hit" if hit else "miss"}
+            if hit:
+                spans.append(span("layer", 0.001, attrs | {"entries": 10 * (index + 1),
+                                                           "reused_tar_bytes": tar}))
+                spans.append(span("compress", 0.0, {"output": "cache", "layer_cache": "hit",
+                                                     "layer": index}))
+                continue
+            spans.append(span("layer", 0.001, attrs))
+            made_keys.add(key)
+        out = "blob" if impl == "stitched" else "stream"
+        spans.append(span("layer", 0.020, {"output": out, "layer": index,
+                                           "entries": 10 * (index + 1)}, bytes_out=tar))
+        comp: dict[str, Any] = {"output": out, "layer": index}
+        if out == "blob":
+            comp |= {"recompressed_in": tar // 100, "reused_bytes": tar // 3}
+        spans.append(span("compress", 0.030 if out == "stream" else 0.002, comp,
+                          bytes_in=tar, bytes_out=tar // 3))
+    return spans
+
+
+def world_doc(commit: str, started: str, scale: float = 1.0, dirty: bool = False,
+              variants: tuple[str, ...] = ("fast", "stitched+lc")) -> dict[str, Any]:
+    """A world record as `apkperf world --workload world-small --scenario world,world-bump`
+    would store it (one round, WORLD_IMAGES, `sqlite-libs` bumped), every image's spans
+    made up and summarised by perf/worldrun.py's own functions; CPU scaled by `scale`."""
+    from perf import worldrun
+
+    runs = []
+    for variant in variants:
+        impl, lc = variant.replace("+lc", ""), variant.endswith("+lc")
+        made: set[str] = set()
+        for scenario, version in (("world", "3.45.2-r0"), ("world-bump", "3.45.3-r1")):
+            images = []
+            for name, packages in WORLD_IMAGES.items():
+                spans = _world_spans(name, packages, version, lc, impl, made, scale)
+                cpu = sum(sp["cpu_s"] for sp in spans) + 0.005 * scale
+                holds = "sqlite-libs" in packages
+                digest = "sha256:" + hashlib.sha256(
+                    f"{impl}/{name}/{version if holds else ''}".encode()).hexdigest()
+                images.append(worldrun.image_summary(name, {"spans": spans}, digest,
+                                                     cpu * 1.1, cpu, in_process=True))
+            totals = worldrun.world_totals(images)
+            cpu_s = totals["image_cpu_s"] + 0.3 * scale
+            runs.append({"scenario": scenario, "variant": variant, "impl": impl,
+                         "layer_cache": lc, "round": 0, "wall_s": cpu_s * 1.2, "cpu_s": cpu_s,
+                         "cpu_per_image_s": cpu_s / len(images), "peak_rss_mb": 60.0,
+                         **totals, "per_image": images})
+    info = machine_info()
+    return {"schema": worldrun.SCHEMA, "kind": "world", "workload": "world-small",
+            "job": f"{started[:10]}-{commit[:6]}", "commit": commit, "dirty": dirty,
+            "machine_id": machine_id(info), "machine": info, "started_at": started,
+            "mode": "many", "cpu_note": worldrun.CPU_NOTE["many"], "filesystem": "tmpfs",
+            "work_dir": "/dev/shm/apkperf-world/x", "scenarios": ["world", "world-bump"],
+            "variants": list(variants), "repeat": 1,
+            "bump": {"package": "sqlite-libs", "version": "3.45.3-r1"},
+            "world": {"name": "world-small", "images": [
+                {"name": n, "packages": p} for n, p in WORLD_IMAGES.items()]},
+            "runs": runs, "checks": worldrun.check_digests(runs)}
 
 
 # --------------------------------------------------------------------------- hostile packages

@@ -7,43 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from perf import bench, drilldown, records
 from perf.report import write_report
-from tests.helpers import make_rec
+from tests.helpers import broken_links, make_rec
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
-
-
-class Links(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.targets: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        for key, value in attrs:
-            if key in ("href", "src", "xlink:href") and value:
-                self.targets.append(value)
-
-
-def _targets(page: Path) -> list[str]:
-    parser = Links()
-    parser.feed(page.read_text())
-    return parser.targets
-
-
-def _broken(page: Path) -> list[str]:
-    bad = []
-    for t in _targets(page):
-        url = urlparse(t)
-        if url.scheme or t.startswith("#"):
-            continue
-        if not (page.parent / unquote(url.path)).exists():
-            bad.append(t)
-    return bad
 
 
 def _folded(path: Path, busy: int) -> None:
@@ -80,7 +50,8 @@ def _report(tmp_path: Path) -> tuple[Path, Path]:
                 "median": median, "iqr": 0.001, "min": median * 0.9, "rounds": 50}}]}))
     dates = {A: 1, B: 2, C: 3}
     index = write_report(recs, out, dates.get, gate_runs=gate_runs,
-                         bench_runs=bench.load_runs(tmp_path), subject=lambda c: f"commit {c[0]}")
+                         bench_runs=bench.load_runs(tmp_path), subject=lambda c: f"commit {c[0]}",
+                         world_docs=[])
     return index, out
 
 
@@ -91,9 +62,9 @@ def test_trend_points_open_a_page_per_commit_and_every_link_resolves(tmp_path):
     html = index.read_text()
     for commit in (A, B, C):  # inline SVG: the points and the commit labels are links
         assert html.count(f'xlink:href="commits/{commit[:12]}.html"') >= 2
-    assert _broken(index) == []
+    assert broken_links(index) == []
     for page in pages:
-        assert _broken(page) == [], page.name
+        assert broken_links(page) == [], page.name
     c_page = (out / drilldown.href((C, False))).read_text()
     for rec in records.load_records(tmp_path / "results", commit=C):
         rel = Path(rec["_path"]).relative_to(tmp_path)

@@ -1,7 +1,8 @@
-"""The world (perf/world.py, perf/worldrun.py): the catalogue's shape and sharing; a world
-built with and without the layer cache gives, image by image, the digests of single
-`apkimage build` runs; world-bump rebuilds only the images holding the bumped package, and in
-them only the layers it changed — asserted from the records."""
+"""The world (perf/world.py, perf/worldrun.py, perf/worldreport.py): the catalogue's shape and
+sharing; a world built with and without the layer cache gives, image by image, the digests of
+single `apkimage build` runs; world-bump rebuilds only the images holding the bumped package,
+and in them only the layers it changed — asserted from the records; the report's world page
+from two commits' records, every link of every page resolving."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from builder.cli import main
-from perf import worldrun
+from perf import drilldown, records, worldreport, worldrun
 from perf.report import write_report
 from perf.world import (
     BASE,
@@ -27,6 +28,7 @@ from perf.world import (
     sharing,
 )
 from perf.worldrun import Variant, WorldJob, WorldPlan, parse_variants
+from tests.helpers import WORLD_IMAGES, broken_links, make_rec, world_doc
 
 SUBSET = ("static", "glibc-dynamic", "sqlite", "sqlite-dev", "python-3.12", "git")
 
@@ -153,8 +155,87 @@ def test_a_world_and_its_bump_from_the_records(world_small: World, tmp_path: Pat
     path = worldrun.save(tmp_path, doc)
     assert worldrun.load(tmp_path)[0]["job"] == doc["job"] and path.is_file()
     index = write_report([], tmp_path / "report", world_docs=worldrun.load(tmp_path))
-    html = index.read_text()
-    assert "<h2>Build the world</h2>" in html and "<svg" in html
-    assert "world-bump stitched+lc: sqlite-libs" in html
+    assert "<h2>Build the world</h2>" in index.read_text()
+    page = (tmp_path / "report" / worldreport.PAGE).read_text()
+    assert page.count("<svg") >= 4  # CPU per image and the trend, per scenario
+    assert "world-bump stitched+lc: sqlite-libs" in page
+    bump = page.split("<h2 id='bump'>")[1].split("<h2")[0]  # the layers, from real spans
+    assert "package layer" in bump and "top layer (own files, apk database)" in bump
+    assert "then from the cache in" in bump
+    assert broken_links(tmp_path / "report" / worldreport.PAGE) == []
     table = worldrun.format_table(doc)
     assert "3/6 images rebuilt anything" in table
+
+
+A, B, C, D = "a" * 40, "b" * 40, "c" * 40, "d" * 40
+
+
+def _world_report(tmp_path: Path) -> tuple[Path, Path]:
+    """Run records of A, B and C (so each has a commit page); world records of A, B (the
+    latest, less CPU) and D (no run record, so no commit page)."""
+    results, out = tmp_path / "results", tmp_path / "flamegraphs"
+    for i, commit in enumerate([A, B, C]):
+        records.save_record(results, make_rec(commit=commit, job=f"job-{i}",
+                                              started=f"2026-01-0{i + 1}T00:00:00.000+00:00"))
+    for commit, day, scale in ((D, 1, 1.5), (A, 2, 1.0), (B, 3, 0.5)):
+        worldrun.save(tmp_path, world_doc(commit, f"2026-01-0{day}T12:00:00.000+00:00", scale))
+    dates = {D: 0, A: 1, B: 2, C: 3}
+    index = write_report(records.load_records(results), out, dates.get,
+                         world_docs=worldrun.load(tmp_path), subject=lambda c: f"commit {c[0]}")
+    return index, out
+
+
+def test_the_world_page_from_two_commits_records(tmp_path: Path) -> None:
+    index, out = _world_report(tmp_path)
+    page = out / worldreport.PAGE
+    html = page.read_text()
+    assert f"commit <a href='commits/{B[:12]}.html'>{B[:12]}</a>" in html  # the latest
+    # the totals per scenario and variant, and the ratios between the variants
+    for scen in ("world", "world-bump"):
+        for variant in ("fast", "stitched+lc"):
+            assert f"<td class='l'>{scen}</td><td class='l'>{variant}</td><td>1</td>" in html
+    assert "world: stitched+lc uses x" in html and "world-bump: stitched+lc uses x" in html
+    # a chart per scenario, each bar saying what its image reused
+    for scen in ("world", "world-bump"):
+        assert f"<h2 id='chart-{scen}'>CPU per image: {scen}</h2><p>" in html
+        assert "<svg" in html.split(f"id='chart-{scen}'")[1].split("<h2")[0]
+    assert "<title>static stitched+lc: " in html and "2 from the layer cache, 0 made" in html
+    # per image and variant, with where its CPU went
+    images = html.split("<h2 id='images-world'>")[1].split("<h2")[0]
+    for name in WORLD_IMAGES:
+        for variant in ("fast", "stitched+lc"):
+            assert f"<td class='l'>{name}</td><td class='l'>{variant}</td>" in images
+    assert "<th>layers made</th>" in images and "<th>install</th>" in images
+    # world-bump: the two images holding sqlite-libs, their package and top layers
+    bump = html.split("<h2 id='bump'>")[1].split("<h2")[0]
+    assert "world-bump stitched+lc: sqlite-libs -&gt; 3.45.3-r1: 2/3 images rebuilt" in bump
+    assert "layer 1, package layer (x86_64)" in bump
+    assert "then from the cache in sqlite-dev" in bump  # the bumped layer, made once
+    assert "layer 2, top layer (own files, apk database) (x86_64)" in bump
+    assert "The other image made nothing (every layer from the layer cache): static" in bump
+    assert "No layer cache: every image made all its layers again (9 layers" in bump
+    # the trend: every commit with a world record, linked to its page when it has one
+    trend = html.split("<h2 id='trend'>")[1].split("<h2")[0]
+    assert trend.count("<svg") == 2  # world and world-bump
+    for commit in (A, B):  # per chart, a point per variant and the commit's label
+        assert trend.count(f'xlink:href="commits/{commit[:12]}.html"') == 2 * 3
+    assert D[:8] in trend and f"commits/{D[:12]}" not in html
+    assert C[:8] not in trend
+    for commit in (A, B, D):
+        assert f"<tr id='{worldreport.anchor((commit, False))}'>" in html
+    # index: the headline ratios and a link to the page; commit pages link to theirs
+    text = index.read_text()
+    summary = text.split("<h2>Build the world</h2>")[1].split("<h2>")[0]
+    assert "href='world.html'" in summary and "world: stitched+lc uses x" in summary
+    for commit in (A, B):
+        commit_page = (out / drilldown.href((commit, False))).read_text()
+        assert f"href='../world.html#c-{commit[:12]}'" in commit_page
+    assert "No world record at this point." in (out / drilldown.href((C, False))).read_text()
+    for p in [index, page, *sorted((out / drilldown.PAGES).glob("*.html"))]:
+        assert broken_links(p) == [], p.name
+
+
+def test_no_world_page_without_world_records(tmp_path: Path) -> None:
+    index = write_report([], tmp_path / "out", world_docs=[])
+    assert not (tmp_path / "out" / worldreport.PAGE).exists()
+    assert "No world records yet" in index.read_text()
