@@ -240,8 +240,28 @@ def _main_block(
     return _checksummed(blk)
 
 
+# Headers without xattrs or PAX records encoded in this process, by their fields: the images
+# of a world share most of their directories' and files' headers.
+_ENCODED: dict[tuple[object, ...], bytes] = {}
+_ENCODED_MAX = 1 << 16
+
+
 def encode_header(h: TarHeader) -> bytes:
     """The header block(s) Go writes for `h`: one USTAR block, or PAX header + body + block."""
+    if h.xattrs or h.pax:
+        return _encode_header(h)
+    key = (h.name, h.type, h.mode, h.uid, h.gid, h.size, h.mtime, h.linkname, h.uname,
+           h.gname, h.devmajor, h.devminor)
+    got = _ENCODED.get(key)
+    if got is None:
+        got = _encode_header(h)
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        _ENCODED[key] = got
+    return got
+
+
+def _encode_header(h: TarHeader) -> bytes:
     name, link, uname, gname = _b(h.name), _b(h.linkname), _b(h.uname), _b(h.gname)
     if not isinstance(h.mtime, int):
         raise FormatError(f"tar entry {name!r}: mtime must be whole seconds, got {h.mtime!r}")

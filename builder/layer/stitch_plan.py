@@ -60,12 +60,15 @@ def _same_header(e: TarEntry, canon: str, m: Meta) -> bool:
 
 def plan_package(fs: FsModel, package: str, data_tar: Path, entries: list[TarEntry],
                  users: dict[int, str], groups: dict[int, str], placed: set[str],
-                 stats: StitchStats) -> list[Keep | Header]:
+                 stats: StitchStats, pieces: bool = True) -> list[Keep | Header]:
     """The pieces of one package's stream; adds the canonical paths it places to `placed`.
-    Decided from the tar index alone: the data tar itself is not read."""
+    Decided from the tar index alone: the data tar itself is not read. Without `pieces`
+    only `placed` and `stats` are filled in (no headers are encoded) and [] is returned."""
     plan: list[Keep | Header] = []
 
     def keep(start: int, end: int) -> None:
+        if not pieces:
+            return
         if plan and isinstance(plan[-1], Keep) and plan[-1].end == start:
             plan[-1].end = end
         else:
@@ -98,7 +101,8 @@ def plan_package(fs: FsModel, package: str, data_tar: Path, entries: list[TarEnt
             keep(e.header_offset, e.end_offset)
             stats.entries_kept += 1
         else:
-            plan.append(Header(encode_header(header_for(canon, m, users, groups))))
+            if pieces:
+                plan.append(Header(encode_header(header_for(canon, m, users, groups))))
             if kind == FILE and e.size:
                 keep(e.data_offset, e.end_offset)
             stats.entries_rewritten += 1

@@ -299,7 +299,7 @@ def placed_by(fs: FsModel, packages: list[ExpandedPackage], users: dict[int, str
             raise ApkImageError(f"layer=stitched: {exp.package} was not expanded by the fast "
                                 "expand stage (it needs the cached data sections)")
         plan_package(fs, exp.package.name, exp.data_tar, exp.entries, users, groups, placed,
-                     StitchStats())
+                     StitchStats(), pieces=False)
     return placed
 
 
