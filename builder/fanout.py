@@ -13,7 +13,9 @@ With `--content-store REGISTRY/REPO` the layer caches share a second tier
 (builder/oci/content_store.py), and while a worker builds a layer nobody has stored yet it
 holds a cluster-wide `distributed.Lock` on the layer's key: another worker that needs the same
 layer waits, then pulls it, so a layer is built (and its blob pushed) once per cluster. A wait
-longer than CLAIM_TIMEOUT_S builds the layer anyway (the same bytes).
+longer than CLAIM_TIMEOUT_S builds the layer anyway (the same bytes). Packages are shared the
+same way (builder/repo/fetch.py): a worker downloading a package nobody has stored holds a
+lock on its `C:`, so each package is downloaded from its repository once per cluster.
 
 Failures: a build that fails on its own terms (a bad config, a package that is not there:
 any ApkImageError but a registry fault) is not retried and stops the run naming its config, as
@@ -59,11 +61,14 @@ def worker_cache_dir(base: str | None, name: object) -> str:
 
 
 @contextmanager
-def _dask_claim(key: str) -> Iterator[bool]:
-    """A cluster-wide lock on layer key `key` (yields False after CLAIM_TIMEOUT_S)."""
+def _dask_claim(key: str, kind: str = "layer", worker: Any = None) -> Iterator[bool]:
+    """A cluster-wide lock on layer key `key` (or, `kind` "apk", on a package's `C:` hex;
+    yields False after CLAIM_TIMEOUT_S). With `worker`, bound to it: the fetch stage takes
+    package claims on its own threads, where Dask cannot find the task's worker."""
     from distributed import Lock
 
-    lock = Lock(f"apkimage-layer-{key}")
+    lock = Lock(f"apkimage-{kind}-{key}", scheduler_rpc=getattr(worker, "scheduler", None),
+                loop=getattr(worker, "loop", None))
     got = bool(lock.acquire(timeout=CLAIM_TIMEOUT_S))
     try:
         yield got
@@ -82,13 +87,18 @@ def build_on_worker(job: Job, worker_caches: bool, run: str = "") -> ImageResult
     from distributed import get_worker
 
     from builder import layercache
+    from builder.repo import fetch
 
+    worker = get_worker()
     if worker_caches:
         opts = job.options
         job = replace(job, options=replace(
-            opts, cache_dir=worker_cache_dir(opts.cache_dir, get_worker().name)))
+            opts, cache_dir=worker_cache_dir(opts.cache_dir, worker.name)))
     global _known
-    layercache.set_claim(_dask_claim if job.options.content_store else None)
+    shared = bool(job.options.content_store)
+    layercache.set_claim(_dask_claim if shared else None)
+    fetch.set_package_claim(
+        (lambda key: _dask_claim(key, "apk", worker)) if shared else None)
     if _known is None or _known[0] != run:
         _known = (run, layercache.KnownBlobs())
     try:

@@ -56,7 +56,7 @@ class BuildOptions:
     allow_untrusted: bool = False
     lockfile: str = ""  # apko's lockfile: install exactly its packages, no index, no solve
     layer_cache: bool = False  # reuse finished layers from the cache (builder/layercache.py)
-    content_store: str = ""  # REGISTRY/REPO: the layer cache's shared tier (fan-out)
+    content_store: str = ""  # REGISTRY/REPO: layers' and packages' shared tier (fan-out)
     impl: dict[str, str] = field(default_factory=dict)  # stage -> name; {} = reference
 
     def chosen(self) -> dict[str, str]:
@@ -207,6 +207,8 @@ def make_plan(opts: BuildOptions, rec: SpanRecorder, fetcher: Fetcher) -> tuple[
 
     chosen = opts.chosen()
     registry = current()
+    if opts.content_store and not fetcher.content_store:
+        fetcher.content_store = opts.content_store  # packages are shared there too
     with rec.span("config", impl=chosen["config"]) as s:
         overrides = dict(archs=opts.archs, keyring_append=opts.keyring_append,
                          repository_append=opts.repository_append,

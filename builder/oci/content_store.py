@@ -13,6 +13,17 @@ whose config blob is the record's JSON (the local cache's record bytes) and whos
 is the layer blob — tagged `layer-<key>` (70 characters; a tag may have 128). The registry
 accepts the manifest only when both blobs are there, so a record found always has its blob
 (until someone deletes it: then the lookup is a miss).
+
+And it holds packages (builder/repo/fetch.py), so workers share what they downloaded from
+APK repositories: a package is an artifact tagged `apk-<hex>`, the hex SHA-1 its index `C:`
+names (44 characters), artifact type `application/vnd.apkimage.apk.v1`, one layer, the `.apk`
+as it was downloaded (media type `application/vnd.apkimage.apk.v1.layer`), and annotations
+naming the package, its arch and its `C:` (the config blob holds them too, as JSON of media
+type `application/vnd.apkimage.apk.v1+json`: a blob per package, not one shared blob that
+workers would race to upload).
+Nothing here trusts a package: `find_package` only says which blob the tag names and how big
+it is, `fetch_blob` checks the bytes against that digest, and the fetcher verifies the file
+against the index record (size, `C:`, datahash) exactly as it verifies a download.
 """
 
 from __future__ import annotations
@@ -20,11 +31,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from builder.errors import RegistryError
+from builder.errors import FormatError, RegistryError
 from builder.oci.layout import BlobSource
 from builder.oci.registry import Registry, parse_reference
 from builder.repo.store import (
@@ -43,12 +56,37 @@ log = logging.getLogger(__name__)
 MEDIA_RECORD = "application/vnd.apkimage.layer-record.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TAG_PREFIX = "layer-"
+MEDIA_APK_ARTIFACT = "application/vnd.apkimage.apk.v1"
+MEDIA_APK = "application/vnd.apkimage.apk.v1.layer"
+MEDIA_APK_CONFIG = "application/vnd.apkimage.apk.v1+json"
+APK_TAG_PREFIX = "apk-"
+ANNOTATION_CHECKSUM = "dev.apkimage.apk.checksum"  # the index `C:` (Q1 form)
+ANNOTATION_PACKAGE = "dev.apkimage.apk.package"  # name-version
+ANNOTATION_ARCH = "dev.apkimage.apk.arch"
+_SHA1_HEX = re.compile(r"[0-9a-f]{40}")
 
 
 def record_tag(key: str) -> str:
     """The tag of the record of layer cache key `key` (64 hex digits)."""
     parse_digest(f"{ALGORITHM}:{key}")  # a key is a SHA-256: 64 lowercase hex digits
     return TAG_PREFIX + key
+
+
+def package_tag(checksum_hex: str) -> str:
+    """The tag of the package whose index `C:` is the SHA-1 `checksum_hex` (40 hex digits)."""
+    if not isinstance(checksum_hex, str) or not _SHA1_HEX.fullmatch(checksum_hex):
+        raise FormatError(f"malformed package checksum {checksum_hex!r}: expected 40 "
+                          "lowercase hex digits")
+    return APK_TAG_PREFIX + checksum_hex
+
+
+@dataclass(frozen=True)
+class StoredPackage:
+    """What the manifest under a package's tag says of its one blob (not yet verified)."""
+
+    digest: str  # sha256:<hex> of the .apk
+    size: int
+    where: str  # REGISTRY/REPO:apk-<hex>, for messages
 
 
 class RegistryContentStore:
@@ -161,20 +199,96 @@ class RegistryContentStore:
         }, sort_keys=True, separators=(",", ":")).encode()
         return self.registry.put_manifest(self.repo, record_tag(key), manifest, MEDIA_MANIFEST)
 
+    def find_package(self, checksum_hex: str) -> StoredPackage | None:
+        """The blob stored for the package whose `C:` is `checksum_hex`, or None when the
+        registry has no manifest under its tag. A manifest there that is not a package
+        artifact of this `C:` (another artifact type, not exactly one `.apk` layer, another
+        checksum) is CorruptEntry. Says nothing of the blob's bytes (see `fetch_blob`)."""
+        from builder.util.checksums import parse_sha1
+
+        tag = package_tag(checksum_hex)
+        raw = self.registry.find_manifest(self.repo, tag, MEDIA_MANIFEST)
+        if raw is None:
+            return None
+        where = f"{self.ref}:{tag}"
+        try:
+            doc = json.loads(raw)
+            if doc.get("artifactType") != MEDIA_APK_ARTIFACT:
+                raise ValueError(f"artifact type {doc.get('artifactType')!r}")
+            if doc["config"].get("mediaType") != MEDIA_APK_CONFIG:
+                raise ValueError(f"config media type {doc['config'].get('mediaType')!r}")
+            layers = doc["layers"]
+            if not isinstance(layers, list) or len(layers) != 1:
+                raise ValueError(f"{len(layers) if isinstance(layers, list) else 'no'} layers")
+            layer = layers[0]
+            if layer.get("mediaType") != MEDIA_APK:
+                raise ValueError(f"layer media type {layer.get('mediaType')!r}")
+            digest, size = layer["digest"], layer["size"]
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise ValueError(f"size {size!r}")
+            parse_digest(digest)
+            named = (doc.get("annotations") or {}).get(ANNOTATION_CHECKSUM)
+            sha1 = parse_sha1(named) if isinstance(named, str) else None
+            if sha1 is None or sha1.hex() != checksum_hex:
+                raise ValueError(f"it names checksum {named!r}")
+        except (ValueError, KeyError, TypeError, AttributeError, FormatError) as exc:
+            raise CorruptEntry(where, f"not a package manifest ({exc})") from None
+        return StoredPackage(digest, size, where)
+
+    def fetch_blob(self, digest: str, out: BinaryIO, size: int) -> None:
+        """Stream blob `digest`, which must be `size` bytes, into `out`, hashing it; reading
+        stops past `size`. BlobNotFound when the registry has none, CorruptEntry when what
+        it sends is another length or hashes to anything else (`out` then holds junk: the
+        caller's temp file, dropped)."""
+        actual = self._download(digest, out, limit=size)
+        if actual != digest:
+            raise CorruptEntry(self._where(digest), f"content hashes to {actual}")
+
+    def put_package(self, checksum_hex: str, path: Path, digest: str, size: int,
+                    annotations: dict[str, str]) -> bool:
+        """Store the verified `.apk` at `path` (`size` bytes hashing to `digest`) as the
+        package artifact of `C:` `checksum_hex`: its blob and its config (`annotations` as
+        JSON: a blob of this package's own, so one claim on the package covers every upload
+        of it) are uploaded unless the registry has them (HEAD first), then the manifest is
+        put under the tag. True when the `.apk` was uploaded (False: the registry had it)."""
+        tag = package_tag(checksum_hex)
+        uploaded = self.push_file(path, digest)
+        record = json.dumps(annotations, sort_keys=True, separators=(",", ":")).encode()
+        config = f"{ALGORITHM}:{hashlib.sha256(record).hexdigest()}"
+        if not self.registry.blob_exists(self.repo, config):
+            self.registry.upload_blob(self.repo, BlobSource(config, len(record), data=record))
+        manifest = json.dumps({
+            "schemaVersion": 2,
+            "mediaType": MEDIA_MANIFEST,
+            "artifactType": MEDIA_APK_ARTIFACT,
+            "config": {"mediaType": MEDIA_APK_CONFIG, "digest": config, "size": len(record)},
+            "layers": [{"mediaType": MEDIA_APK, "digest": digest, "size": size}],
+            "annotations": dict(annotations),
+        }, sort_keys=True, separators=(",", ":")).encode()
+        self.registry.put_manifest(self.repo, tag, manifest, MEDIA_MANIFEST)
+        return uploaded
+
     # -- internals -----------------------------------------------------------------------
 
     def _where(self, digest: str) -> str:
         return f"{self.ref}@{digest}"
 
-    def _download(self, digest: str, out: BinaryIO) -> str:
+    def _download(self, digest: str, out: BinaryIO, limit: int | None = None) -> str:
+        """Blob `digest` streamed into `out`; the digest of what came. With `limit`, a body
+        of any other length is CorruptEntry (reading stops one chunk past it)."""
         parse_digest(digest)
         resp = self.registry.get_blob(self.repo, digest)
         if resp is None:
             raise BlobNotFound(self._where(digest))
         h = hashlib.sha256()
+        got = 0
         with resp:
             try:
                 for chunk in resp.iter_content(CHUNK):
+                    got += len(chunk)
+                    if limit is not None and got > limit:
+                        raise CorruptEntry(self._where(digest),
+                                           f"more than the {limit} bytes its manifest says")
                     h.update(chunk)
                     out.write(chunk)
             except OSError as exc:
@@ -184,6 +298,9 @@ class RegistryContentStore:
                     raise RegistryError(f"{self._where(digest)}: download failed: {exc}") \
                         from None
                 raise
+        if limit is not None and got != limit:
+            raise CorruptEntry(self._where(digest),
+                               f"{got} bytes, not the {limit} its manifest says")
         return f"{ALGORITHM}:{h.hexdigest()}"
 
     @staticmethod

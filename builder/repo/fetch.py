@@ -4,12 +4,26 @@ The `fetch` stage's implementations over it are in builder/repo/fetch_packages.p
 The Fetcher is the only place that talks to the network. In offline mode it never creates
 an HTTP session: every path that would need one goes through `_session_for()` or, for an
 index's conditional GET on the standard library, `_revalidate()`, both of which raise
-`FetchError("offline: would fetch <url>")` instead — so "offline opens no socket" holds by
-construction, not by each caller remembering to check.
+`FetchError("offline: would fetch <url>")` instead — so "offline reaches no repository"
+(and, without a content store, opens no socket) holds by construction, not by each caller
+remembering to check.
 
 Fetched content is handed to a caller-supplied check (`parse` for indexes, `verify` for
 packages) *before* the cache advertises it, so an entry in the cache has passed that check
 at least once; reads re-run the check and refetch (or, offline, fail naming the entry).
+
+With a content store (`content_store`, `REGISTRY/REPO`: BuildOptions.content_store,
+builder/oci/content_store.py) the cache has a second, shared tier for packages: a remote
+package the local cache lacks (or holds damaged) is looked up there by its `C:` first and,
+when found, pulled into a temp file of the cache and verified with the very `verify` a
+download gets (index size, `C:`, datahash) before it is committed; a stored package that
+fails any check is a warning and a normal download. A package found nowhere is downloaded
+and then pushed (blob HEAD first). While downloading it, a cluster's worker holds a claim on
+it (`set_package_claim`, builder/fanout.py: a `distributed.Lock`), so a second worker needing
+it waits and then pulls it: one download per cluster. Only `_package_store()` makes the
+registry client, and only with a content store: that registry is the one peer an offline
+fetcher may reach (a tier of the cache, read on a local miss; never written offline, since
+nothing is downloaded).
 """
 
 from __future__ import annotations
@@ -19,10 +33,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, TypeAlias, TypeVar
 
 from builder.apk.model import Package
 from builder.errors import FetchError, FormatError, VerificationError
@@ -35,9 +50,25 @@ from builder.repo.store import BlobNotFound
 if TYPE_CHECKING:
     import requests
 
+    from builder.oci.content_store import RegistryContentStore
+
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+Claim: TypeAlias = Callable[[str], AbstractContextManager[bool]]
+_package_claim: Claim | None = None
+
+
+def set_package_claim(claim: Claim | None) -> None:
+    """Install (or with None remove) this process's claim on packages: `claim(hex)`, the hex
+    SHA-1 of a package's `C:`, is a context manager held while a package that neither the
+    local cache nor the content store has is downloaded and pushed, so that another process
+    of a cluster needing it waits and then pulls it from the store (builder/fanout.py
+    installs a Dask lock). It yields False when it gave up waiting: the package is then
+    downloaded anyway. Without a claim (the local executor) nothing is locked."""
+    global _package_claim
+    _package_claim = claim
 
 
 @dataclass
@@ -51,6 +82,10 @@ class FetchStats:
     cache_misses: int = 0
     not_modified: int = 0  # conditional index GETs answered 304
     corrupt_entries: int = 0  # cache entries that failed their check
+    store_hits: int = 0  # packages pulled from the content store (verified as downloads are)
+    store_pushes: int = 0  # packages downloaded here and stored in the content store
+    store_refused: int = 0  # content-store packages refused by a check (then downloaded)
+    store_bytes: int = 0  # bytes pulled from the content store (not in bytes_fetched)
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -72,9 +107,14 @@ class Fetcher:
         pool_size: int = 8,
         max_response_bytes: int | None = None,
         cache: Cache | None = None,
+        content_store: str = "",
     ) -> None:
         self.cache = cache if cache is not None else Cache(cache_dir)
         self.offline = offline
+        # REGISTRY/REPO sharing packages between caches (see the module docstring); may be
+        # set until the first package is fetched
+        self.content_store = content_store
+        self._store: RegistryContentStore | None = None
         # timeout, retries, backoff: None takes APKIMAGE_HTTP_* from the environment, else
         # the defaults (builder/repo/http.py)
         self.http = HttpOptions.configured(
@@ -122,6 +162,16 @@ class Fetcher:
         if self.offline:
             raise FetchError(f"offline: would fetch {url}")
         return revalidate(url, conditional, self.http, self.max_response_bytes)
+
+    def _package_store(self) -> RegistryContentStore:
+        """The content store's client (made on first use; only with a content store)."""
+        assert self.content_store
+        with self._lock:
+            if self._store is None or self._store.ref != self.content_store:
+                from builder.oci.content_store import RegistryContentStore
+
+                self._store = RegistryContentStore(self.content_store)
+            return self._store
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
@@ -255,8 +305,10 @@ class Fetcher:
         FormatError when the file does not match the index record.
 
         Local repositories: the file in place. Remote: the cache entry keyed by `C:` if it
-        verifies, else a download (streamed to a temp file, verified, then atomically put in
-        place). Offline, a missing or corrupt entry is a FetchError naming it.
+        verifies, else (with a content store) the store's copy if it verifies, else a
+        download (streamed to a temp file, verified, then atomically put in place; then
+        pushed to the content store). Offline, an entry that is missing or corrupt (and not
+        in the content store) is a FetchError naming it.
         """
         url = repo.package_url(pkg, arch)
         if not repo.is_remote:
@@ -271,24 +323,94 @@ class Fetcher:
         if not pkg.checksum:
             raise VerificationError(f"{pkg}: index record from {repo.url} has no C: checksum")
         dest = self.cache.package_path(pkg.checksum, f"{pkg} ({repo.url})")
+        corrupt = ""
         if dest.is_file():
             try:
                 verify(dest)
             except (VerificationError, FormatError) as exc:
                 self._count(corrupt_entries=1)
-                if self.offline:
-                    raise FetchError(
-                        f"offline: cached {pkg} at {dest} is corrupt ({exc}) and cannot be "
-                        f"fetched again from {url}"
-                    ) from None
-                log.warning("cache: %s at %s is corrupt (%s); fetching again", pkg, dest, exc)
+                corrupt = str(exc)
+                if not self.offline:
+                    log.warning("cache: %s at %s is corrupt (%s); fetching again",
+                                pkg, dest, exc)
             else:
                 self._count(cache_hits=1)
                 self.progress.package_done(pkg.size)
                 return dest
-        elif self.offline:
-            raise FetchError(f"offline: {pkg} is not in the cache ({dest}); would fetch {url}")
-        return self._download_package(url, pkg, dest, verify)
+        if self.offline:
+            # The content store is a tier of the cache; the repository is out of reach.
+            if self.content_store and self._pull_package(url, pkg, dest, verify):
+                return dest
+            nor = f" nor in the content store {self.content_store}" if self.content_store \
+                else ""
+            if corrupt:
+                raise FetchError(f"offline: cached {pkg} at {dest} is corrupt ({corrupt}) and "
+                                 f"cannot be fetched again from {url}{nor}")
+            raise FetchError(f"offline: {pkg} is not in the cache ({dest}){nor}; "
+                             f"would fetch {url}")
+        if not self.content_store:
+            self._download_package(url, pkg, dest, verify)
+            return dest
+        return self._shared_package(url, pkg, arch, dest, verify)
+
+    def _shared_package(self, url: str, pkg: Package, arch: str, dest: Path,
+                        verify: Callable[[Path], None]) -> Path:
+        """`pkg` from the content store, else downloaded (under the package's claim, when
+        one is installed) and pushed there."""
+        from builder.oci import content_store as cs
+
+        chex = dest.parent.name  # the hex SHA-1 of `C:`: the package's tag and claim
+        if self._pull_package(url, pkg, dest, verify):
+            return dest
+        claim = _package_claim
+        with claim(chex) if claim is not None else nullcontext(True):
+            # the claim's last holder may have stored it meanwhile
+            if claim is not None and self._pull_package(url, pkg, dest, verify):
+                return dest
+            digest, size = self._download_package(url, pkg, dest, verify)
+            self._package_store().put_package(chex, dest, f"sha256:{digest}", size, {
+                cs.ANNOTATION_CHECKSUM: pkg.checksum,
+                cs.ANNOTATION_PACKAGE: f"{pkg.name}-{pkg.version}", cs.ANNOTATION_ARCH: arch})
+            self._count(store_pushes=1)
+        return dest
+
+    def _pull_package(self, url: str, pkg: Package, dest: Path,
+                      verify: Callable[[Path], None]) -> bool:
+        """True when the content store's copy of `pkg` passed `verify` (the download's own
+        checks) and is now the cache entry `dest`. False when the store has none, or has one
+        that fails a check: the manifest's size against the index's `S:`, the blob against
+        its digest, `verify` (a warning: the package is then downloaded). Registry faults
+        raise RegistryError."""
+        store = self._package_store()
+        try:
+            found = store.find_package(dest.parent.name)
+            if found is None:
+                return False
+            if pkg.size and found.size != pkg.size:
+                raise CorruptEntry(found.where, f"its blob is {found.size} bytes, the index "
+                                                f"says S:{pkg.size}")
+            if self.max_response_bytes is not None and found.size > self.max_response_bytes:
+                raise CorruptEntry(found.where, f"its blob is {found.size} bytes, more than "
+                                                f"{self.max_response_bytes}")
+            with self.cache.atomic(dest.parent) as tmp:
+                try:
+                    store.fetch_blob(found.digest, tmp.file, found.size)
+                    tmp.file.flush()
+                    verify(tmp.path)
+                except (VerificationError, FormatError) as exc:
+                    # name the blob, not the temp file (never kept)
+                    raise CorruptEntry(f"{found.where}@{found.digest}", str(exc).replace(
+                        str(tmp.path), "the stored blob")) from None
+                tmp.commit(dest)
+        except CorruptEntry as exc:  # BlobNotFound too: a manifest naming a missing blob
+            self._count(store_refused=1)
+            then = "not used" if self.offline else f"downloading it from {url}"
+            log.warning("content store: %s refused (%s); %s", pkg, exc, then)
+            return False
+        self._count(store_hits=1, store_bytes=found.size)
+        self.progress.downloaded(found.size)
+        self.progress.package_done(pkg.size)
+        return True
 
     def refetch_package(self, repo: Repository, pkg: Package, arch: str,
                         verify: Callable[[Path], None], why: str) -> Path:
@@ -302,10 +424,13 @@ class Fetcher:
             raise FetchError(f"offline: cached {pkg} at {dest} is corrupt ({why}) and cannot be "
                              f"fetched again from {url}")
         log.warning("cache: %s at %s is corrupt (%s); fetching again", pkg, dest, why)
-        return self._download_package(url, pkg, dest, verify)
+        self._download_package(url, pkg, dest, verify)
+        return dest
 
     def _download_package(self, url: str, pkg: Package, dest: Path,
-                          verify: Callable[[Path], None]) -> Path:
+                          verify: Callable[[Path], None]) -> tuple[str, int]:
+        """Download `pkg` from `url`, verify it and commit it to `dest`; the hex SHA-256 and
+        size of the file."""
         session = self._session_for(url)
         attempts = self.http.retries + 1
         for attempt in range(1, attempts + 1):
@@ -335,7 +460,7 @@ class Fetcher:
                 tmp.commit(dest)
             break
         self.progress.package_done(pkg.size)
-        return dest
+        return got.digest, got.size
 
 
 def _has_length(headers: dict[str, str]) -> bool:
