@@ -79,7 +79,8 @@ def build(opts: BuildOptions, work: Path, rec: SpanRecorder,
     chosen = opts.chosen()
     registry = current()
     check(chosen, registry)
-    with Fetcher(opts.cache_dir, offline=opts.offline, ca_file=opts.ca_file) as fetcher:
+    with Fetcher(opts.cache_dir, offline=opts.offline, ca_file=opts.ca_file,
+                 content_store=opts.content_store) as fetcher:
         fetcher.progress = rec.progress
         plan, planned = make_plan(opts, rec, fetcher)
         ctx = BuildContext(opts, chosen, registry, work, rec, fetcher, planned,

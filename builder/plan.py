@@ -207,8 +207,6 @@ def make_plan(opts: BuildOptions, rec: SpanRecorder, fetcher: Fetcher) -> tuple[
 
     chosen = opts.chosen()
     registry = current()
-    if opts.content_store and not fetcher.content_store:
-        fetcher.content_store = opts.content_store  # packages are shared there too
     with rec.span("config", impl=chosen["config"]) as s:
         overrides = dict(archs=opts.archs, keyring_append=opts.keyring_append,
                          repository_append=opts.repository_append,
