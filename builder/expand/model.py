@@ -11,7 +11,7 @@ from __future__ import annotations
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from builder.apk.model import Package
 from builder.apk.tarindex import TarEntry
@@ -51,6 +51,10 @@ class ExpandedPackage:
     data_size: int = 0  # bytes of the decompressed data tar
     from_cache: bool = False  # loaded from an earlier build's artefacts (nothing inflated)
     source: str = ""  # the .apk it was expanded from (named in errors)
+    # What later stages work out from the package alone, kept with it (a long process shares
+    # one object per package between its builds: builder/expand/cached.py), e.g. install's
+    # prepared entries. Not part of the value.
+    derived: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def who(self) -> str:

@@ -83,19 +83,15 @@ class _Step(NamedTuple):
     link: str  # a hardlink's target, checked and cleaned
 
 
-# Each package's steps, by the expanded package they were made from (the quick expand load
-# gives a long process one object per package, so every image after the first reuses them).
-_STEPS: dict[tuple[int, bool], tuple[ExpandedPackage, list[_Step]]] = {}
-_STEPS_MAX = 4096
-
-
 def _steps(fs: FsModel, exp: ExpandedPackage) -> list[_Step]:
     """The entries of `exp` to install, in order: APKv1 control files at the top of the data
-    tar and empty names left out; a bad name or link target raises here, naming it."""
-    key = (id(exp), fs.uses_fileobj)
-    known = _STEPS.get(key)
-    if known is not None and known[0] is exp:
-        return known[1]
+    tar and empty names left out; a bad name or link target raises here, naming it. Kept with
+    `exp` (its `derived`): the quick expand load gives a long process one object per package,
+    so every image after the first reuses them."""
+    key = "install steps (model handles)" if fs.uses_fileobj else "install steps"
+    known: list[_Step] | None = exp.derived.get(key)
+    if known is not None:
+        return known
     who, tar_path, bare = exp.who, exp.data_tar, not fs.uses_fileobj
     steps = []
     leading = True
@@ -116,9 +112,7 @@ def _steps(fs: FsModel, exp: ExpandedPackage) -> list[_Step]:
             name, t, e, FileRecord(name, t == "5", e.mode & 0o7777, e.uid, e.gid, e.checksum),
             sha1, Extent(tar_path, e.data_offset, e.size) if bare and t in ("0", "7") else None,
             fs.check_entry_name(e.linkname, who) if t == "1" else ""))
-    if len(_STEPS) >= _STEPS_MAX:
-        _STEPS.clear()
-    _STEPS[key] = (exp, steps)
+    exp.derived[key] = steps
     return steps
 
 
