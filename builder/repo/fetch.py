@@ -111,8 +111,7 @@ class Fetcher:
     ) -> None:
         self.cache = cache if cache is not None else Cache(cache_dir)
         self.offline = offline
-        # REGISTRY/REPO sharing packages between caches (see the module docstring); may be
-        # set until the first package is fetched
+        # REGISTRY/REPO sharing packages between caches (see the module docstring)
         self.content_store = content_store
         self._store: RegistryContentStore | None = None
         # timeout, retries, backoff: None takes APKIMAGE_HTTP_* from the environment, else
