@@ -551,6 +551,27 @@ def run_registry(tmp_path: Path, htpasswd: Path | None = None) -> Iterator[str]:
 # ------------------------------------------------------------------------------------ image trees
 
 
+def registry_log(base: str, tmp_path: Path) -> str:
+    """The access log, so far, of the docker-registry `run_registry(tmp_path)` started at
+    `base`."""
+    return (tmp_path / f"registry-{base.rsplit(':', 1)[1]}" / "registry.log").read_text()
+
+
+def build_many_json(configs: list[Path], out: Path, *args: str) -> dict:
+    """`apkimage build-many CONFIGS --out-dir OUT --impl fast --json ARGS` in this process:
+    its JSON document (the run must succeed)."""
+    import contextlib
+
+    from builder.cli import main
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = main(["build-many", *map(str, configs), "--out-dir", str(out), "--impl", "fast",
+                   "--json", *args])
+    assert rc == 0
+    return json.loads(buf.getvalue())
+
+
 def tagged_layout(layout: Path, manifest_digest: str, dest: Path, tag: str = "img") -> Path:
     """An OCI layout at `dest` sharing `layout`'s blobs whose index.json tags the one
     manifest `manifest_digest` as `tag` (our index.json is the image index; umoci and skopeo

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.cli import main
 from perf.workloads import Workload
-from tests.helpers import require_tool, run_registry, small_world
+from tests.helpers import build_many_json, registry_log, require_tool, run_registry, small_world
 
 pytestmark = [pytest.mark.tools, pytest.mark.slow]
 
@@ -33,20 +32,10 @@ def world(small_workload: Workload, tmp_path_factory: pytest.TempPathFactory
     """The world's configs and each image's index digest from the serial local build."""
     tmp = tmp_path_factory.mktemp("world")
     configs = small_world(tmp, small_workload.config_path)
-    doc = _build_many(configs, tmp / "serial", "--layer-cache", "--cache-dir", str(tmp / "c"))
+    doc = build_many_json(configs, tmp / "serial", "--layer-cache", "--cache-dir", str(tmp / "c"))
     return configs, {Path(i["config"]).stem: i["index_digest"] for i in doc["images"]}
 
 
-def _build_many(configs: list[Path], out: Path, *args: str) -> dict:
-    import contextlib
-    import io
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(["build-many", *map(str, configs), "--out-dir", str(out), "--impl", "fast",
-                   "--json", *args])
-    assert rc == 0
-    return json.loads(buf.getvalue())
 
 
 def _layer_digests(layout: Path) -> set[str]:
@@ -68,9 +57,6 @@ def _spans(doc: dict, what: str) -> list[str]:
             if s["name"] == "layer" and s["attrs"].get("output") == "cache"]
 
 
-def _access_log(base: str, tmp_path: Path) -> str:
-    port = base.rsplit(":", 1)[1]
-    return (tmp_path / f"registry-{port}" / "registry.log").read_text()
 
 
 def test_two_workers_share_layers_through_a_registry(world: tuple[list[Path], dict[str, str]],
@@ -80,13 +66,13 @@ def test_two_workers_share_layers_through_a_registry(world: tuple[list[Path], di
     with run_registry(tmp_path) as base:
         store = base.removeprefix("http://") + "/" + STORE_REPO
         t0 = time.monotonic()
-        doc = _build_many(configs, tmp_path / "many", "--executor", "dask", "--workers", "2",
+        doc = build_many_json(configs, tmp_path / "many", "--executor", "dask", "--workers", "2",
                           "--content-store", store, "--cache-dir", str(tmp_path / "c1"))
         first_s = time.monotonic() - t0
-        log = _access_log(base, tmp_path)
-        again = _build_many(configs, tmp_path / "again", "--executor", "dask", "--workers", "2",
+        log = registry_log(base, tmp_path)
+        again = build_many_json(configs, tmp_path / "again", "--executor", "dask", "--workers", "2",
                             "--content-store", store, "--cache-dir", str(tmp_path / "c2"))
-        log_again = _access_log(base, tmp_path)[len(log):]
+        log_again = registry_log(base, tmp_path)[len(log):]
 
     got = {Path(i["config"]).stem: i["index_digest"] for i in doc["images"]}
     assert got == serial  # the serial local build's images, byte for byte

@@ -9,8 +9,6 @@ are mounted from the store: the world's layers cross the wire once in all."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import subprocess
@@ -23,9 +21,16 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from builder.cli import main
 from perf.workloads import Workload
-from tests.helpers import free_port, require_tool, run_apkimage, run_registry, small_world
+from tests.helpers import (
+    build_many_json,
+    free_port,
+    registry_log,
+    require_tool,
+    run_apkimage,
+    run_registry,
+    small_world,
+)
 
 pytestmark = pytest.mark.tools
 
@@ -33,18 +38,8 @@ PREFIX = "world"
 HEX = r"([0-9a-f]{64})"
 
 
-def _build_many(configs: list[Path], out: Path, *args: str) -> dict:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(["build-many", *map(str, configs), "--out-dir", str(out), "--impl", "fast",
-                   "--json", *args])
-    assert rc == 0
-    return json.loads(buf.getvalue())
 
 
-def _access_log(base: str, tmp_path: Path) -> str:
-    port = base.rsplit(":", 1)[1]
-    return (tmp_path / f"registry-{port}" / "registry.log").read_text()
 
 
 def _blobs(layout: Path) -> tuple[set[str], set[str]]:
@@ -108,11 +103,11 @@ def test_the_world_is_published_each_blob_once(small_workload: Workload, tmp_pat
     cache = ("--layer-cache", "--cache-dir", str(tmp_path / "c"))
     with run_registry(tmp_path) as base:
         host = base.removeprefix("http://")
-        doc = _build_many(configs, tmp_path / "many", *cache, "--publish", f"{host}/{PREFIX}")
-        log = _access_log(base, tmp_path)
-        again = _build_many(configs, tmp_path / "many", *cache, "--publish",
+        doc = build_many_json(configs, tmp_path / "many", *cache, "--publish", f"{host}/{PREFIX}")
+        log = registry_log(base, tmp_path)
+        again = build_many_json(configs, tmp_path / "many", *cache, "--publish",
                             f"{host}/{PREFIX}")
-        log_again = _access_log(base, tmp_path)[len(log):]
+        log_again = registry_log(base, tmp_path)[len(log):]
         inspected = {}
         if not (skopeo_missing := _skopeo_missing()):
             for img in doc["images"]:
@@ -204,7 +199,7 @@ def test_a_failure_mid_world_names_the_image_and_keeps_those_before(
 
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "no-docker-config"))
     configs = small_world(tmp_path, small_workload.config_path, 3)
-    doc = _build_many(configs, tmp_path / "out", "--layer-cache", "--cache-dir",
+    doc = build_many_json(configs, tmp_path / "out", "--layer-cache", "--cache-dir",
                       str(tmp_path / "c"))
     a, b, c = doc["images"]
     with run_registry(tmp_path) as base:
@@ -239,10 +234,10 @@ def test_dask_world_mounts_its_layers_from_the_content_store(
     configs = small_world(tmp_path, small_workload.config_path)
     with run_registry(tmp_path) as base:
         host = base.removeprefix("http://")
-        doc = _build_many(configs, tmp_path / "many", "--executor", "dask", "--workers", "2",
+        doc = build_many_json(configs, tmp_path / "many", "--executor", "dask", "--workers", "2",
                           "--content-store", f"{host}/apkimage-cache", "--cache-dir",
                           str(tmp_path / "c"), "--publish", f"{host}/{PREFIX}")
-        log = _access_log(base, tmp_path)
+        log = registry_log(base, tmp_path)
     every_layer = set().union(*(_blobs(Path(i["out"]))[0] for i in doc["images"]))
     every_config = set().union(*(_blobs(Path(i["out"]))[1] for i in doc["images"]))
     store_uploads = _uploads(log, "apkimage-cache")

@@ -10,9 +10,7 @@ tests hold manifests that are no package of the `C:` asked for to a stand-in reg
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
-import io
 import json
 import logging
 import re
@@ -28,7 +26,15 @@ import yaml
 from builder.cli import main
 from builder.oci.content_store import RegistryContentStore
 from perf.workloads import Workload
-from tests.helpers import RepoServer, layered_variant, require_tool, run_registry, small_world
+from tests.helpers import (
+    RepoServer,
+    build_many_json,
+    layered_variant,
+    registry_log,
+    require_tool,
+    run_registry,
+    small_world,
+)
 
 STORE_REPO = "apkimage-cache"
 
@@ -57,13 +63,6 @@ def _remote_config(tmp: Path, workload: Workload, url: str) -> Path:
     return path
 
 
-def _build_many(configs: list[Path], out: Path, *args: str) -> dict:
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        rc = main(["build-many", *map(str, configs), "--out-dir", str(out), "--impl", "fast",
-                   "--json", *args])
-    assert rc == 0
-    return json.loads(buf.getvalue())
 
 
 def _fetch(doc: dict, what: str) -> int:
@@ -100,8 +99,6 @@ def _stored_packages(store: RegistryContentStore) -> dict[str, str]:
     return out
 
 
-def _access_log(base: str, tmp_path: Path) -> str:
-    return (tmp_path / f"registry-{base.rsplit(':', 1)[1]}" / "registry.log").read_text()
 
 
 def _blob_uploads(log: str) -> Counter[str]:
@@ -115,15 +112,15 @@ def test_a_second_cache_takes_every_package_from_the_store(
         small_workload: Workload, server: RepoServer, registry: str, tmp_path: Path) -> None:
     config = _remote_config(tmp_path, small_workload, server.url)
     store = _ref(registry)
-    first = _build_many([config], tmp_path / "one", "--content-store", store,
+    first = build_many_json([config], tmp_path / "one", "--content-store", store,
                         "--cache-dir", str(tmp_path / "c1"))
     downloads = _apk_gets(server)
-    second = _build_many([config], tmp_path / "two", "--content-store", store,
+    second = build_many_json([config], tmp_path / "two", "--content-store", store,
                          "--cache-dir", str(tmp_path / "c2"))
     again = _apk_gets(server) - downloads
     client = _store(registry)
     stored = _stored_packages(client)
-    log = _access_log(registry, tmp_path)
+    log = registry_log(registry, tmp_path)
 
     packages = len(downloads)
     print(f"first cache: {packages} packages downloaded, {_fetch(first, 'store_pushes')} pushed;"
@@ -154,7 +151,7 @@ def test_a_damaged_package_in_the_store_is_refused_and_downloaded(
         caplog: pytest.LogCaptureFixture) -> None:
     config = _remote_config(tmp_path, small_workload, server.url)
     ref = _ref(registry)
-    first = _build_many([config], tmp_path / "one", "--content-store", ref,
+    first = build_many_json([config], tmp_path / "one", "--content-store", ref,
                         "--cache-dir", str(tmp_path / "c1"))
     store = _store(registry)
     stored = _stored_packages(store)
@@ -186,7 +183,7 @@ def test_a_damaged_package_in_the_store_is_refused_and_downloaded(
 
     before = _apk_gets(server)
     with caplog.at_level(logging.WARNING):
-        second = _build_many([config], tmp_path / "two", "--content-store", ref,
+        second = build_many_json([config], tmp_path / "two", "--content-store", ref,
                              "--cache-dir", str(tmp_path / "c2"))
     downloaded = _apk_gets(server) - before
 
@@ -213,7 +210,7 @@ def test_a_package_of_another_size_is_refused_on_its_manifest(
     """A manifest whose blob is not the index's S: bytes is refused before the blob is read."""
     config = _remote_config(tmp_path, small_workload, server.url)
     ref = _ref(registry)
-    first = _build_many([config], tmp_path / "one", "--content-store", ref,
+    first = build_many_json([config], tmp_path / "one", "--content-store", ref,
                         "--cache-dir", str(tmp_path / "c1"))
     store = _store(registry)
     stored = _stored_packages(store)
@@ -223,14 +220,14 @@ def test_a_package_of_another_size_is_refused_on_its_manifest(
     (tmp_path / "junk").write_bytes(junk)
     digest = store.put(junk)
     store.put_package(stored[name], tmp_path / "junk", digest, len(junk), doc["annotations"])
-    log = _access_log(registry, tmp_path)
+    log = registry_log(registry, tmp_path)
     before = _apk_gets(server)
     with caplog.at_level(logging.WARNING):
-        second = _build_many([config], tmp_path / "two", "--content-store", ref,
+        second = build_many_json([config], tmp_path / "two", "--content-store", ref,
                              "--cache-dir", str(tmp_path / "c2"))
     assert _apk_gets(server) - before == Counter({f"{name}.apk": 1})
     assert _digests(second) == _digests(first)
-    assert f"GET /v2/{STORE_REPO}/blobs/{digest}" not in _access_log(registry, tmp_path)[len(log):]
+    assert f"GET /v2/{STORE_REPO}/blobs/{digest}" not in registry_log(registry, tmp_path)[len(log):]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any(f"its blob is {len(junk)} bytes, the index says S:" in w for w in warnings), \
         warnings
@@ -255,19 +252,19 @@ def test_offline_takes_packages_from_the_store_and_never_the_repository(
     package it lacks, offline is the usual error."""
     config = _remote_config(tmp_path, small_workload, server.url)
     ref = _ref(registry)
-    first = _build_many([config], tmp_path / "one", "--content-store", ref,
+    first = build_many_json([config], tmp_path / "one", "--content-store", ref,
                         "--cache-dir", str(tmp_path / "c1"))
     packages = sum(_apk_gets(server).values())
-    log = _access_log(registry, tmp_path)
+    log = registry_log(registry, tmp_path)
     asked = len(server.requests)
 
-    offline = _build_many([config], tmp_path / "two", "--offline", "--content-store", ref,
+    offline = build_many_json([config], tmp_path / "two", "--offline", "--content-store", ref,
                           "--cache-dir", str(_indexes_only(tmp_path / "c1", tmp_path / "c2")))
     assert len(server.requests) == asked  # not even the index's revalidation
     assert _digests(offline) == _digests(first)
     assert _fetch(offline, "store_hits") == packages
     assert _fetch(offline, "store_pushes") == 0
-    assert "PUT " not in _access_log(registry, tmp_path)[len(log):]
+    assert "PUT " not in registry_log(registry, tmp_path)[len(log):]
 
     # Without the store: no registry, no repository, the error names the missing package.
     rc = main(["build-many", str(config), "--out-dir", str(tmp_path / "three"), "--offline",
@@ -299,11 +296,11 @@ def test_two_workers_download_each_package_once(
     world = small_world(tmp_path, config)
     # The first two images, one per worker, need the same packages at the same moment.
     configs = [world[0], layered_variant(tmp_path, world[0], "twin", budget=None), *world[1:]]
-    serial = _build_many(configs, tmp_path / "serial", "--cache-dir", str(tmp_path / "c0"))
+    serial = build_many_json(configs, tmp_path / "serial", "--cache-dir", str(tmp_path / "c0"))
     alone = _apk_gets(server)
     ref = _ref(registry)
     server.delay = 0.1  # slow downloads: the two workers' fetches overlap
-    doc = _build_many(configs, tmp_path / "many", "--executor", "dask", "--workers", "2",
+    doc = build_many_json(configs, tmp_path / "many", "--executor", "dask", "--workers", "2",
                       "--content-store", ref, "--cache-dir", str(tmp_path / "c"))
     downloads = _apk_gets(server) - alone
 
@@ -316,7 +313,7 @@ def test_two_workers_download_each_package_once(
     assert _fetch(doc, "store_pushes") == len(alone)
     assert _fetch(doc, "store_refused") == 0
     assert _digests(doc) == _digests(serial)
-    assert max(_blob_uploads(_access_log(registry, tmp_path)).values()) == 1
+    assert max(_blob_uploads(registry_log(registry, tmp_path)).values()) == 1
 
 
 class _Manifests:

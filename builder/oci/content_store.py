@@ -186,18 +186,9 @@ class RegistryContentStore:
                    media_type: str) -> str:
         """Store the record JSON of layer key `key`, whose blob is already in the registry,
         as the artifact tagged `layer-<key>`; returns the manifest digest."""
-        config = f"{ALGORITHM}:{hashlib.sha256(record).hexdigest()}"
-        if not self.registry.blob_exists(self.repo, config):
-            self.registry.upload_blob(self.repo, BlobSource(config, len(record), data=record))
-        manifest = json.dumps({
-            "schemaVersion": 2,
-            "mediaType": MEDIA_MANIFEST,
-            "artifactType": MEDIA_RECORD,
-            "config": {"mediaType": MEDIA_RECORD, "digest": config, "size": len(record)},
-            "layers": [{"mediaType": media_type, "digest": blob_digest, "size": blob_size}],
-            "annotations": {"dev.apkimage.layer-key": key},
-        }, sort_keys=True, separators=(",", ":")).encode()
-        return self.registry.put_manifest(self.repo, record_tag(key), manifest, MEDIA_MANIFEST)
+        return self._put_artifact(record_tag(key), MEDIA_RECORD, record, MEDIA_RECORD,
+                                  (media_type, blob_digest, blob_size),
+                                  {"dev.apkimage.layer-key": key})
 
     def find_package(self, checksum_hex: str) -> StoredPackage | None:
         """The blob stored for the package whose `C:` is `checksum_hex`, or None when the
@@ -254,19 +245,26 @@ class RegistryContentStore:
         tag = package_tag(checksum_hex)
         uploaded = self.push_file(path, digest)
         record = json.dumps(annotations, sort_keys=True, separators=(",", ":")).encode()
-        config = f"{ALGORITHM}:{hashlib.sha256(record).hexdigest()}"
-        if not self.registry.blob_exists(self.repo, config):
-            self.registry.upload_blob(self.repo, BlobSource(config, len(record), data=record))
+        self._put_artifact(tag, MEDIA_APK_ARTIFACT, record, MEDIA_APK_CONFIG,
+                           (MEDIA_APK, digest, size), dict(annotations))
+        return uploaded
+
+    def _put_artifact(self, tag: str, artifact_type: str, config: bytes, config_type: str,
+                      layer: tuple[str, str, int], annotations: dict[str, str]) -> str:
+        """Tag `tag`: an artifact manifest of `config` (uploaded unless the registry has it)
+        and one layer (media type, digest, size) already in the registry; its digest."""
+        digest = f"{ALGORITHM}:{hashlib.sha256(config).hexdigest()}"
+        if not self.registry.blob_exists(self.repo, digest):
+            self.registry.upload_blob(self.repo, BlobSource(digest, len(config), data=config))
         manifest = json.dumps({
             "schemaVersion": 2,
             "mediaType": MEDIA_MANIFEST,
-            "artifactType": MEDIA_APK_ARTIFACT,
-            "config": {"mediaType": MEDIA_APK_CONFIG, "digest": config, "size": len(record)},
-            "layers": [{"mediaType": MEDIA_APK, "digest": digest, "size": size}],
-            "annotations": dict(annotations),
+            "artifactType": artifact_type,
+            "config": {"mediaType": config_type, "digest": digest, "size": len(config)},
+            "layers": [{"mediaType": layer[0], "digest": layer[1], "size": layer[2]}],
+            "annotations": annotations,
         }, sort_keys=True, separators=(",", ":")).encode()
-        self.registry.put_manifest(self.repo, tag, manifest, MEDIA_MANIFEST)
-        return uploaded
+        return self.registry.put_manifest(self.repo, tag, manifest, MEDIA_MANIFEST)
 
     # -- internals -----------------------------------------------------------------------
 
