@@ -70,3 +70,18 @@ def test_memory_noted_after_every_span() -> None:
     assert set(after) >= {"peak_mb", "rss_mb", "anon_mb", "file_mb"}
     assert after["anon_mb"] - before["anon_mb"] > 50 and after["peak_mb"] >= after["rss_mb"]
     del grow
+
+
+def test_peak_memory_is_the_builds_own_not_its_parents() -> None:
+    """A build spawned by a large process (the harness, a pytest worker) reports its own
+    peak: getrusage's ru_maxrss would start from the spawning process's resident set, which
+    Linux carries over at exec."""
+    ballast = bytearray(300 << 20)
+    ballast[::4096] = b"\1" * len(ballast[::4096])
+    child = subprocess.run(
+        [sys.executable, "-c", "import json; from builder.spans import memory_mb; "
+         "print(json.dumps(memory_mb()))"],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    del ballast
+    peak = json.loads(child.stdout)["peak_mb"]
+    assert 0 < peak < 150, f"the child's peak is {peak} MB: its parent's 300 MB counted in"
